@@ -1,0 +1,291 @@
+#include "conv.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "gemm/driver.hpp"
+#include "parallel.hpp"
+
+namespace fastconv {
+
+using gemm::AlignedBuffer;
+using gemm::ceil_div;
+using gemm::MicroKernel;
+using gemm::round_up;
+
+namespace {
+
+// Where column `pixel` of the implicit im2col matrix starts in the (unpadded) image.
+struct PixelOrigin {
+    index_t oh, ow;
+};
+
+// B panels of the forward GEMM straight from one image: rows k = (c, i, j) in [pc, pc+kc),
+// columns = output pixels [px0, px0+npx). Runs of pixels on one output row are copied
+// with their bounds hoisted, so interior rows are a strided (or, at stride 1, plain) copy.
+template <class T>
+void pack_b_image(const Conv2dParams& p, const T* __restrict img, int nr, index_t pc, index_t kc, index_t px0,
+                  index_t npx, T* __restrict dst) {
+    const Window& w = p.win;
+    const index_t khw = w.kh * w.kw;
+    for (index_t q0 = 0; q0 < npx; q0 += nr, dst += kc * nr) {
+        const index_t cols = std::min<index_t>(nr, npx - q0);
+        const index_t first = px0 + q0;
+        for (index_t kk = 0; kk < kc; ++kk) {
+            const index_t k = pc + kk;
+            const index_t c = k / khw, i = (k % khw) / w.kw, j = k % w.kw;
+            const T* plane = img + c * p.in_plane();
+            T* d = dst + kk * nr;
+            index_t jj = 0;
+            while (jj < cols) {  // one run per output row touched by this panel
+                const index_t pix = first + jj;
+                const index_t oh = pix / p.ow, ow0 = pix % p.ow;
+                const index_t run = std::min<index_t>(cols - jj, p.ow - ow0);
+                const index_t ih = oh * w.sh - w.ph + i;
+                if (ih < 0 || ih >= p.h) {
+                    std::fill(d + jj, d + jj + run, T(0));
+                } else {
+                    const Range r = valid_outputs(p.ow, w.sw, w.pw, j, p.w);
+                    const index_t lo = std::clamp(r.lo, ow0, ow0 + run), hi = std::clamp(r.hi, lo, ow0 + run);
+                    const index_t src = ih * p.w - w.pw + j;  // pixel of ow = 0
+                    T* out = d + jj;  // out[ow - ow0] for ow in [ow0, ow0+run)
+                    std::fill(out, out + (lo - ow0), T(0));
+                    if (w.sw == 1) {
+                        std::copy(plane + src + lo, plane + src + hi, out + (lo - ow0));
+                    } else {
+                        for (index_t ow = lo; ow < hi; ++ow) out[ow - ow0] = plane[src + ow * w.sw];
+                    }
+                    std::fill(out + (hi - ow0), out + run, T(0));
+                }
+                jj += run;
+            }
+            std::fill(d + cols, d + nr, T(0));
+        }
+    }
+}
+
+// B panels of the weight-gradient GEMM: the transposed im2col matrix of one image, depth =
+// output pixels [px0 + pc, +kc), columns k = (c, i, j) in [k0, k0+nk).
+template <class T>
+void pack_b_image_t(const Conv2dParams& p, const T* __restrict img, int nr, index_t px0, index_t pc, index_t kc,
+                    index_t k0, index_t nk, T* __restrict dst) {
+    const Window& w = p.win;
+    const index_t khw = w.kh * w.kw;
+    for (index_t q0 = 0; q0 < nk; q0 += nr, dst += kc * nr) {
+        const index_t cols = std::min<index_t>(nr, nk - q0);
+        for (index_t jj = 0; jj < nr; ++jj) {
+            T* d = dst + jj;
+            if (jj >= cols) {
+                for (index_t pp = 0; pp < kc; ++pp) d[pp * nr] = T(0);
+                continue;
+            }
+            const index_t k = k0 + q0 + jj;
+            const index_t c = k / khw, i = (k % khw) / w.kw, j = k % w.kw;
+            const T* plane = img + c * p.in_plane();
+            const Range r = valid_outputs(p.ow, w.sw, w.pw, j, p.w);
+            index_t pp = 0;
+            while (pp < kc) {
+                const index_t pix = px0 + pc + pp;
+                const index_t oh = pix / p.ow, ow0 = pix % p.ow;
+                const index_t run = std::min<index_t>(kc - pp, p.ow - ow0);
+                const index_t ih = oh * w.sh - w.ph + i;
+                T* out = d + pp * nr;  // out[(ow - ow0)*nr] for ow in [ow0, ow0+run)
+                if (ih < 0 || ih >= p.h) {
+                    for (index_t q = 0; q < run; ++q) out[q * nr] = T(0);
+                } else {
+                    const index_t lo = std::clamp(r.lo, ow0, ow0 + run), hi = std::clamp(r.hi, lo, ow0 + run);
+                    const index_t src = ih * p.w - w.pw + j;
+                    for (index_t ow = ow0; ow < lo; ++ow) out[(ow - ow0) * nr] = T(0);
+                    for (index_t ow = lo; ow < hi; ++ow) out[(ow - ow0) * nr] = plane[src + ow * w.sw];
+                    for (index_t ow = hi; ow < ow0 + run; ++ow) out[(ow - ow0) * nr] = T(0);
+                }
+                pp += run;
+            }
+        }
+    }
+}
+
+// Sums the dcol rows of channels [c0, c0+nc) for output rows [oh0, oh0+noh) into dx planes
+// (already holding earlier rows' sums). dcol row (c-c0, i, j) has noh*OW entries.
+template <class T>
+void col2im_rows(const Conv2dParams& p, const T* __restrict dcol, index_t c0, index_t nc, index_t oh0, index_t noh,
+                 T* __restrict dx) {
+    const Window& w = p.win;
+    const index_t npx = noh * p.ow;
+    for (index_t c = c0; c < c0 + nc; ++c) {
+        T* plane = dx + c * p.in_plane();
+        for (index_t i = 0; i < w.kh; ++i) {
+            const Range rows = valid_outputs(p.oh, w.sh, w.ph, i, p.h);
+            const index_t r_lo = std::max(rows.lo, oh0), r_hi = std::min(rows.hi, oh0 + noh);
+            for (index_t j = 0; j < w.kw; ++j) {
+                const Range cols = valid_outputs(p.ow, w.sw, w.pw, j, p.w);
+                const T* src = dcol + (((c - c0) * w.kh + i) * w.kw + j) * npx;
+                for (index_t oh = r_lo; oh < r_hi; ++oh) {
+                    const index_t dst = (oh * w.sh - w.ph + i) * p.w - w.pw + j;
+                    const T* s = src + (oh - oh0) * p.ow;
+                    if (w.sw == 1) {
+                        for (index_t ow = cols.lo; ow < cols.hi; ++ow) plane[dst + ow] += s[ow];
+                    } else {
+                        for (index_t ow = cols.lo; ow < cols.hi; ++ow) plane[dst + ow * w.sw] += s[ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Scratch sized for the largest item, one slice per thread.
+template <class T>
+struct ThreadScratch {
+    index_t per_thread;
+    AlignedBuffer<T> buf;
+    ThreadScratch(index_t elems, int threads) : per_thread(round_up(std::max<index_t>(elems, 1), 64)),
+                                                buf(per_thread * threads) {}
+    T* mine() const { return buf.get() + thread_index() * per_thread; }
+};
+
+// Splits `total` columns into chunks (multiples of `align`, at most `max_chunk`), enough of
+// them that `outer * chunks` items keep every thread busy.
+inline index_t chunk_size(index_t total, index_t outer, index_t align, index_t max_chunk, int threads) {
+    if (total <= 0) return 1;
+    index_t chunks = ceil_div(total, max_chunk);
+    const index_t want = 4 * threads;
+    if (outer * chunks < want) chunks = std::max(chunks, std::min(ceil_div(want, std::max<index_t>(outer, 1)),
+                                                                  ceil_div(total, align)));
+    return round_up(ceil_div(total, chunks), align);
+}
+
+// Bytes of dcol scratch one dx item may use: fits in a core's L2 together with the packs.
+constexpr index_t kDcolBudgetBytes = 512 * 1024;
+
+}  // namespace
+
+template <class T>
+void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* out) {
+    const MicroKernel<T>& kern = gemm::active_kernel<T>();
+    const index_t M = p.oc, K = p.patch(), P = p.out_plane();
+    if (p.n == 0 || M == 0 || P == 0) return;
+    const int threads = num_threads();
+    const index_t chunk = chunk_size(P, p.n, kern.nr, kern.nc, threads);
+    const index_t per_image = ceil_div(P, chunk);
+    ThreadScratch<T> scratch(gemm::scratch_elems(kern, M, chunk, K), threads);
+    parallel_for(p.n * per_image, [&](index_t item) {
+        const index_t n = item / per_image, px0 = (item % per_image) * chunk;
+        const index_t npx = std::min(chunk, P - px0);
+        const T* img = x + n * p.c * p.in_plane();
+        gemm::gemm_blocked(
+            kern, M, npx, K,
+            [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
+                gemm::pack_a_rows(w, K, M, kern.mr, ic, mc, pc, kc, dst);
+            },
+            [&](index_t pc, index_t kc, index_t jc, index_t nc, T* dst) {
+                pack_b_image(p, img, kern.nr, pc, kc, px0 + jc, nc, dst);
+            },
+            out + n * M * P + px0, P, false, bias, scratch.mine());
+    });
+}
+
+template <class T>
+void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* w, T* dx, T* dw, T* db) {
+    const MicroKernel<T>& kern = gemm::active_kernel<T>();
+    const index_t FN = p.oc, K = p.patch(), P = p.out_plane(), khw = p.win.kh * p.win.kw;
+    const int threads = num_threads();
+
+    // db[f] = sum over images and pixels, in a fixed order.
+    parallel_for(FN, [&](index_t f) {
+        T sum = T(0);
+        for (index_t n = 0; n < p.n; ++n) {
+            const T* row = dout + (n * FN + f) * P;
+            for (index_t q = 0; q < P; ++q) sum += row[q];
+        }
+        db[f] = sum;
+    });
+
+    // dW = sum over images of dout_n (FN x P) . im2col_n^T (P x K). Units (image, pixel chunk)
+    // are dealt to a fixed number of groups, each summing into its own partial dW, so the
+    // result is the same for any thread count and needs no atomics.
+    {
+        const index_t px_per_unit = p.n >= 8 ? P : std::max<index_t>(ceil_div(P, ceil_div(8, std::max<index_t>(p.n, 1))), 1);
+        const index_t units_per_image = ceil_div(P, px_per_unit);
+        const index_t units = p.n * units_per_image;
+        const index_t groups = std::max<index_t>(std::min<index_t>(units, 8), 1);
+        const index_t dw_size = FN * K;
+        AlignedBuffer<T> partial((groups - 1) * dw_size);
+        ThreadScratch<T> scratch(gemm::scratch_elems(kern, FN, K, px_per_unit), threads);
+        parallel_for(groups, [&](index_t g) {
+            T* acc = g == 0 ? dw : partial.get() + (g - 1) * dw_size;
+            std::fill(acc, acc + dw_size, T(0));
+            for (index_t u = g * units / groups; u < (g + 1) * units / groups; ++u) {
+                const index_t n = u / units_per_image, px0 = (u % units_per_image) * px_per_unit;
+                const index_t npx = std::min(px_per_unit, P - px0);
+                const T* img = x + n * p.c * p.in_plane();
+                const T* d = dout + n * FN * P + px0;
+                gemm::gemm_blocked(
+                    kern, FN, K, npx,
+                    [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
+                        gemm::pack_a_rows(d, P, FN, kern.mr, ic, mc, pc, kc, dst);
+                    },
+                    [&](index_t pc, index_t kc, index_t jc, index_t nc, T* dst) {
+                        pack_b_image_t(p, img, kern.nr, px0, pc, kc, jc, nc, dst);
+                    },
+                    acc, K, true, static_cast<const T*>(nullptr), scratch.mine());
+            }
+        });
+        if (groups > 1) {
+            parallel_for(ceil_div(dw_size, 4096), [&](index_t blk) {
+                const index_t lo = blk * 4096, hi = std::min(dw_size, lo + 4096);
+                for (index_t g = 1; g < groups; ++g) {
+                    const T* src = partial.get() + (g - 1) * dw_size;
+                    for (index_t e = lo; e < hi; ++e) dw[e] += src[e];
+                }
+            });
+        }
+    }
+
+    // dx: per (image, channel block), dcol = W^T (rows of those channels) . dout_n, then
+    // col2im into those channels only -- channel blocks never share a pixel, so no races.
+    // Output rows are processed in chunks to bound the dcol scratch.
+    if (p.n == 0 || p.c == 0) return;
+    index_t c_block = p.c;
+    if (p.n < 2 * threads) c_block = std::max<index_t>(1, p.c / ceil_div(2 * threads, std::max<index_t>(p.n, 1)));
+    const index_t c_blocks = ceil_div(p.c, c_block);
+    const index_t max_rows = c_block * khw;
+    const index_t budget = std::max<index_t>(kDcolBudgetBytes / index_t(sizeof(T)), max_rows * p.ow);
+    const index_t oh_chunk = std::max<index_t>(1, std::min(p.oh, budget / std::max<index_t>(max_rows * p.ow, 1)));
+    const index_t px_chunk = oh_chunk * p.ow;
+    const index_t dcol_elems = round_up(max_rows * px_chunk, 64);
+    ThreadScratch<T> scratch(dcol_elems + gemm::scratch_elems(kern, max_rows, px_chunk, FN), threads);
+    parallel_for(p.n * c_blocks, [&](index_t item) {
+        const index_t n = item / c_blocks, c0 = (item % c_blocks) * c_block;
+        const index_t nc = std::min(c_block, p.c - c0), rows = nc * khw;
+        T* dx_n = dx + n * p.c * p.in_plane();
+        std::fill(dx_n + c0 * p.in_plane(), dx_n + (c0 + nc) * p.in_plane(), T(0));
+        if (P == 0) return;
+        T* dcol = scratch.mine();
+        T* gemm_scratch = dcol + dcol_elems;
+        const T* d = dout + n * FN * P;
+        const T* wt = w + c0 * khw;  // W^T rows of this block: element (k, f) at wt[f*K + k]
+        for (index_t oh0 = 0; oh0 < p.oh; oh0 += oh_chunk) {
+            const index_t noh = std::min(oh_chunk, p.oh - oh0), npx = noh * p.ow, px0 = oh0 * p.ow;
+            gemm::gemm_blocked(
+                kern, rows, npx, FN,
+                [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
+                    gemm::pack_a_cols(wt, K, rows, kern.mr, ic, mc, pc, kc, dst);
+                },
+                [&](index_t pc, index_t kc, index_t jc, index_t ncol, T* dst) {
+                    gemm::pack_b_rows(d + px0, P, npx, kern.nr, pc, kc, jc, ncol, dst);
+                },
+                dcol, npx, false, static_cast<const T*>(nullptr), gemm_scratch);
+            col2im_rows(p, dcol, c0, nc, oh0, noh, dx_n);
+        }
+    });
+}
+
+template void conv2d_forward<float>(const Conv2dParams&, const float*, const float*, const float*, float*);
+template void conv2d_forward<double>(const Conv2dParams&, const double*, const double*, const double*, double*);
+template void conv2d_backward<float>(const Conv2dParams&, const float*, const float*, const float*, float*, float*,
+                                     float*);
+template void conv2d_backward<double>(const Conv2dParams&, const double*, const double*, const double*, double*,
+                                      double*, double*);
+
+}  // namespace fastconv

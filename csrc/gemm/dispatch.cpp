@@ -1,0 +1,73 @@
+#include <algorithm>
+#include <atomic>
+#include <stdexcept>
+
+#include "kernel.hpp"
+
+namespace fastconv::gemm {
+
+bool cpu_supports(const std::string& isa) {
+    if (isa == "generic") return true;
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == "avx512f") return __builtin_cpu_supports("avx512f");
+#endif
+    return false;
+}
+
+template <class T>
+const std::vector<MicroKernel<T>>& all_kernels() {
+    static const std::vector<MicroKernel<T>> table = [] {
+        std::vector<MicroKernel<T>> t;
+        append_avx512_kernels<T>(t);
+        append_avx2_kernels<T>(t);
+        append_generic_kernels<T>(t);
+        return t;
+    }();
+    return table;
+}
+
+template <class T>
+std::vector<MicroKernel<T>> usable_kernels() {
+    std::vector<MicroKernel<T>> out;
+    for (const auto& k : all_kernels<T>())
+        if (cpu_supports(k.isa)) out.push_back(k);
+    return out;
+}
+
+namespace {
+// "auto" or an ISA name; read on every call so tests can switch kernels at run time.
+std::atomic<const char*> g_isa{"auto"};
+const char* const kIsas[] = {"auto", "avx512f", "avx2", "generic"};
+}  // namespace
+
+void select_isa(const std::string& isa) {
+    for (const char* name : kIsas)
+        if (isa == name) {
+            if (isa != "auto" && !cpu_supports(isa))
+                throw std::invalid_argument("ISA '" + isa + "' is not supported by this CPU");
+            g_isa.store(name);
+            return;
+        }
+    throw std::invalid_argument("unknown ISA '" + isa + "'; choose auto, avx512f, avx2 or generic");
+}
+
+std::string selected_isa() { return g_isa.load(); }
+
+template <class T>
+const MicroKernel<T>& active_kernel() {
+    static const std::vector<MicroKernel<T>> usable = usable_kernels<T>();
+    const std::string isa = g_isa.load();
+    for (const auto& k : usable)
+        if (isa == "auto" || isa == k.isa) return k;
+    return usable.back();  // generic is always usable
+}
+
+template const std::vector<MicroKernel<float>>& all_kernels<float>();
+template const std::vector<MicroKernel<double>>& all_kernels<double>();
+template std::vector<MicroKernel<float>> usable_kernels<float>();
+template std::vector<MicroKernel<double>> usable_kernels<double>();
+template const MicroKernel<float>& active_kernel<float>();
+template const MicroKernel<double>& active_kernel<double>();
+
+}  // namespace fastconv::gemm

@@ -1,0 +1,70 @@
+// GEMM micro-kernels: descriptors, the run-time table, and the selection.
+//
+// A micro-kernel computes one MR x NR tile of C from packed panels (BLIS terms):
+//   acc[i][j] = sum_{p < k} a[p*MR + i] * b[p*NR + j]
+//   C[i][j]   = (accumulate ? C[i][j] : 0) + acc[i][j] + (bias ? bias[i] : 0)   for i < m, j < n
+// `a` and `b` are 64-byte aligned and zero-padded to full MR / NR; C is row-major
+// with row stride ldc and may be any alignment; m <= MR and n <= NR mark edge tiles.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fastconv::gemm {
+
+using index_t = std::int64_t;
+
+template <class T>
+using MicroKernelFn = void (*)(index_t k, const T* a, const T* b, T* c, index_t ldc, int m, int n,
+                               bool accumulate, const T* bias);
+
+template <class T>
+struct MicroKernel {
+    const char* name;  // e.g. "f32_gemm_8x48__avx512f"
+    const char* isa;   // "avx512f", "avx2", "generic"
+    int mr, nr;
+    // Cache blocking: a KC x NR panel of B stays in L1 across the MR loop, an MC x KC
+    // block of A in L2, a KC x NC block of B in L3.
+    index_t kc, mc, nc;
+    MicroKernelFn<T> run;
+};
+
+// Every kernel compiled into this build for T, best first; `usable` filters by CPU.
+template <class T>
+const std::vector<MicroKernel<T>>& all_kernels();
+template <class T>
+std::vector<MicroKernel<T>> usable_kernels();
+
+// The kernel the library uses: the best usable one, or the one forced by name.
+template <class T>
+const MicroKernel<T>& active_kernel();
+
+// Forces the kernel family by ISA name ("avx512f", "avx2", "generic"), or "auto".
+void select_isa(const std::string& isa);
+std::string selected_isa();
+bool cpu_supports(const std::string& isa);
+
+// Per-ISA tables, each defined in its own translation unit compiled with that ISA's flags.
+template <class T>
+void append_generic_kernels(std::vector<MicroKernel<T>>& out);
+template <class T>
+void append_avx2_kernels(std::vector<MicroKernel<T>>& out);
+template <class T>
+void append_avx512_kernels(std::vector<MicroKernel<T>>& out);
+
+// FMA ceiling probes, one per ISA translation unit: FLOP done in `iters` steps
+// (0 when the ISA is not compiled in).
+template <class T>
+double fma_burn_generic(index_t iters, T* sink);
+template <class T>
+double fma_burn_avx2(index_t iters, T* sink);
+template <class T>
+double fma_burn_avx512(index_t iters, T* sink);
+
+// GFLOP/s of the FMA ceiling for the active kernel's ISA, measured over ~`seconds`
+// on `threads` threads.
+template <class T>
+double measure_fma_peak(double seconds, int threads);
+
+}  // namespace fastconv::gemm

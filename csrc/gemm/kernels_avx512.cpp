@@ -1,0 +1,37 @@
+// Compiled with -mavx512f -mfma: 512-bit vectors, 32 registers.
+#include "ukr_vector.hpp"
+
+namespace fastconv::gemm {
+
+#if defined(FASTCONV_HAVE_VECTOR_EXT) && defined(__AVX512F__)
+// 8 rows x 3 vectors: 24 accumulators + 3 B vectors + 1 broadcast of the 32 zmm registers.
+template <>
+void append_avx512_kernels<float>(std::vector<MicroKernel<float>>& out) {
+    using Tile = VectorTile<float, 8, 3, 64>;
+    out.push_back({"f32_gemm_8x48__avx512f", "avx512f", 8, Tile::NR, 256, 128, 3072, &Tile::run});
+}
+template <>
+void append_avx512_kernels<double>(std::vector<MicroKernel<double>>& out) {
+    using Tile = VectorTile<double, 8, 3, 64>;
+    out.push_back({"f64_gemm_8x24__avx512f", "avx512f", 8, Tile::NR, 256, 128, 1536, &Tile::run});
+}
+#else
+template <>
+void append_avx512_kernels<float>(std::vector<MicroKernel<float>>&) {}
+template <>
+void append_avx512_kernels<double>(std::vector<MicroKernel<double>>&) {}
+#endif
+
+#if defined(FASTCONV_HAVE_VECTOR_EXT) && defined(__AVX512F__)
+template <>
+double fma_burn_avx512<float>(index_t iters, float* sink) { return fma_burn<float, 64, 24>(iters, sink); }
+template <>
+double fma_burn_avx512<double>(index_t iters, double* sink) { return fma_burn<double, 64, 24>(iters, sink); }
+#else
+template <>
+double fma_burn_avx512<float>(index_t, float*) { return 0.0; }
+template <>
+double fma_burn_avx512<double>(index_t, double*) { return 0.0; }
+#endif
+
+}  // namespace fastconv::gemm

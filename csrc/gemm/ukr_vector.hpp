@@ -1,0 +1,117 @@
+// One register-blocked micro-kernel written with GCC/Clang vector extensions, so that the
+// same source becomes SSE2, AVX2 or AVX-512 code depending on the flags of the translation
+// unit that instantiates it (each per-ISA .cpp is compiled with its own -m flags).
+#pragma once
+
+#include <cstring>
+
+#include "kernel.hpp"
+
+namespace fastconv::gemm {
+
+#if defined(__GNUC__)
+#define FASTCONV_HAVE_VECTOR_EXT 1
+
+// MR rows x NV vectors of VBYTES each.
+template <class T, int MR, int NV, int VBYTES>
+struct VectorTile {
+    typedef T V __attribute__((vector_size(VBYTES)));
+    static constexpr int L = VBYTES / int(sizeof(T));
+    static constexpr int NR = NV * L;
+
+    static V load(const T* p) {
+        V v;
+        std::memcpy(&v, p, sizeof(V));
+        return v;
+    }
+    static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+
+    static void run(index_t k, const T* __restrict a, const T* __restrict b, T* __restrict c, index_t ldc,
+                    int m, int n, bool accumulate, const T* __restrict bias) {
+        V acc[MR][NV];
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+            for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+
+        const V* bv = reinterpret_cast<const V*>(__builtin_assume_aligned(b, 64));
+        a = static_cast<const T*>(__builtin_assume_aligned(a, 64));
+        for (index_t p = 0; p < k; ++p) {
+            V bj[NV];
+#pragma GCC unroll 8
+            for (int j = 0; j < NV; ++j) bj[j] = bv[j];
+#pragma GCC unroll 32
+            for (int i = 0; i < MR; ++i) {
+                const V ai = V{} + a[i];  // broadcast
+#pragma GCC unroll 8
+                for (int j = 0; j < NV; ++j) acc[i][j] += ai * bj[j];
+            }
+            a += MR;
+            bv += NV;
+        }
+
+        if (m == MR && n == NR) {
+#pragma GCC unroll 32
+            for (int i = 0; i < MR; ++i) {
+                T* row = c + i * ldc;
+                const V shift = V{} + (bias ? bias[i] : T(0));
+#pragma GCC unroll 8
+                for (int j = 0; j < NV; ++j) {
+                    V v = acc[i][j] + shift;
+                    if (accumulate) v += load(row + j * L);
+                    store(row + j * L, v);
+                }
+            }
+            return;
+        }
+        // Edge tile: spill, then write only the valid part.
+        alignas(64) T tile[MR][NR];
+        std::memcpy(tile, acc, sizeof(tile));
+        for (int i = 0; i < m; ++i) {
+            T* row = c + i * ldc;
+            const T shift = bias ? bias[i] : T(0);
+            for (int j = 0; j < n; ++j) row[j] = (accumulate ? row[j] : T(0)) + tile[i][j] + shift;
+        }
+    }
+};
+#endif
+
+// Plain C++ fallback for compilers without vector extensions (MSVC).
+template <class T, int MR, int NR>
+struct ScalarTile {
+    static void run(index_t k, const T* __restrict a, const T* __restrict b, T* __restrict c, index_t ldc,
+                    int m, int n, bool accumulate, const T* __restrict bias) {
+        T acc[MR][NR] = {};
+        for (index_t p = 0; p < k; ++p)
+            for (int i = 0; i < MR; ++i)
+                for (int j = 0; j < NR; ++j) acc[i][j] += a[p * MR + i] * b[p * NR + j];
+        for (int i = 0; i < m; ++i)
+            for (int j = 0; j < n; ++j)
+                c[i * ldc + j] = (accumulate ? c[i * ldc + j] : T(0)) + acc[i][j] + (bias ? bias[i] : T(0));
+    }
+};
+
+}  // namespace fastconv::gemm
+
+namespace fastconv::gemm {
+#if defined(FASTCONV_HAVE_VECTOR_EXT)
+// The machine's FMA ceiling for this vector width: CHAINS independent accumulators
+// (enough to hide FMA latency on two pipes), no memory traffic. Returns FLOP done.
+template <class T, int VBYTES, int CHAINS>
+double fma_burn(index_t iters, T* sink) {
+    typedef T V __attribute__((vector_size(VBYTES)));
+    V acc[CHAINS];
+    const V mul = V{} + T(0.999999), add = V{} + T(1e-7);
+#pragma GCC unroll 32
+    for (int c = 0; c < CHAINS; ++c) acc[c] = V{} + T(c);
+    for (index_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 32
+        for (int c = 0; c < CHAINS; ++c) acc[c] = acc[c] * mul + add;
+    }
+    V total = V{};
+    for (int c = 0; c < CHAINS; ++c) total += acc[c];
+    *sink = total[0];
+    return 2.0 * double(iters) * CHAINS * (VBYTES / sizeof(T));
+}
+#endif
+}  // namespace fastconv::gemm

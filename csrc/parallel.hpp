@@ -1,0 +1,47 @@
+// The one place that touches OpenMP, so the library still builds (serially) without it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace fastconv {
+
+// Thread count for every parallel region, shared by all calling Python threads (an
+// omp_set_num_threads call would only reach the thread that made it).
+int num_threads();
+void set_num_threads(int n);
+bool openmp_enabled();
+
+#if defined(_OPENMP)
+inline int thread_index() { return omp_get_thread_num(); }
+#else
+inline int thread_index() { return 0; }
+#endif
+
+// Runs body(item) for item in [0, n_items), items split statically across the threads
+// (static split: the item -> thread map, and so every result, depends only on n_items).
+// `serial_below` items or fewer run on the calling thread: a fork/join costs microseconds.
+template <class Body>
+void parallel_for(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1) {
+#if defined(_OPENMP)
+    const int threads = num_threads();
+    if (threads > 1 && n_items > serial_below) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (std::int64_t item = 0; item < n_items; ++item) body(item);
+        return;
+    }
+#endif
+    for (std::int64_t item = 0; item < n_items; ++item) body(item);
+}
+
+// Threads that parallel_for would use for n_items; sizes per-thread scratch.
+inline int threads_for(std::int64_t n_items) {
+    const int t = num_threads();
+    return n_items < t ? static_cast<int>(n_items < 1 ? 1 : n_items) : t;
+}
+
+}  // namespace fastconv

@@ -1,0 +1,147 @@
+#include "pool.hpp"
+
+#include <algorithm>
+#include <atomic>
+
+#include "parallel.hpp"
+
+namespace fastconv {
+
+namespace {
+// Planes per work item, so that an item moves at least ~64 KiB and tiny planes
+// (e.g. 24x24) do not pay one scheduling step each.
+index_t serial_items_for(index_t plane_elems) {
+    return std::max<index_t>(1, (16 * 1024) / std::max<index_t>(plane_elems, 1));
+}
+}  // namespace
+
+template <class T>
+void max_pool2d_forward(const Conv2dParams& p, const T* x, T* out, std::int64_t* argmax) {
+    const Window& w = p.win;
+    parallel_for(p.n * p.c, [&](index_t plane_id) {
+        const T* in = x + plane_id * p.in_plane();
+        T* o = out + plane_id * p.out_plane();
+        std::int64_t* a = argmax + plane_id * p.out_plane();
+        for (index_t oh = 0; oh < p.oh; ++oh) {
+            const index_t h0 = std::max<index_t>(oh * w.sh - w.ph, 0);
+            const index_t h1 = std::min<index_t>(oh * w.sh - w.ph + w.kh, p.h);
+            for (index_t ow = 0; ow < p.ow; ++ow) {
+                const index_t w0 = std::max<index_t>(ow * w.sw - w.pw, 0);
+                const index_t w1 = std::min<index_t>(ow * w.sw - w.pw + w.kw, p.w);
+                // Every window holds at least one pixel (pad <= window / 2), so start from it.
+                index_t best_at = h0 * p.w + w0;
+                T best = in[best_at];
+                for (index_t ih = h0; ih < h1; ++ih) {
+                    for (index_t iw = w0; iw < w1; ++iw) {
+                        const T v = in[ih * p.w + iw];
+                        // v > best, or the first NaN (which then stays: nothing compares above it).
+                        if (v > best || (v != v && best == best)) {
+                            best = v;
+                            best_at = ih * p.w + iw;
+                        }
+                    }
+                }
+                o[oh * p.ow + ow] = best;
+                a[oh * p.ow + ow] = best_at;
+            }
+        }
+    }, serial_items_for(p.in_plane()));
+}
+
+template <class T>
+bool max_pool2d_backward(const Conv2dParams& p, const T* dout, const std::int64_t* argmax, T* dx) {
+    std::atomic<bool> ok{true};
+    const index_t plane = p.in_plane();
+    parallel_for(p.n * p.c, [&](index_t plane_id) {
+        T* d = dx + plane_id * plane;
+        std::fill(d, d + plane, T(0));
+        const T* g = dout + plane_id * p.out_plane();
+        const std::int64_t* a = argmax + plane_id * p.out_plane();
+        for (index_t q = 0; q < p.out_plane(); ++q) {
+            const std::int64_t at = a[q];
+            if (static_cast<std::uint64_t>(at) >= static_cast<std::uint64_t>(plane)) {
+                ok.store(false, std::memory_order_relaxed);
+                return;
+            }
+            d[at] += g[q];
+        }
+    }, serial_items_for(plane));
+    return ok.load();
+}
+
+template <class T>
+void avg_pool2d_forward(const Conv2dParams& p, const T* x, T* out) {
+    const Window& w = p.win;
+    const T scale = T(1) / T(w.kh * w.kw);
+    parallel_for(p.n * p.c, [&](index_t plane_id) {
+        const T* in = x + plane_id * p.in_plane();
+        T* o = out + plane_id * p.out_plane();
+        for (index_t oh = 0; oh < p.oh; ++oh) {
+            const index_t h0 = std::max<index_t>(oh * w.sh - w.ph, 0);
+            const index_t h1 = std::min<index_t>(oh * w.sh - w.ph + w.kh, p.h);
+            for (index_t ow = 0; ow < p.ow; ++ow) {
+                const index_t w0 = std::max<index_t>(ow * w.sw - w.pw, 0);
+                const index_t w1 = std::min<index_t>(ow * w.sw - w.pw + w.kw, p.w);
+                T sum = T(0);
+                for (index_t ih = h0; ih < h1; ++ih)
+                    for (index_t iw = w0; iw < w1; ++iw) sum += in[ih * p.w + iw];
+                o[oh * p.ow + ow] = sum * scale;
+            }
+        }
+    }, serial_items_for(p.in_plane()));
+}
+
+template <class T>
+void avg_pool2d_backward(const Conv2dParams& p, const T* dout, T* dx) {
+    const Window& w = p.win;
+    const T scale = T(1) / T(w.kh * w.kw);
+    parallel_for(p.n * p.c, [&](index_t plane_id) {
+        T* d = dx + plane_id * p.in_plane();
+        std::fill(d, d + p.in_plane(), T(0));
+        const T* g = dout + plane_id * p.out_plane();
+        for (index_t oh = 0; oh < p.oh; ++oh) {
+            const index_t h0 = std::max<index_t>(oh * w.sh - w.ph, 0);
+            const index_t h1 = std::min<index_t>(oh * w.sh - w.ph + w.kh, p.h);
+            for (index_t ow = 0; ow < p.ow; ++ow) {
+                const index_t w0 = std::max<index_t>(ow * w.sw - w.pw, 0);
+                const index_t w1 = std::min<index_t>(ow * w.sw - w.pw + w.kw, p.w);
+                const T share = g[oh * p.ow + ow] * scale;
+                for (index_t ih = h0; ih < h1; ++ih)
+                    for (index_t iw = w0; iw < w1; ++iw) d[ih * p.w + iw] += share;
+            }
+        }
+    }, serial_items_for(p.in_plane()));
+}
+
+namespace {
+constexpr index_t kEltwiseBlock = 1 << 15;
+}
+
+template <class T>
+void relu_forward(index_t n, const T* x, T* y) {
+    parallel_for((n + kEltwiseBlock - 1) / kEltwiseBlock, [&](index_t blk) {
+        const index_t lo = blk * kEltwiseBlock, hi = std::min(n, lo + kEltwiseBlock);
+        for (index_t e = lo; e < hi; ++e) y[e] = x[e] <= T(0) ? T(0) : x[e];
+    }, 2);
+}
+
+template <class T>
+void relu_backward(index_t n, const T* dout, const T* x, T* dx) {
+    parallel_for((n + kEltwiseBlock - 1) / kEltwiseBlock, [&](index_t blk) {
+        const index_t lo = blk * kEltwiseBlock, hi = std::min(n, lo + kEltwiseBlock);
+        for (index_t e = lo; e < hi; ++e) dx[e] = x[e] <= T(0) ? T(0) : dout[e];
+    }, 2);
+}
+
+#define FASTCONV_INSTANTIATE(T)                                                                    \
+    template void max_pool2d_forward<T>(const Conv2dParams&, const T*, T*, std::int64_t*);         \
+    template bool max_pool2d_backward<T>(const Conv2dParams&, const T*, const std::int64_t*, T*); \
+    template void avg_pool2d_forward<T>(const Conv2dParams&, const T*, T*);                        \
+    template void avg_pool2d_backward<T>(const Conv2dParams&, const T*, T*);                       \
+    template void relu_forward<T>(index_t, const T*, T*);                                          \
+    template void relu_backward<T>(index_t, const T*, const T*, T*);
+FASTCONV_INSTANTIATE(float)
+FASTCONV_INSTANTIATE(double)
+#undef FASTCONV_INSTANTIATE
+
+}  // namespace fastconv

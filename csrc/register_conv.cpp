@@ -1,0 +1,110 @@
+// Bindings for im2col, col2im and convolution.
+#include "bind_util.hpp"
+#include "conv.hpp"
+#include "im2col.hpp"
+
+namespace fastconv::bind {
+
+namespace {
+
+Conv2dParams image_params(const py::array& x, index_t oc, const Window& win) {
+    expect_ndim(x, 4, "x");
+    return make_params(x.shape(0), x.shape(1), x.shape(2), x.shape(3), oc, win);
+}
+
+py::array im2col_py(const py::array& x, index_t kh, index_t kw, index_t sh, index_t sw, index_t ph, index_t pw) {
+    const Dtype dt = float_dtype(x, "x");
+    const Conv2dParams p = image_params(x, 0, window(kh, kw, sh, sw, ph, pw));
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        auto col = new_array<T>({p.n * p.out_plane(), p.patch()});
+        T* out = col.mutable_data();
+        const T* in = cdata<T>(x);
+        py::gil_scoped_release release;
+        im2col(p, in, out);
+        return col;
+    });
+}
+
+py::array col2im_py(const py::array& col, const std::vector<index_t>& shape, index_t kh, index_t kw, index_t sh,
+                    index_t sw, index_t ph, index_t pw) {
+    const Dtype dt = float_dtype(col, "col");
+    if (shape.size() != 4) throw std::invalid_argument("input_shape must have 4 entries (N, C, H, W)");
+    const Conv2dParams p = make_params(shape[0], shape[1], shape[2], shape[3], 0, window(kh, kw, sh, sw, ph, pw));
+    expect_shape(col, {p.n * p.out_plane(), p.patch()}, "col");
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        auto img = new_array<T>({p.n, p.c, p.h, p.w});
+        T* out = img.mutable_data();
+        const T* in = cdata<T>(col);
+        py::gil_scoped_release release;
+        col2im(p, in, out);
+        return img;
+    });
+}
+
+Conv2dParams conv_params(const py::array& x, const py::array& w, index_t sh, index_t sw, index_t ph, index_t pw) {
+    expect_ndim(w, 4, "W");
+    if (x.ndim() == 4 && x.shape(1) != w.shape(1))
+        throw std::invalid_argument("channel mismatch: x has C=" + std::to_string(x.shape(1)) +
+                                    " but W expects C=" + std::to_string(w.shape(1)));
+    return image_params(x, w.shape(0), window(w.shape(2), w.shape(3), sh, sw, ph, pw));
+}
+
+py::array conv2d_forward_py(const py::array& x, const py::array& w, const std::optional<py::array>& b, index_t sh,
+                            index_t sw, index_t ph, index_t pw) {
+    const Dtype dt = float_dtype(x, "x");
+    same_dtype(dt, float_dtype(w, "W"), "conv2d");
+    if (b) {
+        same_dtype(dt, float_dtype(*b, "b"), "conv2d");
+        expect_shape(*b, {w.ndim() == 4 ? w.shape(0) : -1}, "b");
+    }
+    const Conv2dParams p = conv_params(x, w, sh, sw, ph, pw);
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        auto out = new_array<T>({p.n, p.oc, p.oh, p.ow});
+        T* o = out.mutable_data();
+        const T *xp = cdata<T>(x), *wp = cdata<T>(w), *bp = b ? cdata<T>(*b) : nullptr;
+        py::gil_scoped_release release;
+        conv2d_forward(p, xp, wp, bp, o);
+        return out;
+    });
+}
+
+py::tuple conv2d_backward_py(const py::array& dout, const py::array& x, const py::array& w, index_t sh, index_t sw,
+                             index_t ph, index_t pw) {
+    const Dtype dt = float_dtype(dout, "dout");
+    same_dtype(dt, float_dtype(x, "x"), "conv2d_backward");
+    same_dtype(dt, float_dtype(w, "W"), "conv2d_backward");
+    const Conv2dParams p = conv_params(x, w, sh, sw, ph, pw);
+    expect_shape(dout, {p.n, p.oc, p.oh, p.ow}, "dout");
+    return dispatch(dt, [&](auto tag) -> py::tuple {
+        using T = decltype(tag);
+        auto dx = new_array<T>({p.n, p.c, p.h, p.w});
+        auto dw = new_array<T>({p.oc, p.c, p.win.kh, p.win.kw});
+        auto db = new_array<T>({p.oc});
+        T *dxp = dx.mutable_data(), *dwp = dw.mutable_data(), *dbp = db.mutable_data();
+        const T *dp = cdata<T>(dout), *xp = cdata<T>(x), *wp = cdata<T>(w);
+        {
+            py::gil_scoped_release release;
+            conv2d_backward(p, dp, xp, wp, dxp, dwp, dbp);
+        }
+        return py::make_tuple(dx, dw, db);
+    });
+}
+
+}  // namespace
+
+void register_conv(py::module_& m) {
+    using namespace pybind11::literals;
+    m.def("im2col", &im2col_py, "x"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,
+          "Book-layout im2col: (N*OH*OW, C*KH*KW), rows (n, oh, ow), columns (c, kh, kw).");
+    m.def("col2im", &col2im_py, "col"_a, "input_shape"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,
+          "Adjoint of im2col: sums overlapping columns into an (N, C, H, W) image.");
+    m.def("conv2d_forward", &conv2d_forward_py, "x"_a, "w"_a, "b"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,
+          "Convolution forward (N, OC, OH, OW); b may be None.");
+    m.def("conv2d_backward", &conv2d_backward_py, "dout"_a, "x"_a, "w"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,
+          "Convolution backward: (dx, dW, db).");
+}
+
+}  // namespace fastconv::bind

@@ -1,0 +1,44 @@
+"""Thread control and the configuration report users paste into bug reports."""
+from __future__ import annotations
+
+import platform
+import sys
+
+import numpy as np
+
+from . import _core
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` OpenMP threads in the native kernels (``OMP_NUM_THREADS`` sets the start value)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads expects an int, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """Threads the native kernels use."""
+    return _core.get_num_threads()
+
+
+def config() -> dict:
+    from .backends import available_backends
+
+    info = dict(_core.build_info())
+    info.update(
+        fastconv=_core.__version__,
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        numpy=np.__version__,
+        threads=get_num_threads(),
+        backends=available_backends(),
+    )
+    return info
+
+
+def show_config() -> None:
+    """Print version, selected SIMD kernels, OpenMP runtime, threads and backends."""
+    for key, value in config().items():
+        print(f"{key:>14}: {value}")

@@ -1,0 +1,49 @@
+"""The C++ backend: thin calls into ``fastconv._core`` (OpenMP kernels, GIL released)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+from .._params import Window
+
+name = "native"
+
+
+def im2col(x: np.ndarray, win: Window) -> np.ndarray:
+    return _core.im2col(x, *win)
+
+
+def col2im(col: np.ndarray, shape, win: Window) -> np.ndarray:
+    return _core.col2im(col, tuple(shape), *win)
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, b, win: Window) -> np.ndarray:
+    return _core.conv2d_forward(x, w, b, *win[2:])
+
+
+def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, win: Window):
+    return _core.conv2d_backward(dout, x, w, *win[2:])
+
+
+def max_pool2d(x: np.ndarray, win: Window):
+    return _core.max_pool2d_forward(x, *win)
+
+
+def max_pool2d_backward(dout: np.ndarray, indices: np.ndarray, shape, win: Window) -> np.ndarray:
+    return _core.max_pool2d_backward(dout, indices, tuple(shape), *win)
+
+
+def avg_pool2d(x: np.ndarray, win: Window) -> np.ndarray:
+    return _core.avg_pool2d_forward(x, *win)
+
+
+def avg_pool2d_backward(dout: np.ndarray, shape, win: Window) -> np.ndarray:
+    return _core.avg_pool2d_backward(dout, tuple(shape), *win)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return _core.relu_forward(x)
+
+
+def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return _core.relu_backward(dout, x)

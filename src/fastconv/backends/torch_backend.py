@@ -1,0 +1,96 @@
+"""PyTorch backend (CPU), for comparison: ``torch.nn.functional`` on zero-copy tensors.
+
+Only importable when PyTorch is installed. Results come back as NumPy arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._params import Window
+
+name = "torch"
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.numpy())
+
+
+def _geometry(win: Window):
+    return dict(stride=(win.sh, win.sw), padding=(win.ph, win.pw))
+
+
+def im2col(x: np.ndarray, win: Window) -> np.ndarray:
+    with torch.no_grad():
+        cols = F.unfold(_t(x), (win.kh, win.kw), **_geometry(win))  # (N, C*kh*kw, L)
+        return _np(cols.transpose(1, 2).reshape(-1, cols.shape[1]))
+
+
+def col2im(col: np.ndarray, shape, win: Window) -> np.ndarray:
+    N, C, H, W = shape
+    with torch.no_grad():
+        cols = _t(col).reshape(N, -1, col.shape[1]).transpose(1, 2)
+        return _np(F.fold(cols, (H, W), (win.kh, win.kw), **_geometry(win)))
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, b, win: Window) -> np.ndarray:
+    with torch.no_grad():
+        return _np(F.conv2d(_t(x), _t(w), None if b is None else _t(b), **_geometry(win)))
+
+
+def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, win: Window):
+    with torch.no_grad():
+        g = _geometry(win)
+        # convolution_backward computes dx, dW and db in one pass, as autograd would.
+        dx, dw, db = torch.ops.aten.convolution_backward(
+            _t(dout), _t(x), _t(w), [w.shape[0]], list(g["stride"]), list(g["padding"]),
+            [1, 1], False, [0, 0], 1, [True, True, True],
+        )
+        return _np(dx), _np(dw), _np(db)
+
+
+def max_pool2d(x: np.ndarray, win: Window):
+    with torch.no_grad():
+        out, idx = F.max_pool2d(_t(x), (win.kh, win.kw), return_indices=True, **_geometry(win))
+        return _np(out), _np(idx)
+
+
+def max_pool2d_backward(dout: np.ndarray, indices: np.ndarray, shape, win: Window) -> np.ndarray:
+    with torch.no_grad():
+        d = _t(dout)
+        g = _geometry(win)
+        # The input only lends its shape to the backward kernel.
+        x = torch.empty(shape, dtype=d.dtype)
+        return _np(torch.ops.aten.max_pool2d_with_indices_backward(
+            d, x, [win.kh, win.kw], list(g["stride"]), list(g["padding"]), [1, 1], False, _t(indices)))
+
+
+def avg_pool2d(x: np.ndarray, win: Window) -> np.ndarray:
+    with torch.no_grad():
+        return _np(F.avg_pool2d(_t(x), (win.kh, win.kw), count_include_pad=True, **_geometry(win)))
+
+
+def avg_pool2d_backward(dout: np.ndarray, shape, win: Window) -> np.ndarray:
+    with torch.no_grad():
+        d = _t(dout)
+        g = _geometry(win)
+        x = torch.empty(shape, dtype=d.dtype)
+        return _np(torch.ops.aten.avg_pool2d_backward(
+            d, x, [win.kh, win.kw], list(g["stride"]), list(g["padding"]), False, True, None))
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        t = _t(x)
+        return _np(torch.where(t <= 0, torch.zeros((), dtype=t.dtype), t))
+
+
+def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        d = _t(dout)
+        return _np(torch.where(_t(x) <= 0, torch.zeros((), dtype=d.dtype), d))

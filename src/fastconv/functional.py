@@ -1,0 +1,254 @@
+"""Functional API: validate and normalise arguments once, then hand off to the selected backend.
+
+Shapes follow NCHW. ``stride`` and ``pad`` take an int or an ``(h, w)`` pair everywhere.
+Result dtype: float32 when every operand is float32 (or float16), float64 otherwise
+(integers compute in float64, as the book's float64 im2col buffer would); complex and
+object arrays raise ``TypeError``. Inputs are never modified; results are fresh C-contiguous arrays.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _params as P
+from .backends import current_backend
+
+__all__ = [
+    "im2col", "col2im", "conv2d", "conv2d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "relu", "relu_backward",
+]
+
+
+def _image(x, name: str = "x"):
+    (arr,) = P.arrays((name,), (x,))
+    P.check_ndim(arr, 4, name, "(N, C, H, W)")
+    return arr
+
+
+def _check_dout(dout: np.ndarray, expected: tuple, what: str) -> None:
+    if dout.shape != expected:
+        raise ValueError(f"dout has shape {dout.shape} but the {what} forward output has shape {expected}")
+
+
+# --- im2col / col2im ----------------------------------------------------------
+
+def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
+    """Unfold sliding windows into rows, exactly as the book's ``common.util.im2col``.
+
+    Parameters
+    ----------
+    input_data : array_like, shape (N, C, H, W)
+    filter_h, filter_w : int
+    stride, pad : int or (int, int)
+
+    Returns
+    -------
+    col : ndarray, shape (N*OH*OW, C*filter_h*filter_w)
+        Rows ordered (n, oh, ow), columns ordered (c, fh, fw). Zero padding.
+        float32 input stays float32 (the book always returns float64).
+    """
+    x = _image(input_data, "input_data")
+    win = P.window(filter_h, filter_w, stride, pad)
+    P.check_fits(win, x.shape[2], x.shape[3])
+    dt = P.compute_dtype(x)
+    return current_backend().im2col(P.as_float(x, dt), win)
+
+
+def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
+    """Fold rows back into an image, summing overlapping windows: the adjoint of :func:`im2col`.
+
+    Parameters
+    ----------
+    col : array_like, shape (N*OH*OW, C*filter_h*filter_w)
+    input_shape : (N, C, H, W)
+
+    Returns
+    -------
+    ndarray, shape (N, C, H, W), dtype of ``col`` (float32 or float64).
+    """
+    (arr,) = P.arrays(("col",), (col,))
+    N, C, H, W = P.shape4(input_shape)
+    win = P.window(filter_h, filter_w, stride, pad)
+    OH, OW = P.check_fits(win, H, W)
+    expected = (N * OH * OW, C * win.kh * win.kw)
+    if arr.shape != expected:
+        raise ValueError(
+            f"col has shape {arr.shape} but input_shape {(N, C, H, W)} with a {win.kh}x{win.kw} "
+            f"window, stride ({win.sh}, {win.sw}), pad ({win.ph}, {win.pw}) needs {expected} "
+            f"(output {OH}x{OW})"
+        )
+    dt = P.compute_dtype(arr)
+    return current_backend().col2im(P.as_float(arr, dt), (N, C, H, W), win)
+
+
+# --- convolution -------------------------------------------------------------
+
+def _conv_operands(x, W, stride, pad, x_name="x"):
+    x = _image(x, x_name)
+    (w,) = P.arrays(("W",), (W,))
+    P.check_ndim(w, 4, "W", "(FN, C, FH, FW)")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"channel mismatch: x has C={x.shape[1]} channels (shape {x.shape}) "
+            f"but W expects C={w.shape[1]} (shape {w.shape})"
+        )
+    if w.shape[1] == 0:
+        raise ValueError(f"W has zero input channels (shape {w.shape})")
+    win = P.window(w.shape[2], w.shape[3], stride, pad)
+    OH, OW = P.check_fits(win, x.shape[2], x.shape[3])
+    return x, w, win, (x.shape[0], w.shape[0], OH, OW)
+
+
+def conv2d(x, W, b=None, stride=1, pad=0) -> np.ndarray:
+    """2-D convolution (cross-correlation, as in the book and PyTorch) with optional bias.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    W : array_like, shape (FN, C, FH, FW)
+    b : array_like, shape (FN,), optional
+    stride, pad : int or (int, int); zero padding.
+
+    Returns
+    -------
+    ndarray, shape (N, FN, OH, OW) with OH = (H + 2*pad_h - FH) // stride_h + 1.
+    """
+    x, w, win, _ = _conv_operands(x, W, stride, pad)
+    operands = [x, w]
+    if b is not None:
+        (b,) = P.arrays(("b",), (b,))
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"b must have shape ({w.shape[0]},) to match W {w.shape}, got {b.shape}")
+        operands.append(b)
+    dt = P.compute_dtype(*operands)
+    bias = None if b is None else P.as_float(b, dt)
+    return current_backend().conv2d(P.as_float(x, dt), P.as_float(w, dt), bias, win)
+
+
+def conv2d_backward(dout, x, W, stride=1, pad=0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv2d`.
+
+    Parameters
+    ----------
+    dout : array_like, shape (N, FN, OH, OW), the gradient of the forward output.
+    x, W, stride, pad : as passed to the forward call.
+
+    Returns
+    -------
+    dx : ndarray (N, C, H, W);  dW : ndarray (FN, C, FH, FW);  db : ndarray (FN,)
+    """
+    x, w, win, out_shape = _conv_operands(x, W, stride, pad)
+    d = _image(dout, "dout")
+    _check_dout(d, out_shape, "conv2d")
+    dt = P.compute_dtype(d, x, w)
+    return current_backend().conv2d_backward(P.as_float(d, dt), P.as_float(x, dt), P.as_float(w, dt), win)
+
+
+# --- pooling -----------------------------------------------------------------
+
+def _pool_window(shape, pool_h, pool_w, stride, pad):
+    win = P.window(pool_h, pool_w, (pool_h, pool_w) if stride is None else stride, pad, kind="pool")
+    P.check_pool_pad(win)
+    OH, OW = P.check_fits(win, shape[2], shape[3])
+    return win, (shape[0], shape[1], OH, OW)
+
+
+def _input_shape(x, name: str = "x"):
+    """Forward input given as an array or as its (N, C, H, W) shape."""
+    if isinstance(x, tuple):
+        return P.shape4(x, name)
+    return _image(x, name).shape
+
+
+def max_pool2d(x, pool_h: int, pool_w: int, stride=None, pad=0, return_indices: bool = False):
+    """Max pooling. Padding is -inf (it never wins a max); ``stride=None`` means the window size.
+
+    ``pad`` may be at most half the window (as in PyTorch). NaN in a window gives NaN.
+
+    Returns
+    -------
+    out : ndarray (N, C, OH, OW)
+    indices : ndarray of int64 (N, C, OH, OW), only with ``return_indices=True``:
+        the argmax as a flat index ``h*W + w`` into each input plane (PyTorch's convention);
+        ties go to the first maximum in row-major window order.
+    """
+    x = _image(x)
+    win, _ = _pool_window(x.shape, pool_h, pool_w, stride, pad)
+    out, indices = current_backend().max_pool2d(P.as_float(x, P.compute_dtype(x)), win)
+    return (out, indices) if return_indices else out
+
+
+def _checked_indices(indices, out_shape, in_shape) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be integers, got {idx.dtype}")
+    if idx.shape != out_shape:
+        raise ValueError(f"indices has shape {idx.shape}, expected the pooled shape {out_shape}")
+    plane = in_shape[2] * in_shape[3]
+    if idx.size and (idx.min() < 0 or idx.max() >= plane):
+        raise ValueError(
+            f"indices must lie in [0, {plane}) for input planes {in_shape[2]}x{in_shape[3]}, "
+            f"got range [{idx.min()}, {idx.max()}]"
+        )
+    return np.ascontiguousarray(idx, dtype=np.int64)
+
+
+def max_pool2d_backward(dout, x, pool_h: int, pool_w: int, stride=None, pad=0, indices=None) -> np.ndarray:
+    """Gradient of :func:`max_pool2d`: each output gradient goes to its window's argmax.
+
+    ``x`` is the forward input; with ``indices`` (from ``return_indices=True``) it may be
+    just its (N, C, H, W) shape, otherwise the argmax is recomputed from ``x``.
+    Returns dx, shape (N, C, H, W), in the dtype of ``dout``.
+    """
+    shape = _input_shape(x)
+    d = _image(dout, "dout")
+    win, out_shape = _pool_window(shape, pool_h, pool_w, stride, pad)
+    _check_dout(d, out_shape, "max_pool2d")
+    backend = current_backend()
+    if indices is not None:
+        idx = _checked_indices(indices, out_shape, shape)
+    elif isinstance(x, tuple):
+        raise TypeError("max_pool2d_backward needs the input array x, or indices, to locate the maxima")
+    else:
+        arr = _image(x)
+        _, idx = backend.max_pool2d(P.as_float(arr, P.compute_dtype(arr)), win)
+    return backend.max_pool2d_backward(P.as_float(d, P.compute_dtype(d)), idx, tuple(shape), win)
+
+
+def avg_pool2d(x, pool_h: int, pool_w: int, stride=None, pad=0) -> np.ndarray:
+    """Average pooling; zero padding counts in the divisor (PyTorch's ``count_include_pad=True``).
+
+    Returns ndarray (N, C, OH, OW).
+    """
+    x = _image(x)
+    win, _ = _pool_window(x.shape, pool_h, pool_w, stride, pad)
+    return current_backend().avg_pool2d(P.as_float(x, P.compute_dtype(x)), win)
+
+
+def avg_pool2d_backward(dout, x, pool_h: int, pool_w: int, stride=None, pad=0) -> np.ndarray:
+    """Gradient of :func:`avg_pool2d`; ``x`` is the forward input or its (N, C, H, W) shape."""
+    shape = _input_shape(x)
+    d = _image(dout, "dout")
+    win, out_shape = _pool_window(shape, pool_h, pool_w, stride, pad)
+    _check_dout(d, out_shape, "avg_pool2d")
+    return current_backend().avg_pool2d_backward(P.as_float(d, P.compute_dtype(d)), tuple(shape), win)
+
+
+# --- activation ----------------------------------------------------------------
+
+def relu(x) -> np.ndarray:
+    """``x`` where ``x > 0``, else 0 (the book's Relu: NaN passes through). Any shape."""
+    (arr,) = P.arrays(("x",), (x,))
+    dt = P.compute_dtype(arr)
+    return current_backend().relu(P.as_float(arr, dt))
+
+
+def relu_backward(dout, x) -> np.ndarray:
+    """``dout`` where ``x > 0`` (NaN in x passes the gradient, as in the book), else 0."""
+    d, arr = P.arrays(("dout", "x"), (dout, x))
+    if d.shape != arr.shape:
+        raise ValueError(f"dout has shape {d.shape} but x has shape {arr.shape}")
+    dt = P.compute_dtype(d)
+    return current_backend().relu_backward(P.as_float(d, dt), P.as_float(arr, P.compute_dtype(arr)))

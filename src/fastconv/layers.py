@@ -1,0 +1,110 @@
+"""Drop-in layers for the book "Deep Learning from Scratch" (``common/layers.py``).
+
+Same constructor arguments, attributes and ``forward``/``backward`` methods. The layers
+read ``W`` and ``b`` at every call, so the book's optimisers (which update parameters in
+place) and ``load_params`` (which reassigns ``layer.W``) work unchanged. A call that raises
+leaves the layer's previous state untouched.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+
+__all__ = ["Convolution", "Pooling", "AvgPooling", "Relu"]
+
+
+class Convolution:
+    """``Convolution(W, b, stride=1, pad=0)``: W of shape (FN, C, FH, FW), b of shape (FN,)."""
+
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W = W
+        self.b = b
+        self.stride = stride
+        self.pad = pad
+        self.x = None  # forward input, kept for backward
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        out = F.conv2d(x, self.W, self.b, self.stride, self.pad)
+        self.x = x
+        return out
+
+    def backward(self, dout):
+        if self.x is None:
+            raise RuntimeError("Convolution.backward called before forward")
+        dx, dW, db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad)
+        self.dW, self.db = dW, db
+        return dx
+
+
+class Pooling:
+    """Max pooling, ``Pooling(pool_h, pool_w, stride=2, pad=0)`` as in the book.
+
+    Unlike the book's version, ``pad`` counts in the output size and pads with -inf,
+    so padding never wins a max (PyTorch's semantics). ``arg_max`` holds the argmax of
+    each window as a flat index into its input plane.
+    """
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.arg_max = None
+
+    def forward(self, x):
+        out, arg_max = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad, return_indices=True)
+        self.x, self.arg_max = x, arg_max
+        return out
+
+    def backward(self, dout):
+        if self.x is None:
+            raise RuntimeError("Pooling.backward called before forward")
+        return F.max_pool2d_backward(dout, np.shape(self.x), self.pool_h, self.pool_w, self.stride,
+                                     self.pad, indices=self.arg_max)
+
+
+class AvgPooling:
+    """Average pooling with the same interface as :class:`Pooling` (zero padding counts)."""
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+
+    def forward(self, x):
+        out = F.avg_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        self.x = x
+        return out
+
+    def backward(self, dout):
+        if self.x is None:
+            raise RuntimeError("AvgPooling.backward called before forward")
+        return F.avg_pool2d_backward(dout, np.shape(self.x), self.pool_h, self.pool_w, self.stride, self.pad)
+
+
+class Relu:
+    """The book's ``Relu``: ``mask`` is True where the input was <= 0."""
+
+    def __init__(self):
+        self.x = None
+
+    @property
+    def mask(self):
+        # Derived on demand: the fast path never needs the boolean array.
+        return None if self.x is None else np.asarray(self.x) <= 0
+
+    def forward(self, x):
+        out = F.relu(x)
+        self.x = x
+        return out
+
+    def backward(self, dout):
+        if self.x is None:
+            raise RuntimeError("Relu.backward called before forward")
+        return F.relu_backward(dout, self.x)

@@ -1,0 +1,133 @@
+"""The table of geometry cases that feeds the parametrized tests.
+
+One row is an input shape (N, C, H, W), a filter bank (FN, kh, kw) and a stride/pad (int or
+(h, w) pair). Convolution and im2col tests use every row; pooling tests use the rows whose
+padding is at most half the window (``pool_ok``), with the same kh x kw window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple, Union
+
+import pytest
+
+Pair = Union[int, Tuple[int, int]]
+
+
+def _pair(v: Pair) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    N: int
+    C: int
+    H: int
+    W: int
+    FN: int
+    kh: int
+    kw: int
+    stride: Pair = 1
+    pad: Pair = 0
+
+    @property
+    def sh(self) -> int:
+        return _pair(self.stride)[0]
+
+    @property
+    def sw(self) -> int:
+        return _pair(self.stride)[1]
+
+    @property
+    def ph(self) -> int:
+        return _pair(self.pad)[0]
+
+    @property
+    def pw(self) -> int:
+        return _pair(self.pad)[1]
+
+    @property
+    def OH(self) -> int:
+        return (self.H + 2 * self.ph - self.kh) // self.sh + 1
+
+    @property
+    def OW(self) -> int:
+        return (self.W + 2 * self.pw - self.kw) // self.sw + 1
+
+    @property
+    def x_shape(self):
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def w_shape(self):
+        return (self.FN, self.C, self.kh, self.kw)
+
+    @property
+    def out_shape(self):
+        return (self.N, self.FN, self.OH, self.OW)
+
+    @property
+    def pool_shape(self):
+        return (self.N, self.C, self.OH, self.OW)
+
+    @property
+    def col_shape(self):
+        return (self.N * self.OH * self.OW, self.C * self.kh * self.kw)
+
+    @property
+    def pool_ok(self) -> bool:
+        return 2 * self.ph <= self.kh and 2 * self.pw <= self.kw
+
+    @property
+    def int_geometry(self) -> bool:
+        """Plain int stride and pad (what the book's code accepts)."""
+        return isinstance(self.stride, int) and isinstance(self.pad, int)
+
+    @property
+    def small(self) -> bool:
+        """Small enough for element-by-element finite differences."""
+        return 0 < self.N * self.C * self.H * self.W <= 200 and self.FN * self.C * self.kh * self.kw <= 60
+
+    @property
+    def geometry(self) -> dict:
+        return dict(stride=self.stride, pad=self.pad)
+
+
+CASES = [
+    Case("basic_3x3", 2, 3, 7, 7, 4, 3, 3),
+    Case("pad1_same", 2, 3, 6, 6, 5, 3, 3, 1, 1),
+    Case("asym_stride_pad", 2, 3, 9, 11, 4, 3, 2, (2, 3), (1, 2)),
+    Case("asym_stride_pad_poolable", 2, 2, 8, 9, 3, 3, 2, (2, 1), (1, 1)),
+    Case("nonsquare_2x4", 1, 3, 6, 9, 2, 2, 4, 1, (0, 1)),
+    Case("nonsquare_5x1", 2, 1, 8, 5, 3, 5, 1, (1, 2), (2, 0)),
+    Case("kernel_1x1", 2, 3, 5, 4, 6, 1, 1),
+    Case("kernel_1x1_s2_p1", 2, 3, 5, 6, 2, 1, 1, 2, 1),
+    Case("out_1x1", 3, 2, 5, 5, 4, 5, 5),
+    Case("out_1x1_kernel_over_input", 1, 3, 3, 4, 2, 5, 6, 1, 1),
+    Case("stride_gt_kernel", 2, 3, 10, 11, 3, 2, 2, 3),
+    Case("stride_gt_kernel_asym", 2, 1, 9, 13, 2, 2, 3, (4, 5), (1, 1)),
+    Case("stride_gt_input", 2, 2, 4, 4, 2, 2, 2, 5),
+    Case("pool_3x3_s2_p1", 2, 3, 7, 8, 2, 3, 3, 2, 1),
+    Case("tall_thin", 1, 2, 15, 3, 2, 3, 3, (2, 1), (0, 1)),
+    Case("deepconv_pad2", 2, 2, 14, 14, 3, 3, 3, 1, 2),
+    Case("batch1_C1", 1, 1, 6, 7, 2, 3, 3),
+    Case("batch1_C3", 1, 3, 8, 8, 4, 2, 2, 2),
+    Case("batch0", 0, 3, 6, 6, 2, 3, 3, 1, 1),
+    Case("batch0_C1_s2", 0, 1, 5, 5, 1, 2, 2, 2),
+    # ch07 SimpleConvNet: (100, 1, 28, 28) images, 30 filters 5x5 -> (100, 30, 24, 24),
+    # then its 2x2 stride-2 pooling over (100, 30, 24, 24).
+    Case("book_simpleconvnet", 100, 1, 28, 28, 30, 5, 5),
+    Case("book_pool_2x2_s2", 100, 30, 24, 24, 2, 2, 2, 2),
+]
+
+assert len({c.id for c in CASES}) == len(CASES)
+
+CONV_CASES = CASES
+POOL_CASES = [c for c in CASES if c.pool_ok]
+SMALL_CASES = [c for c in CASES if c.small]
+SMALL_POOL_CASES = [c for c in POOL_CASES if c.small]
+
+
+def params(cases):
+    return [pytest.param(c, id=c.id) for c in cases]

@@ -1,0 +1,213 @@
+"""conv2d and conv2d_backward against the naive loops, finite differences and the dtype rule."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import fastconv
+import naive
+from cases import CASES, SMALL_CASES, params
+from support import assert_close, assert_exact, assert_result_array, randn, rng_for, seed_note, small_ints
+
+
+@functools.lru_cache(maxsize=None)
+def _random_problem(case, kind):
+    """Inputs and naive float64 references for a case, shared by the backend/dtype variants.
+    ``kind`` is "normal" (standard normal data) or "ints" (small non-zero integers)."""
+    rng = rng_for("conv", case.id, kind)
+    make = randn if kind == "normal" else small_ints
+    x = make(rng, case.x_shape)
+    w = make(rng, case.w_shape)
+    b = make(rng, (case.FN,))
+    dout = make(rng, case.out_shape)
+    data = dict(x=x, w=w, b=b, dout=dout)
+    for a in data.values():
+        a.flags.writeable = False
+    return data
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(case, kind, dtype_name, with_abs):
+    """Naive results on the inputs rounded to ``dtype`` (and, with_abs, on their absolute
+    values: the tolerance scale)."""
+    d = _random_problem(case, kind)
+    f = (lambda a: np.abs(a.astype(dtype_name))) if with_abs else (lambda a: a.astype(dtype_name))
+    x, w, b, dout = f(d["x"]), f(d["w"]), f(d["b"]), f(d["dout"])
+    out_nb = naive.conv2d(x, w, None, case.stride, case.pad)
+    out_b = out_nb + b.astype(np.float64)[None, :, None, None]
+    dx, dw, db = naive.conv2d_backward(dout, x, w, case.stride, case.pad)
+    return out_nb, out_b, dx, dw, db
+
+
+def _inputs(case, kind, dtype):
+    d = _random_problem(case, kind)
+    return (d["x"].astype(dtype), d["w"].astype(dtype), d["b"].astype(dtype), d["dout"].astype(dtype))
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", params(CASES))
+def test_forward_matches_naive(case, backend, dtype, with_bias):
+    x, w, b, _ = _inputs(case, "normal", dtype)
+    out = fastconv.conv2d(x, w, b if with_bias else None, **case.geometry)
+    assert_result_array(out, case.out_shape, dtype, f"conv2d[{backend}]")
+    ref_nb, ref_b, *_ = _reference(case, "normal", dtype.name, False)
+    abs_nb, abs_b, *_ = _reference(case, "normal", dtype.name, True)
+    nterms = naive.conv_terms(case.x_shape, case.w_shape, case.stride, case.pad)[0]
+    if with_bias:
+        assert_close(out, ref_b, abs_b, nterms, dtype, f"conv2d[{backend}] with bias")
+    else:
+        assert_close(out, ref_nb, abs_nb, nterms, dtype, f"conv2d[{backend}] without bias")
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_backward_matches_naive(case, backend, dtype):
+    x, w, _, dout = _inputs(case, "normal", dtype)
+    dx, dw, db = fastconv.conv2d_backward(dout, x, w, **case.geometry)
+    assert_result_array(dx, case.x_shape, dtype, f"dx[{backend}]")
+    assert_result_array(dw, case.w_shape, dtype, f"dW[{backend}]")
+    assert_result_array(db, (case.FN,), dtype, f"db[{backend}]")
+    _, _, rdx, rdw, rdb = _reference(case, "normal", dtype.name, False)
+    _, _, adx, adw, adb = _reference(case, "normal", dtype.name, True)
+    _, n_dx, n_dw, n_db = naive.conv_terms(case.x_shape, case.w_shape, case.stride, case.pad)
+    assert_close(dx, rdx, adx, n_dx, dtype, f"dx[{backend}]")
+    assert_close(dw, rdw, adw, n_dw, dtype, f"dW[{backend}]")
+    assert_close(db, rdb, adb, n_db, dtype, f"db[{backend}]")
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_exact_on_small_integers(case, backend, dtype):
+    """Integer-valued data: every product and partial sum is exact, whatever the summation
+    order or blocking, so forward and backward must equal the naive loops bit for bit (a single
+    missing or duplicated term shows even in float32)."""
+    x, w, b, dout = _inputs(case, "ints", dtype)
+    out = fastconv.conv2d(x, w, b, **case.geometry)
+    _, ref, rdx, rdw, rdb = _reference(case, "ints", dtype.name, False)
+    assert np.abs(ref).max(initial=0) < 2**24 and np.abs(rdw).max(initial=0) < 2**24
+    assert_exact(out, ref.astype(dtype), f"conv2d[{backend}] on integers")
+    dx, dw, db = fastconv.conv2d_backward(dout, x, w, **case.geometry)
+    assert_exact(dx, rdx.astype(dtype), f"dx[{backend}] on integers")
+    assert_exact(dw, rdw.astype(dtype), f"dW[{backend}] on integers")
+    assert_exact(db, rdb.astype(dtype), f"db[{backend}] on integers")
+
+
+@pytest.mark.parametrize("case", params(SMALL_CASES))
+def test_gradients_match_finite_differences(case, backend, rng):
+    """float64 central differences of L = sum(conv2d(x, W, b) * G) for dx, dW and db."""
+    x = randn(rng, case.x_shape)
+    w = randn(rng, case.w_shape)
+    b = randn(rng, (case.FN,))
+    g = randn(rng, case.out_shape)
+
+    def loss():
+        return float(np.sum(fastconv.conv2d(x, w, b, **case.geometry) * g))
+
+    dx, dw, db = fastconv.conv2d_backward(g, x, w, **case.geometry)
+    for name, analytic, arr in (("dx", dx, x), ("dW", dw, w), ("db", db, b)):
+        numeric = naive.numerical_grad(loss, arr, h=1e-5)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7,
+                                   err_msg=f"{name}[{backend}] vs finite differences {seed_note()}")
+
+
+def test_book_example_shape(backend, rng):
+    """The ch07 SimpleConvNet convolution: (100, 1, 28, 28) with 30 filters 5x5 -> (100, 30, 24, 24)."""
+    x = randn(rng, (100, 1, 28, 28))
+    w = 0.01 * randn(rng, (30, 1, 5, 5))
+    out = fastconv.conv2d(x, w, np.zeros(30) + 0.5)
+    assert out.shape == (100, 30, 24, 24)
+    assert_close(out, naive.conv2d(x, w, np.full(30, 0.5)), naive.conv2d(np.abs(x), np.abs(w)) + 0.5, 26,
+                 np.float64, "book conv")
+
+
+# --- dtype rule ------------------------------------------------------------------------------
+
+F32, F64 = np.float32, np.float64
+
+
+@pytest.mark.parametrize(
+    "xt, wt, bt, expected",
+    [
+        (F32, F32, F32, F32), (F32, F32, None, F32), (F64, F64, F64, F64),
+        (F32, F64, F64, F64), (F64, F32, F32, F64), (F32, F32, F64, F64),
+        (np.int32, F32, None, F64), (np.int64, np.int64, np.int64, F64), (np.bool_, F64, None, F64),
+        (np.uint8, F32, F32, F64), (np.float16, F32, F32, F32), (np.float16, np.float16, None, F32),
+    ],
+    ids=lambda t: "none" if t is None else np.dtype(t).name,
+)
+def test_forward_dtype_rule(xt, wt, bt, expected, backend, rng):
+    xi = rng.integers(-3, 4, size=(2, 2, 6, 5))
+    wi = rng.integers(-3, 4, size=(3, 2, 3, 2))
+    bi = rng.integers(-3, 4, size=3)
+    x = (xi > 0) if xt is np.bool_ else xi.astype(xt)
+    w = wi.astype(wt)
+    b = None if bt is None else bi.astype(bt)
+    out = fastconv.conv2d(x, w, b, stride=(2, 1), pad=1)
+    ref = naive.conv2d(x.astype(np.float64), w, None if b is None else b.astype(np.float64), (2, 1), 1)
+    assert_result_array(out, ref.shape, expected, "conv2d dtype")
+    assert_exact(out, ref.astype(expected), "conv2d on promoted integers")
+
+
+@pytest.mark.parametrize(
+    "dt, xt, wt, expected",
+    [(F32, F32, F32, F32), (F64, F32, F32, F64), (F32, F64, F32, F64), (F32, F32, F64, F64),
+     (np.int32, F32, F32, F64), (F32, np.int16, F32, F64), (np.float16, F32, F32, F32)],
+    ids=lambda t: np.dtype(t).name,
+)
+def test_backward_dtype_rule(dt, xt, wt, expected, backend, rng):
+    x = rng.integers(-3, 4, size=(2, 2, 5, 6)).astype(xt)
+    w = rng.integers(-3, 4, size=(3, 2, 2, 3)).astype(wt)
+    d = rng.integers(-3, 4, size=(2, 3, 4, 3)).astype(dt)
+    dx, dw, db = fastconv.conv2d_backward(d, x, w, stride=(1, 2), pad=(0, 1))
+    rdx, rdw, rdb = naive.conv2d_backward(d, x, w, (1, 2), (0, 1))
+    for name, got, ref in (("dx", dx, rdx), ("dW", dw, rdw), ("db", db, rdb)):
+        assert_result_array(got, ref.shape, expected, name)
+        assert_exact(got, ref.astype(expected), name)
+
+
+def test_bias_as_list_and_scalar_types(backend, rng):
+    x = randn(rng, (2, 3, 5, 5))
+    w = randn(rng, (2, 3, 3, 3))
+    ref = naive.conv2d(x, w, [1.5, -2.0])
+    out = fastconv.conv2d(x, w, [1.5, -2.0])
+    assert_close(out, ref, naive.conv2d(np.abs(x), np.abs(w)) + 2, 28, np.float64, "bias list")
+    out_nb = fastconv.conv2d(x, w)
+    assert_close(out - out_nb, np.broadcast_to(np.array([1.5, -2.0])[None, :, None, None], out.shape),
+                 np.abs(ref) + 2, 28, np.float64, "bias adds per filter")
+
+
+def test_empty_batch(backend, dtype, rng):
+    x = np.empty((0, 3, 7, 6), dtype=dtype)
+    w = randn(rng, (4, 3, 3, 2), dtype)
+    b = randn(rng, (4,), dtype)
+    out = fastconv.conv2d(x, w, b, stride=2, pad=1)
+    assert_result_array(out, (0, 4, 4, 4), dtype, "conv2d N=0")
+    dx, dw, db = fastconv.conv2d_backward(np.empty((0, 4, 4, 4), dtype), x, w, stride=2, pad=1)
+    assert_result_array(dx, (0, 3, 7, 6), dtype, "dx N=0")
+    assert_result_array(dw, w.shape, dtype, "dW N=0")
+    assert_result_array(db, (4,), dtype, "db N=0")
+    # No samples: the weight and bias gradients are exactly zero.
+    assert_exact(dw, np.zeros_like(w), "dW of an empty batch")
+    assert_exact(db, np.zeros(4, dtype), "db of an empty batch")
+
+
+def test_stride_and_pad_as_pairs_equal_ints(backend, rng):
+    x = randn(rng, (2, 3, 9, 8))
+    w = randn(rng, (4, 3, 3, 3))
+    b = randn(rng, (4,))
+    a = fastconv.conv2d(x, w, b, 2, 1)
+    assert_exact(fastconv.conv2d(x, w, b, stride=(2, 2), pad=(1, 1)), a, "pair vs int")
+    assert_exact(fastconv.conv2d(x, w, b, stride=[2, 2], pad=np.array([1, 1])), a, "list/ndarray")
+    d = randn(rng, a.shape)
+    for u, v in zip(fastconv.conv2d_backward(d, x, w, 2, 1), fastconv.conv2d_backward(d, x, w, (2, 2), [1, 1])):
+        assert_exact(u, v, "backward pair vs int")
+
+
+def test_linearity_in_x(backend, rng):
+    """conv2d(a*x1 + x2) == a*conv2d(x1) + conv2d(x2) (no bias)."""
+    x1 = randn(rng, (2, 2, 7, 6))
+    x2 = randn(rng, (2, 2, 7, 6))
+    w = randn(rng, (3, 2, 3, 2))
+    lhs = fastconv.conv2d(2.5 * x1 + x2, w, None, (2, 1), (1, 2))
+    rhs = 2.5 * fastconv.conv2d(x1, w, None, (2, 1), (1, 2)) + fastconv.conv2d(x2, w, None, (2, 1), (1, 2))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12 * np.abs(rhs).max(), err_msg=seed_note())
