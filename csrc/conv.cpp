@@ -65,41 +65,42 @@ void pack_b_image(const Conv2dParams& p, const T* __restrict img, int nr, index_
 }
 
 // B panels of the weight-gradient GEMM: the transposed im2col matrix of one image, depth =
-// output pixels [px0 + pc, +kc), columns k = (c, i, j) in [k0, k0+nk).
+// output pixels [px0 + pc, +kc), columns k = (c, i, j) in [k0, k0+nk). Pixel-major so each
+// panel row is written contiguously; taps are gathered through precomputed offsets, and
+// only windows that cross the border pay a bounds check.
 template <class T>
 void pack_b_image_t(const Conv2dParams& p, const T* __restrict img, int nr, index_t px0, index_t pc, index_t kc,
                     index_t k0, index_t nk, T* __restrict dst) {
     const Window& w = p.win;
     const index_t khw = w.kh * w.kw;
+    index_t offset[gemm::kMaxNr], tap_h[gemm::kMaxNr], tap_w[gemm::kMaxNr];
     for (index_t q0 = 0; q0 < nk; q0 += nr, dst += kc * nr) {
-        const index_t cols = std::min<index_t>(nr, nk - q0);
-        for (index_t jj = 0; jj < nr; ++jj) {
-            T* d = dst + jj;
-            if (jj >= cols) {
-                for (index_t pp = 0; pp < kc; ++pp) d[pp * nr] = T(0);
-                continue;
-            }
+        const int cols = static_cast<int>(std::min<index_t>(nr, nk - q0));
+        for (int jj = 0; jj < cols; ++jj) {
             const index_t k = k0 + q0 + jj;
             const index_t c = k / khw, i = (k % khw) / w.kw, j = k % w.kw;
-            const T* plane = img + c * p.in_plane();
-            const Range r = valid_outputs(p.ow, w.sw, w.pw, j, p.w);
-            index_t pp = 0;
-            while (pp < kc) {
-                const index_t pix = px0 + pc + pp;
-                const index_t oh = pix / p.ow, ow0 = pix % p.ow;
-                const index_t run = std::min<index_t>(kc - pp, p.ow - ow0);
-                const index_t ih = oh * w.sh - w.ph + i;
-                T* out = d + pp * nr;  // out[(ow - ow0)*nr] for ow in [ow0, ow0+run)
-                if (ih < 0 || ih >= p.h) {
-                    for (index_t q = 0; q < run; ++q) out[q * nr] = T(0);
-                } else {
-                    const index_t lo = std::clamp(r.lo, ow0, ow0 + run), hi = std::clamp(r.hi, lo, ow0 + run);
-                    const index_t src = ih * p.w - w.pw + j;
-                    for (index_t ow = ow0; ow < lo; ++ow) out[(ow - ow0) * nr] = T(0);
-                    for (index_t ow = lo; ow < hi; ++ow) out[(ow - ow0) * nr] = plane[src + ow * w.sw];
-                    for (index_t ow = hi; ow < ow0 + run; ++ow) out[(ow - ow0) * nr] = T(0);
+            tap_h[jj] = i - w.ph;
+            tap_w[jj] = j - w.pw;
+            offset[jj] = c * p.in_plane() + tap_h[jj] * p.w + tap_w[jj];
+        }
+        index_t oh = (px0 + pc) / p.ow, ow = (px0 + pc) % p.ow;
+        for (index_t pp = 0; pp < kc; ++pp) {
+            T* d = dst + pp * nr;
+            const index_t ih0 = oh * w.sh, iw0 = ow * w.sw;  // window origin, padding not yet removed
+            const bool interior = ih0 >= w.ph && ih0 - w.ph + w.kh <= p.h && iw0 >= w.pw && iw0 - w.pw + w.kw <= p.w;
+            if (interior) {
+                const T* base = img + ih0 * p.w + iw0;
+                for (int jj = 0; jj < cols; ++jj) d[jj] = base[offset[jj]];
+            } else {
+                for (int jj = 0; jj < cols; ++jj) {
+                    const index_t ih = ih0 + tap_h[jj], iw = iw0 + tap_w[jj];
+                    d[jj] = (ih >= 0 && ih < p.h && iw >= 0 && iw < p.w) ? img[offset[jj] + ih0 * p.w + iw0] : T(0);
                 }
-                pp += run;
+            }
+            for (int jj = cols; jj < nr; ++jj) d[jj] = T(0);
+            if (++ow == p.ow) {
+                ow = 0;
+                ++oh;
             }
         }
     }
@@ -193,12 +194,20 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
 
     // db[f] = sum over images and pixels, in a fixed order.
     parallel_for(FN, [&](index_t f) {
-        T sum = T(0);
+        // 16 running sums in a fixed lane pattern: vectorisable, and still one fixed order.
+        constexpr int kLanes = 16;
+        T lanes[kLanes] = {};
+        T tail = T(0);
         for (index_t n = 0; n < p.n; ++n) {
             const T* row = dout + (n * FN + f) * P;
-            for (index_t q = 0; q < P; ++q) sum += row[q];
+            index_t q = 0;
+            for (; q + kLanes <= P; q += kLanes)
+                for (int l = 0; l < kLanes; ++l) lanes[l] += row[q + l];
+            for (; q < P; ++q) tail += row[q];
         }
-        db[f] = sum;
+        for (int width = kLanes / 2; width > 0; width /= 2)
+            for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+        db[f] = lanes[0] + tail;
     });
 
     // dW = sum over images of dout_n (FN x P) . im2col_n^T (P x K). Units (image, pixel chunk)

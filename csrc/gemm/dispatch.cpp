@@ -22,6 +22,9 @@ const std::vector<MicroKernel<T>>& all_kernels() {
         append_avx512_kernels<T>(t);
         append_avx2_kernels<T>(t);
         append_generic_kernels<T>(t);
+        for (const auto& k : t)
+            if (k.nr > kMaxNr || k.mc % k.mr != 0 || k.nc % k.nr != 0)
+                throw std::logic_error(std::string("GEMM kernel ") + k.name + " has inconsistent blocking");
         return t;
     }();
     return table;

@@ -92,13 +92,13 @@ void pack_a_rows(const T* a, index_t lda, index_t M, int mr, index_t ic, index_t
                  T* dst) {
     for (index_t r0 = 0; r0 < mc; r0 += mr, dst += kc * mr) {
         const index_t rows = std::min<index_t>(mr, M - (ic + r0));
-        for (index_t i = 0; i < mr; ++i) {
-            if (i < rows) {
-                const T* src = a + (ic + r0 + i) * lda + pc;
-                for (index_t p = 0; p < kc; ++p) dst[p * mr + i] = src[p];
-            } else {
-                for (index_t p = 0; p < kc; ++p) dst[p * mr + i] = T(0);
-            }
+        const T* src = a + (ic + r0) * lda + pc;
+        if (rows == mr) {  // a transpose of mr rows, written in order
+            for (index_t p = 0; p < kc; ++p)
+                for (index_t i = 0; i < mr; ++i) dst[p * mr + i] = src[i * lda + p];
+        } else {
+            for (index_t p = 0; p < kc; ++p)
+                for (index_t i = 0; i < mr; ++i) dst[p * mr + i] = i < rows ? src[i * lda + p] : T(0);
         }
     }
 }

@@ -15,6 +15,9 @@ namespace fastconv::gemm {
 
 using index_t = std::int64_t;
 
+// Widest NR any kernel may have: packers keep per-column tables of this size on the stack.
+constexpr int kMaxNr = 64;
+
 template <class T>
 using MicroKernelFn = void (*)(index_t k, const T* a, const T* b, T* c, index_t ldc, int m, int n,
                                bool accumulate, const T* bias);

@@ -1,6 +1,13 @@
 // Compiled with -mavx512f -mfma: 512-bit vectors, 32 registers.
 #include "ukr_vector.hpp"
 
+#ifndef FASTCONV_KC32
+#define FASTCONV_KC32 256
+#endif
+#ifndef FASTCONV_KC64
+#define FASTCONV_KC64 256
+#endif
+
 namespace fastconv::gemm {
 
 #if defined(FASTCONV_HAVE_VECTOR_EXT) && defined(__AVX512F__)
@@ -8,12 +15,12 @@ namespace fastconv::gemm {
 template <>
 void append_avx512_kernels<float>(std::vector<MicroKernel<float>>& out) {
     using Tile = VectorTile<float, 8, 3, 64>;
-    out.push_back({"f32_gemm_8x48__avx512f", "avx512f", 8, Tile::NR, 256, 128, 3072, &Tile::run});
+    out.push_back({"f32_gemm_8x48__avx512f", "avx512f", 8, Tile::NR, FASTCONV_KC32, 128, 3072, &Tile::run});
 }
 template <>
 void append_avx512_kernels<double>(std::vector<MicroKernel<double>>& out) {
     using Tile = VectorTile<double, 8, 3, 64>;
-    out.push_back({"f64_gemm_8x24__avx512f", "avx512f", 8, Tile::NR, 256, 128, 1536, &Tile::run});
+    out.push_back({"f64_gemm_8x24__avx512f", "avx512f", 8, Tile::NR, FASTCONV_KC64, 128, 1536, &Tile::run});
 }
 #else
 template <>

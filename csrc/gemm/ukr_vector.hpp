@@ -5,6 +5,10 @@
 
 #include <cstring>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "kernel.hpp"
 
 namespace fastconv::gemm {
@@ -25,6 +29,21 @@ struct VectorTile {
         return v;
     }
     static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+    // Not `V{} + s`: 0 + s is not an identity for s = -0.0, so the compiler keeps the add.
+    static V splat(T s) {
+#if defined(__AVX512F__)
+        if constexpr (VBYTES == 64 && sizeof(T) == 4) return reinterpret_cast<V>(_mm512_set1_ps(s));
+        if constexpr (VBYTES == 64 && sizeof(T) == 8) return reinterpret_cast<V>(_mm512_set1_pd(s));
+#endif
+#if defined(__AVX__)
+        if constexpr (VBYTES == 32 && sizeof(T) == 4) return reinterpret_cast<V>(_mm256_set1_ps(s));
+        if constexpr (VBYTES == 32 && sizeof(T) == 8) return reinterpret_cast<V>(_mm256_set1_pd(s));
+#endif
+        V v;
+#pragma GCC unroll 16
+        for (int l = 0; l < L; ++l) v[l] = s;
+        return v;
+    }
 
     static void run(index_t k, const T* __restrict a, const T* __restrict b, T* __restrict c, index_t ldc,
                     int m, int n, bool accumulate, const T* __restrict bias) {
@@ -42,7 +61,7 @@ struct VectorTile {
             for (int j = 0; j < NV; ++j) bj[j] = bv[j];
 #pragma GCC unroll 32
             for (int i = 0; i < MR; ++i) {
-                const V ai = V{} + a[i];  // broadcast
+                const V ai = splat(a[i]);
 #pragma GCC unroll 8
                 for (int j = 0; j < NV; ++j) acc[i][j] += ai * bj[j];
             }
@@ -54,7 +73,7 @@ struct VectorTile {
 #pragma GCC unroll 32
             for (int i = 0; i < MR; ++i) {
                 T* row = c + i * ldc;
-                const V shift = V{} + (bias ? bias[i] : T(0));
+                const V shift = splat(bias ? bias[i] : T(0));
 #pragma GCC unroll 8
                 for (int j = 0; j < NV; ++j) {
                     V v = acc[i][j] + shift;
