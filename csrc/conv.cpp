@@ -255,12 +255,17 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
     // col2im into those channels only -- channel blocks never share a pixel, so no races.
     // Output rows are processed in chunks to bound the dcol scratch.
     if (p.n == 0 || p.c == 0) return;
-    index_t c_block = p.c;
-    if (p.n < 2 * threads) c_block = std::max<index_t>(1, p.c / ceil_div(2 * threads, std::max<index_t>(p.n, 1)));
+    // Channel blocks sized so one block's dcol (all pixels) fits the budget: full-width GEMMs
+    // (N = all pixels) waste least on edge tiles. Only when one channel alone is too big are
+    // the output rows chunked as well. Enough blocks per image to feed every thread.
+    const index_t budget = kDcolBudgetBytes / index_t(sizeof(T));
+    index_t c_block = std::clamp<index_t>(budget / std::max<index_t>(khw * P, 1), 1, p.c);
+    if (p.n * ceil_div(p.c, c_block) < 2 * threads)
+        c_block = std::max<index_t>(1, ceil_div(p.c, ceil_div(2 * threads, std::max<index_t>(p.n, 1))));
+    c_block = ceil_div(p.c, ceil_div(p.c, c_block));  // even blocks
     const index_t c_blocks = ceil_div(p.c, c_block);
     const index_t max_rows = c_block * khw;
-    const index_t budget = std::max<index_t>(kDcolBudgetBytes / index_t(sizeof(T)), max_rows * p.ow);
-    const index_t oh_chunk = std::max<index_t>(1, std::min(p.oh, budget / std::max<index_t>(max_rows * p.ow, 1)));
+    const index_t oh_chunk = std::clamp<index_t>(budget / std::max<index_t>(max_rows * p.ow, 1), 1, p.oh);
     const index_t px_chunk = oh_chunk * p.ow;
     const index_t dcol_elems = round_up(max_rows * px_chunk, 64);
     ThreadScratch<T> scratch(dcol_elems + gemm::scratch_elems(kern, max_rows, px_chunk, FN), threads);

@@ -40,6 +40,9 @@ void check_pool_padding(const Window& win);
 
 namespace fastconv {
 
+// Internal linkage on purpose: this header is also compiled into the per-ISA kernel files.
+namespace {
+
 // Output positions o in [0, n_out) whose input coordinate o*stride - pad + tap lies in
 // [0, size), as a half-open range [lo, hi). Hoists the bounds check out of inner loops.
 struct Range {
@@ -56,4 +59,5 @@ inline Range valid_outputs(index_t n_out, index_t stride, index_t pad, index_t t
     return {lo, hi};
 }
 
+}  // namespace
 }  // namespace fastconv

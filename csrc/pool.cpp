@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 
 #include "parallel.hpp"
+#include "pool_planes.hpp"
 
 namespace fastconv {
 
@@ -17,34 +19,9 @@ index_t serial_items_for(index_t plane_elems) {
 
 template <class T>
 void max_pool2d_forward(const Conv2dParams& p, const T* x, T* out, std::int64_t* argmax) {
-    const Window& w = p.win;
-    parallel_for(p.n * p.c, [&](index_t plane_id) {
-        const T* in = x + plane_id * p.in_plane();
-        T* o = out + plane_id * p.out_plane();
-        std::int64_t* a = argmax + plane_id * p.out_plane();
-        for (index_t oh = 0; oh < p.oh; ++oh) {
-            const index_t h0 = std::max<index_t>(oh * w.sh - w.ph, 0);
-            const index_t h1 = std::min<index_t>(oh * w.sh - w.ph + w.kh, p.h);
-            for (index_t ow = 0; ow < p.ow; ++ow) {
-                const index_t w0 = std::max<index_t>(ow * w.sw - w.pw, 0);
-                const index_t w1 = std::min<index_t>(ow * w.sw - w.pw + w.kw, p.w);
-                // Every window holds at least one pixel (pad <= window / 2), so start from it.
-                index_t best_at = h0 * p.w + w0;
-                T best = in[best_at];
-                for (index_t ih = h0; ih < h1; ++ih) {
-                    for (index_t iw = w0; iw < w1; ++iw) {
-                        const T v = in[ih * p.w + iw];
-                        // v > best, or the first NaN (which then stays: nothing compares above it).
-                        if (v > best || (v != v && best == best)) {
-                            best = v;
-                            best_at = ih * p.w + iw;
-                        }
-                    }
-                }
-                o[oh * p.ow + ow] = best;
-                a[oh * p.ow + ow] = best_at;
-            }
-        }
+    const auto kernel = active_pool_planes<T>().max_forward;
+    parallel_for(p.n * p.c, [&](index_t plane) {
+        kernel(p, x + plane * p.in_plane(), out + plane * p.out_plane(), argmax + plane * p.out_plane());
     }, serial_items_for(p.in_plane()));
 }
 
@@ -71,23 +48,9 @@ bool max_pool2d_backward(const Conv2dParams& p, const T* dout, const std::int64_
 
 template <class T>
 void avg_pool2d_forward(const Conv2dParams& p, const T* x, T* out) {
-    const Window& w = p.win;
-    const T scale = T(1) / T(w.kh * w.kw);
-    parallel_for(p.n * p.c, [&](index_t plane_id) {
-        const T* in = x + plane_id * p.in_plane();
-        T* o = out + plane_id * p.out_plane();
-        for (index_t oh = 0; oh < p.oh; ++oh) {
-            const index_t h0 = std::max<index_t>(oh * w.sh - w.ph, 0);
-            const index_t h1 = std::min<index_t>(oh * w.sh - w.ph + w.kh, p.h);
-            for (index_t ow = 0; ow < p.ow; ++ow) {
-                const index_t w0 = std::max<index_t>(ow * w.sw - w.pw, 0);
-                const index_t w1 = std::min<index_t>(ow * w.sw - w.pw + w.kw, p.w);
-                T sum = T(0);
-                for (index_t ih = h0; ih < h1; ++ih)
-                    for (index_t iw = w0; iw < w1; ++iw) sum += in[ih * p.w + iw];
-                o[oh * p.ow + ow] = sum * scale;
-            }
-        }
+    const auto kernel = active_pool_planes<T>().avg_forward;
+    parallel_for(p.n * p.c, [&](index_t plane) {
+        kernel(p, x + plane * p.in_plane(), out + plane * p.out_plane());
     }, serial_items_for(p.in_plane()));
 }
 

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <stdexcept>
 
+#include "../pool_planes.hpp"
 #include "kernel.hpp"
 
 namespace fastconv::gemm {
@@ -74,3 +75,19 @@ template const MicroKernel<float>& active_kernel<float>();
 template const MicroKernel<double>& active_kernel<double>();
 
 }  // namespace fastconv::gemm
+
+namespace fastconv {
+
+template <class T>
+const PoolPlanes<T>& active_pool_planes() {
+    static const PoolPlanes<T> table[] = {pool_planes_avx512<T>(), pool_planes_avx2<T>(), pool_planes_generic<T>()};
+    const std::string isa = gemm::selected_isa();
+    for (const auto& planes : table)
+        if (planes.isa && gemm::cpu_supports(planes.isa) && (isa == "auto" || isa == planes.isa)) return planes;
+    return table[2];
+}
+
+template const PoolPlanes<float>& active_pool_planes<float>();
+template const PoolPlanes<double>& active_pool_planes<double>();
+
+}  // namespace fastconv

@@ -1,4 +1,5 @@
 // Compiled with -mavx2 -mfma: 256-bit vectors, 16 registers.
+#include "../pool_planes.hpp"
 #include "ukr_vector.hpp"
 
 namespace fastconv::gemm {
@@ -35,3 +36,17 @@ double fma_burn_avx2<double>(index_t, double*) { return 0.0; }
 #endif
 
 }  // namespace fastconv::gemm
+
+namespace fastconv {
+#if defined(__AVX2__)
+template <>
+PoolPlanes<float> pool_planes_avx2<float>() { return make_pool_planes<float>("avx2"); }
+template <>
+PoolPlanes<double> pool_planes_avx2<double>() { return make_pool_planes<double>("avx2"); }
+#else
+template <>
+PoolPlanes<float> pool_planes_avx2<float>() { return {}; }
+template <>
+PoolPlanes<double> pool_planes_avx2<double>() { return {}; }
+#endif
+}  // namespace fastconv

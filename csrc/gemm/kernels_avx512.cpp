@@ -1,4 +1,5 @@
 // Compiled with -mavx512f -mfma: 512-bit vectors, 32 registers.
+#include "../pool_planes.hpp"
 #include "ukr_vector.hpp"
 
 #ifndef FASTCONV_KC32
@@ -42,3 +43,17 @@ double fma_burn_avx512<double>(index_t, double*) { return 0.0; }
 #endif
 
 }  // namespace fastconv::gemm
+
+namespace fastconv {
+#if defined(__AVX512F__)
+template <>
+PoolPlanes<float> pool_planes_avx512<float>() { return make_pool_planes<float>("avx512f"); }
+template <>
+PoolPlanes<double> pool_planes_avx512<double>() { return make_pool_planes<double>("avx512f"); }
+#else
+template <>
+PoolPlanes<float> pool_planes_avx512<float>() { return {}; }
+template <>
+PoolPlanes<double> pool_planes_avx512<double>() { return {}; }
+#endif
+}  // namespace fastconv

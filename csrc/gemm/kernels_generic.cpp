@@ -1,4 +1,5 @@
 // Portable kernels, compiled with the baseline flags of the build (SSE2 on x86-64).
+#include "../pool_planes.hpp"
 #include "ukr_vector.hpp"
 
 namespace fastconv::gemm {
@@ -38,3 +39,10 @@ double fma_burn_generic<double>(index_t, double*) { return 0.0; }
 #endif
 
 }  // namespace fastconv::gemm
+
+namespace fastconv {
+template <>
+PoolPlanes<float> pool_planes_generic<float>() { return make_pool_planes<float>("generic"); }
+template <>
+PoolPlanes<double> pool_planes_generic<double>() { return make_pool_planes<double>("generic"); }
+}  // namespace fastconv

@@ -1,0 +1,120 @@
+// Pooling forward over one (n, c) plane, written so the compiler vectorises the sweep along
+// an output row. Included by each per-ISA translation unit (csrc/gemm/kernels_*.cpp), which
+// is what lets the row sweeps use AVX2/AVX-512 selects: baseline SSE2 has no 64-bit blend.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "params.hpp"
+
+namespace fastconv {
+
+template <class T>
+struct PoolPlanes {
+    const char* isa;
+    void (*max_forward)(const Conv2dParams& p, const T* in, T* out, std::int64_t* argmax);
+    void (*avg_forward)(const Conv2dParams& p, const T* in, T* out);
+};
+
+// Internal linkage: each per-ISA translation unit must keep its own copy (one shared weak
+// symbol would let the linker hand the AVX-512 build to every caller).
+namespace {
+namespace planes {
+
+// For each output row and each window tap (i, j), sweep the row: branch-free selects (random
+// data would mispredict every other compare). Taps run in row-major window order, so a strict
+// '>' keeps the first maximum; the first NaN wins and then stays.
+template <class T>
+void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict out, std::int64_t* __restrict argmax) {
+    // Locals, not p.*: a store through argmax (int64) could otherwise alias the sizes.
+    const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
+    const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
+    // The sweep tracks the winning tap as a 32-bit number (one vector of selects instead of
+    // two for 64-bit positions); positions are formed once per output at the end.
+    constexpr index_t kRow = 256;
+    std::int32_t tap[kRow];
+    std::vector<index_t> tap_offset(static_cast<std::size_t>(kh * kw));  // tap -> pixel offset from window origin
+    for (index_t t = 0; t < kh * kw; ++t) tap_offset[t] = (t / kw) * W + t % kw;
+    for (index_t oh = 0; oh < OH; ++oh) {
+        const index_t h0 = oh * sh - ph;
+        const index_t i_first = std::max<index_t>(-h0, 0);
+        for (index_t ow0 = 0; ow0 < OW; ow0 += kRow) {
+            const index_t n = std::min(kRow, OW - ow0);
+            T* __restrict best = out + oh * OW + ow0;
+            // -inf at the window's first real pixel: an all -inf window still reports a valid
+            // index, and padding is never a candidate.
+            for (index_t q = 0; q < n; ++q) {
+                best[q] = -std::numeric_limits<T>::infinity();
+                const index_t w0 = (ow0 + q) * sw - pw;
+                tap[q] = static_cast<std::int32_t>(i_first * kw + (w0 < 0 ? -w0 : 0));
+            }
+            for (index_t i = i_first; i < kh; ++i) {
+                const index_t ih = h0 + i;
+                if (ih >= H) break;
+                for (index_t j = 0; j < kw; ++j) {
+                    const Range r = valid_outputs(OW, sw, pw, j, W);
+                    const index_t lo = std::max(r.lo, ow0) - ow0, hi = std::min(r.hi, ow0 + n) - ow0;
+                    const T* __restrict src = in + ih * W + (ow0 * sw - pw + j);  // q = 0 (may be a pad slot)
+                    const std::int32_t t = static_cast<std::int32_t>(i * kw + j);
+                    for (index_t q = lo; q < hi; ++q) {
+                        const T v = src[q * sw];
+                        const T b = best[q];
+                        const bool take = (v > b) | ((v != v) & (b == b));
+                        best[q] = take ? v : b;
+                        tap[q] = take ? t : tap[q];
+                    }
+                }
+            }
+            std::int64_t* __restrict at = argmax + oh * OW + ow0;
+            const index_t origin = h0 * W + ow0 * sw - pw;
+            for (index_t q = 0; q < n; ++q) at[q] = origin + q * sw + tap_offset[tap[q]];
+        }
+    }
+}
+
+// Zero padding counts in the divisor (count_include_pad); taps summed in window order.
+template <class T>
+void avg_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict out) {
+    const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
+    const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
+    const T scale = T(1) / T(kh * kw);
+    for (index_t oh = 0; oh < OH; ++oh) {
+        T* __restrict sum = out + oh * OW;
+        std::fill(sum, sum + OW, T(0));
+        for (index_t i = 0; i < kh; ++i) {
+            const index_t ih = oh * sh - ph + i;
+            if (ih < 0 || ih >= H) continue;
+            for (index_t j = 0; j < kw; ++j) {
+                const Range r = valid_outputs(OW, sw, pw, j, W);
+                const index_t base = ih * W - pw + j;
+                for (index_t ow = r.lo; ow < r.hi; ++ow) sum[ow] += in[base + ow * sw];
+            }
+        }
+        for (index_t ow = 0; ow < OW; ++ow) sum[ow] *= scale;
+    }
+}
+
+}  // namespace planes
+
+template <class T>
+PoolPlanes<T> make_pool_planes(const char* isa) {
+    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>};
+}
+}  // namespace
+
+// Defined in each per-ISA translation unit; `isa` is null when that ISA is not compiled in.
+template <class T>
+PoolPlanes<T> pool_planes_generic();
+template <class T>
+PoolPlanes<T> pool_planes_avx2();
+template <class T>
+PoolPlanes<T> pool_planes_avx512();
+
+// The planes matching the GEMM's selected ISA (gemm::select_isa).
+template <class T>
+const PoolPlanes<T>& active_pool_planes();
+
+}  // namespace fastconv
