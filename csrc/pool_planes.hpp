@@ -38,6 +38,8 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     std::int32_t tap[kRow];
     std::vector<index_t> tap_offset(static_cast<std::size_t>(kh * kw));  // tap -> pixel offset from window origin
     for (index_t t = 0; t < kh * kw; ++t) tap_offset[t] = (t / kw) * W + t % kw;
+    std::vector<Range> cols(static_cast<std::size_t>(kw));  // valid ow per tap column, hoisted (divisions)
+    for (index_t j = 0; j < kw; ++j) cols[j] = valid_outputs(OW, sw, pw, j, W);
     for (index_t oh = 0; oh < OH; ++oh) {
         const index_t h0 = oh * sh - ph;
         const index_t i_first = std::max<index_t>(-h0, 0);
@@ -55,7 +57,7 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
                 const index_t ih = h0 + i;
                 if (ih >= H) break;
                 for (index_t j = 0; j < kw; ++j) {
-                    const Range r = valid_outputs(OW, sw, pw, j, W);
+                    const Range r = cols[j];
                     const index_t lo = std::max(r.lo, ow0) - ow0, hi = std::min(r.hi, ow0 + n) - ow0;
                     const T* __restrict src = in + ih * W + (ow0 * sw - pw + j);  // q = 0 (may be a pad slot)
                     const std::int32_t t = static_cast<std::int32_t>(i * kw + j);
@@ -81,6 +83,8 @@ void avg_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
     const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
     const T scale = T(1) / T(kh * kw);
+    std::vector<Range> cols(static_cast<std::size_t>(kw));
+    for (index_t j = 0; j < kw; ++j) cols[j] = valid_outputs(OW, sw, pw, j, W);
     for (index_t oh = 0; oh < OH; ++oh) {
         T* __restrict sum = out + oh * OW;
         std::fill(sum, sum + OW, T(0));
@@ -88,7 +92,7 @@ void avg_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
             const index_t ih = oh * sh - ph + i;
             if (ih < 0 || ih >= H) continue;
             for (index_t j = 0; j < kw; ++j) {
-                const Range r = valid_outputs(OW, sw, pw, j, W);
+                const Range r = cols[j];
                 const index_t base = ih * W - pw + j;
                 for (index_t ow = r.lo; ow < r.hi; ++ow) sum[ow] += in[base + ow * sw];
             }

@@ -130,3 +130,13 @@ def shape4(shape, name: str = "input_shape") -> Tuple[int, int, int, int]:
     if any(d < 0 for d in dims):
         raise ValueError(f"{name} must be non-negative, got {shape!r}")
     return dims  # type: ignore[return-value]
+
+
+def check_index_range(indices: np.ndarray, shape) -> None:
+    """Refuses max-pool indices outside their input plane (the same message as the native kernel)."""
+    plane = shape[2] * shape[3]
+    if indices.size and (indices.min() < 0 or indices.max() >= plane):
+        raise ValueError(
+            f"indices must lie in [0, {plane}) for input planes {shape[2]}x{shape[3]}, "
+            f"got range [{indices.min()}, {indices.max()}]"
+        )

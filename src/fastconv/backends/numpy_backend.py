@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._params import Window
+from .._params import Window, check_index_range
 
 name = "numpy"
 
@@ -94,6 +94,7 @@ def max_pool2d(x: np.ndarray, win: Window):
 
 
 def max_pool2d_backward(dout: np.ndarray, indices: np.ndarray, shape, win: Window) -> np.ndarray:
+    check_index_range(indices, shape)
     N, C, H, W = shape
     plane = np.arange(N * C, dtype=np.int64).reshape(N, C, 1, 1) * (H * W)
     flat = (indices + plane).ravel()

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._params import Window
+from .._params import Window, check_index_range
 
 name = "torch"
 
@@ -61,6 +61,7 @@ def max_pool2d(x: np.ndarray, win: Window):
 
 
 def max_pool2d_backward(dout: np.ndarray, indices: np.ndarray, shape, win: Window) -> np.ndarray:
+    check_index_range(indices, shape)
     with torch.no_grad():
         d = _t(dout)
         g = _geometry(win)

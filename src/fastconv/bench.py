@@ -1,0 +1,822 @@
+"""``fastconv-bench``: time every backend on the book's and common CNN layer shapes.
+
+Each case runs through the public functional API (``fastconv.conv2d``, ``conv2d_backward``,
+``max_pool2d``, ``max_pool2d_backward``, the drop-in layers for the training step) under
+``fastconv.use_backend(name)``, so the native, NumPy and PyTorch backends are timed by the
+same harness. The method follows ``PERF.md``:
+
+* fresh random inputs (standard normal, never zeros), made once per case and dtype;
+* every timed function is warmed up for ~0.25 s first (OpenBLAS and PyTorch worker threads
+  keep spinning for a while after each call and slow whatever runs next);
+* medians over repeats; ratios (vs NumPy, vs PyTorch, vs the FMA peak and the copy
+  bandwidth measured in the same process) rather than absolute times;
+* every benchmarked result is checked once against the NumPy backend's result.
+
+``python -m fastconv.bench --help`` lists the options. The case table (:data:`CASES`) and the
+:class:`Workload` helper are shared with the pytest-benchmark suite in ``benchmarks/``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import fastconv
+from fastconv import _config, _core
+from fastconv import functional as F
+from fastconv import layers as L
+
+__all__ = [
+    "Case", "CASES", "CASES_BY_NAME", "OPS", "DTYPES", "Workload", "SimpleConvNetStep",
+    "Settings", "NORMAL", "QUICK", "warm_up", "time_callable", "measure_peaks", "select_cases",
+    "thread_settings", "main",
+]
+
+DTYPES = ("float32", "float64")
+SHORT_DTYPE = {"float32": "f32", "float64": "f64"}
+# Backends in timing order: NumPy first, so its result can serve as the reference.
+BACKEND_ORDER = ("numpy", "native", "torch")
+OPS = ("conv-fwd", "conv-bwd", "pool-fwd", "pool-bwd", "train-step")
+
+# Checks: max |result - numpy| over max |numpy| (normwise) must stay below this.
+TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+# float32 training step: a ReLU input or a pooling window within rounding of a tie (rare among
+# the 1.7M activations, but possible) can go the other way than in the NumPy reference; such a
+# flip moves one of the ~7000 terms summed into a dW1 entry, up to ~1e-2 of max |dW1|.
+TRAIN_TOLERANCE = {"float32": 2e-2, "float64": 1e-9}
+
+
+# --- the case table --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark shape. ``kind`` is "conv", "pool" or "train" (the book's SimpleConvNet).
+
+    For "conv" and "train", (FN, kh, kw, stride, pad) is the convolution; for "pool" it is the
+    max-pooling window (FN unused). ``smoke`` marks the cases small enough for the pytest
+    smoke run (``pytest benchmarks --benchmark-disable``).
+    """
+
+    name: str
+    kind: str
+    x_shape: Tuple[int, int, int, int]
+    kh: int
+    kw: int
+    FN: int = 0
+    stride: int = 1
+    pad: int = 0
+    smoke: bool = False
+    source: str = ""
+
+    @property
+    def ops(self) -> Tuple[str, ...]:
+        return {"conv": ("conv-fwd", "conv-bwd"), "pool": ("pool-fwd", "pool-bwd"),
+                "train": ("train-step",)}[self.kind]
+
+    @property
+    def out_hw(self) -> Tuple[int, int]:
+        H, W = self.x_shape[2:]
+        return ((H + 2 * self.pad - self.kh) // self.stride + 1,
+                (W + 2 * self.pad - self.kw) // self.stride + 1)
+
+    @property
+    def w_shape(self) -> Tuple[int, int, int, int]:
+        return (self.FN, self.x_shape[1], self.kh, self.kw)
+
+    @property
+    def out_shape(self) -> Tuple[int, int, int, int]:
+        N, C = self.x_shape[:2]
+        return (N, C if self.kind == "pool" else self.FN) + self.out_hw
+
+    def conv_flop(self) -> int:
+        """2*N*OH*OW*FN*C*kh*kw: the multiply-adds of one convolution forward."""
+        N, C = self.x_shape[:2]
+        OH, OW = self.out_hw
+        return 2 * N * OH * OW * self.FN * C * self.kh * self.kw
+
+    def flop(self, op: str) -> int:
+        """Floating-point work of ``op`` (0 for pooling, which is memory-bound)."""
+        if op == "conv-fwd":
+            return self.conv_flop()
+        if op == "conv-bwd":
+            return 2 * self.conv_flop()
+        if op == "train-step":
+            return SimpleConvNetStep.flop(self)
+        return 0
+
+    def bytes_moved(self, op: str, itemsize: int) -> int:
+        """Bytes read + written by a pooling op (int64 indices included); 0 for the others."""
+        n_in = int(np.prod(self.x_shape))
+        n_out = int(np.prod(self.out_shape))
+        if op == "pool-fwd":  # read x; write out and indices
+            return n_in * itemsize + n_out * (itemsize + 8)
+        if op == "pool-bwd":  # read dout and indices; write dx
+            return n_out * (itemsize + 8) + n_in * itemsize
+        return 0
+
+    def describe(self) -> str:
+        shape = "(" + ",".join(map(str, self.x_shape)) + ")"
+        geo = f"s{self.stride}, p{self.pad}"
+        if self.kind == "conv":
+            return f"{shape} -> {self.FN}x{self.kh}x{self.kw}, {geo}"
+        if self.kind == "pool":
+            return f"{shape}, max-pool {self.kh}x{self.kw} {geo}"
+        return (f"{shape} -> conv {self.FN}x{self.kh}x{self.kw} -> relu -> pool 2x2 s2 -> affine "
+                f"{SimpleConvNetStep.HIDDEN} -> relu -> affine {SimpleConvNetStep.CLASSES} -> softmax loss")
+
+
+CASES: Tuple[Case, ...] = (
+    Case("dlfs-simpleconvnet", "conv", (100, 1, 28, 28), 5, 5, FN=30, smoke=True,
+         source="the book's ch07 SimpleConvNet conv layer"),
+    Case("mnist-cnn-l2", "conv", (100, 32, 14, 14), 3, 3, FN=64, pad=1, smoke=True,
+         source="second conv of a small MNIST CNN"),
+    Case("vgg-3x3-mid", "conv", (16, 128, 28, 28), 3, 3, FN=128, pad=1,
+         source="a VGG middle block"),
+    Case("resnet-stem-7x7s2", "conv", (8, 3, 224, 224), 7, 7, FN=64, stride=2, pad=3,
+         source="ResNet stem"),
+    Case("single-64x56", "conv", (1, 64, 56, 56), 3, 3, FN=64, pad=1, smoke=True,
+         source="batch-1 inference, ResNet stage 1"),
+    Case("dlfs-pool2x2", "pool", (100, 30, 24, 24), 2, 2, stride=2, smoke=True,
+         source="the book's SimpleConvNet pooling"),
+    Case("resnet-pool3x3s2", "pool", (16, 64, 112, 112), 3, 3, stride=2, pad=1,
+         source="ResNet stem pooling (PyTorch-style padding)"),
+    Case("simpleconvnet-train", "train", (100, 1, 28, 28), 5, 5, FN=30, smoke=True,
+         source="the book's SimpleConvNet, one forward + backward at batch 100"),
+)
+CASES_BY_NAME: Dict[str, Case] = {c.name: c for c in CASES}
+assert len(CASES_BY_NAME) == len(CASES)
+
+
+# --- the book's SimpleConvNet training step ----------------------------------------
+
+class SimpleConvNetStep:
+    """One training step (forward + backward, no update) of the book's ch07 SimpleConvNet:
+    Convolution -> Relu -> Pooling(2, 2, stride 2) -> Affine -> Relu -> Affine -> SoftmaxWithLoss.
+
+    The convolution, ReLUs and pooling are fastconv's drop-in layers (they run on the current
+    backend); the Affine layers and the loss are the book's NumPy code, the same for every
+    backend. Calling the object returns ``(loss, grads)``, grads keyed W1, b1, ..., b3.
+    """
+
+    HIDDEN = 100
+    CLASSES = 10
+    POOL = 2
+
+    def __init__(self, case: Case, dtype, rng: np.random.Generator, weight_init_std: float = 0.01):
+        dt = np.dtype(dtype)
+        N = case.x_shape[0]
+        OH, OW = case.out_hw
+        pooled = case.FN * (OH // self.POOL) * (OW // self.POOL)
+
+        def randn(*shape):
+            return rng.standard_normal(shape).astype(dt)
+
+        self.x = randn(*case.x_shape)
+        self.t = rng.integers(0, self.CLASSES, size=N)
+        self.params = {
+            "W1": weight_init_std * randn(*case.w_shape), "b1": 0.1 * randn(case.FN),
+            "W2": weight_init_std * randn(pooled, self.HIDDEN), "b2": 0.1 * randn(self.HIDDEN),
+            "W3": weight_init_std * randn(self.HIDDEN, self.CLASSES), "b3": 0.1 * randn(self.CLASSES),
+        }
+        p = self.params
+        self.conv = L.Convolution(p["W1"], p["b1"], case.stride, case.pad)
+        self.relu1 = L.Relu()
+        self.pool = L.Pooling(self.POOL, self.POOL, stride=self.POOL)
+        self.relu2 = L.Relu()
+
+    @classmethod
+    def flop(cls, case: Case) -> int:
+        """Convolution forward + backward and the two Affine layers (each 3 GEMMs)."""
+        N = case.x_shape[0]
+        OH, OW = case.out_hw
+        pooled = case.FN * (OH // cls.POOL) * (OW // cls.POOL)
+        affine = 2 * N * (pooled * cls.HIDDEN + cls.HIDDEN * cls.CLASSES)
+        return 3 * case.conv_flop() + 3 * affine
+
+    def __call__(self):
+        p, N = self.params, self.x.shape[0]
+        # forward
+        h = self.pool.forward(self.relu1.forward(self.conv.forward(self.x)))
+        flat = h.reshape(N, -1)
+        r = self.relu2.forward(flat @ p["W2"] + p["b2"])
+        score = r @ p["W3"] + p["b3"]
+        e = np.exp(score - score.max(axis=1, keepdims=True))
+        y = e / e.sum(axis=1, keepdims=True)
+        loss = -np.sum(np.log(y[np.arange(N), self.t] + 1e-7)) / N
+        # backward
+        dscore = y.copy()
+        dscore[np.arange(N), self.t] -= 1
+        dscore /= N
+        grads = {"W3": r.T @ dscore, "b3": dscore.sum(axis=0)}
+        dr = self.relu2.backward(dscore @ p["W3"].T)
+        grads["W2"], grads["b2"] = flat.T @ dr, dr.sum(axis=0)
+        dh = (dr @ p["W2"].T).reshape(h.shape)
+        self.conv.backward(self.relu1.backward(self.pool.backward(dh)))
+        grads["W1"], grads["b1"] = self.conv.dW, self.conv.db
+        return float(loss), grads
+
+
+# --- inputs, calls, reference results ---------------------------------------------------
+
+@dataclass
+class Check:
+    """Outcome of comparing one result with the NumPy reference."""
+
+    ok: bool
+    max_rel_err: float = 0.0  # max |result - ref| / max |ref|, worst over the outputs
+    message: str = ""
+
+
+def _compare(what: str, got, ref, tol: float) -> Tuple[float, Optional[str]]:
+    got, ref = np.asarray(got), np.asarray(ref)
+    if got.shape != ref.shape:
+        return math.inf, f"{what}: shape {got.shape}, expected {ref.shape}"
+    if got.dtype != ref.dtype:
+        return math.inf, f"{what}: dtype {got.dtype}, expected {ref.dtype}"
+    if ref.size == 0:
+        return 0.0, None
+    if not np.isfinite(got).all():
+        return math.inf, f"{what}: {int(np.size(got) - np.isfinite(got).sum())} non-finite values"
+    scale = float(np.max(np.abs(ref)))
+    err = float(np.max(np.abs(got.astype(np.float64) - ref)))
+    rel = err / scale if scale > 0 else err
+    if not rel <= tol:
+        worst = np.unravel_index(int(np.argmax(np.abs(got.astype(np.float64) - ref))), ref.shape)
+        return rel, (f"{what}: max |error| {err:.3g} at {tuple(int(i) for i in worst)} is {rel:.2g} of "
+                     f"max |ref| {scale:.3g} (tolerance {tol:g})")
+    return rel, None
+
+
+class Workload:
+    """One case in one dtype: random inputs (made once), the callable to time for each op,
+    and the NumPy backend's results (computed once, on demand) to check the others against.
+
+    ``fn(op)`` returns a zero-argument callable that runs on the *current* backend: wrap the
+    timing in ``fastconv.use_backend(name)``.
+    """
+
+    def __init__(self, case: Case, dtype: str, seed: int = 0):
+        self.case = case
+        self.dtype = np.dtype(dtype).name
+        dt = np.dtype(dtype)
+        rng = np.random.default_rng([seed, zlib.crc32(case.name.encode()), dt.itemsize])
+        c = case
+        if c.kind == "conv":
+            self.x = rng.standard_normal(c.x_shape, dtype=dt)
+            self.W = rng.standard_normal(c.w_shape, dtype=dt)
+            self.b = rng.standard_normal(c.FN, dtype=dt)
+            self.dout = rng.standard_normal(c.out_shape, dtype=dt)
+        elif c.kind == "pool":
+            self.x = rng.standard_normal(c.x_shape, dtype=dt)
+            self.dout = rng.standard_normal(c.out_shape, dtype=dt)
+        else:
+            self.step = SimpleConvNetStep(c, dt, rng)
+        self._ref: Dict[str, Any] = {}
+
+    def fn(self, op: str) -> Callable[[], Any]:
+        c = self.case
+        if op not in c.ops:
+            raise ValueError(f"case {c.name} ({c.kind}) has no op {op!r}; it has {c.ops}")
+        if op == "conv-fwd":
+            return lambda: F.conv2d(self.x, self.W, self.b, c.stride, c.pad)
+        if op == "conv-bwd":
+            return lambda: F.conv2d_backward(self.dout, self.x, self.W, c.stride, c.pad)
+        if op == "pool-fwd":
+            return lambda: F.max_pool2d(self.x, c.kh, c.kw, c.stride, c.pad, return_indices=True)
+        if op == "pool-bwd":
+            # every backend scatters through the same (reference) argmax indices
+            idx = self.reference("pool-fwd")[1]
+            return lambda: F.max_pool2d_backward(self.dout, c.x_shape, c.kh, c.kw, c.stride, c.pad, indices=idx)
+        return self.step
+
+    def reference(self, op: str):
+        """The NumPy backend's result of ``op`` (computed on first use)."""
+        if op not in self._ref:
+            fn = self.fn(op)
+            with fastconv.use_backend("numpy"):
+                self._ref[op] = fn()
+        return self._ref[op]
+
+    def offer_reference(self, op: str, result) -> None:
+        """Keep ``result`` (just computed by the NumPy backend) as the reference."""
+        self._ref.setdefault(op, result)
+
+    def check(self, op: str, result) -> Check:
+        """Compare ``result`` of ``op`` with the NumPy backend's."""
+        ref = self.reference(op)
+        tol = TOLERANCE[self.dtype]
+        if op == "conv-fwd" or op == "pool-bwd":
+            pairs = [("out" if op == "conv-fwd" else "dx", result, ref)]
+        elif op == "conv-bwd":
+            pairs = list(zip(("dx", "dW", "db"), result, ref))
+        elif op == "pool-fwd":
+            return self._check_pool_forward(result, ref)
+        else:
+            tol = TRAIN_TOLERANCE[self.dtype]
+            (loss, grads), (ref_loss, ref_grads) = result, ref
+            pairs = [("loss", np.float64(loss), np.float64(ref_loss))]
+            pairs += [(k, grads[k], ref_grads[k]) for k in ref_grads]
+        worst, problems = 0.0, []
+        for what, got, want in pairs:
+            rel, problem = _compare(what, got, want, tol)
+            worst = max(worst, rel)
+            if problem:
+                problems.append(problem)
+        return Check(not problems, worst, "; ".join(problems))
+
+    def _check_pool_forward(self, result, ref) -> Check:
+        (out, idx), (ref_out, _) = result, ref
+        rel, problem = _compare("out", out, ref_out, 0.0)  # a max is exact
+        if problem:
+            return Check(False, rel, problem)
+        idx = np.asarray(idx)
+        N, C, H, W = self.case.x_shape
+        if idx.shape != ref_out.shape or idx.dtype.kind not in "iu":
+            return Check(False, math.inf,
+                         f"indices: shape {idx.shape} dtype {idx.dtype}, expected {ref_out.shape} int64")
+        if idx.size and (idx.min() < 0 or idx.max() >= H * W):
+            return Check(False, math.inf, f"indices: outside [0, {H * W})")
+        # An index is right when it points at the window's maximum (ties may resolve differently).
+        picked = np.take_along_axis(self.x.reshape(N, C, -1), idx.reshape(N, C, -1), axis=2)
+        wrong = int(np.count_nonzero(picked.reshape(ref_out.shape) != ref_out))
+        if wrong:
+            return Check(False, math.inf, f"indices: {wrong} of {idx.size} do not point at the window maximum")
+        return Check(True, 0.0)
+
+
+# --- timing --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    """How long to warm up and time each (case, dtype, op, backend)."""
+
+    warmup_s: float = 0.25     # run the function this long before timing (at least once)
+    budget_s: float = 0.5      # aim for this much timed work ...
+    min_reps: int = 5          # ... but at least this many samples
+    max_reps: int = 200
+    slow_call_s: float = math.inf  # calls slower than this need only min_reps_slow samples
+    min_reps_slow: int = 5
+    peak_s: float = 0.2        # duration of each in-process ceiling measurement
+
+
+NORMAL = Settings()
+QUICK = Settings(warmup_s=0.05, budget_s=0.12, min_reps=3, max_reps=30,
+                 slow_call_s=0.08, min_reps_slow=1, peak_s=0.1)
+
+
+def warm_up(fn: Callable[[], Any], seconds: float) -> Tuple[Any, int, float]:
+    """Call ``fn`` at least once and until ``seconds`` have passed.
+
+    Returns (result of the first call, number of calls, mean seconds per call).
+    """
+    t0 = time.perf_counter()
+    first = fn()
+    calls = 1
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        calls += 1
+    return first, calls, (time.perf_counter() - t0) / calls
+
+
+def time_callable(fn: Callable[[], Any], settings: Settings = NORMAL) -> Tuple[List[float], Any, int]:
+    """Warm ``fn`` up, then time single calls. Returns (samples in s, first result, warm-up calls)."""
+    first, calls, per_call = warm_up(fn, settings.warmup_s)
+    low = settings.min_reps_slow if per_call > settings.slow_call_s else settings.min_reps
+    reps = max(low, min(settings.max_reps, math.ceil(settings.budget_s / max(per_call, 1e-9))))
+    samples = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return samples, first, calls
+
+
+def measure_copy_bandwidth(threads: int, seconds: float = 0.2, nbytes: int = 256 << 20) -> float:
+    """GB/s (bytes read + written) of large ``np.copyto`` calls split over ``threads`` Python
+    threads (NumPy releases the GIL while copying): the same-run ceiling for pooling."""
+    n = nbytes // 8
+    src = np.random.default_rng(0).standard_normal(n)
+    dst = np.empty_like(src)
+    edges = np.linspace(0, n, threads + 1).astype(int)
+    parts = [(src[a:b], dst[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+
+    def copy(part):
+        np.copyto(part[1], part[0])
+
+    best = 0.0
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(copy, parts))
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            list(pool.map(copy, parts))
+            best = max(best, 2 * src.nbytes / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def measure_peaks(seconds: float = 0.2) -> Dict[str, float]:
+    """The machine's ceilings on fastconv's current thread count, measured now, in this process:
+    FMA GFLOP/s for float32 and float64 (``_core.fma_peak_gflops``) and copy GB/s."""
+    return {
+        "float32": _core.fma_peak_gflops(False, seconds),
+        "float64": _core.fma_peak_gflops(True, seconds),
+        "copy_GBps": measure_copy_bandwidth(fastconv.get_num_threads(), seconds),
+    }
+
+
+@contextlib.contextmanager
+def thread_settings(n: int, backends: Sequence[str]) -> Iterator[Dict[str, Any]]:
+    """Run fastconv, PyTorch (when in ``backends``) and, with threadpoolctl, NumPy's BLAS on
+    ``n`` threads; restore the previous counts on exit. Yields what was set, for the report."""
+    info: Dict[str, Any] = {"native": n}
+    with contextlib.ExitStack() as restore:
+        restore.callback(fastconv.set_num_threads, fastconv.get_num_threads())
+        fastconv.set_num_threads(n)
+        if "torch" in backends:
+            import torch
+
+            restore.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(n)
+            info["torch"] = n
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            info["numpy_blas"] = "not controlled (threadpoolctl is not installed)"
+        else:
+            restore.enter_context(threadpool_limits(limits=n, user_api="blas"))
+            info["numpy_blas"] = n
+        yield info
+
+
+# --- a run ---------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """Figures of one (case, dtype, op, backend)."""
+
+    case: str
+    op: str
+    dtype: str
+    backend: str
+    samples_s: List[float] = field(default_factory=list)
+    warmup_calls: int = 0
+    flop: int = 0
+    bytes: int = 0
+    check: str = ""         # "ref" (the NumPy reference itself), "ok", "FAIL" or "ERROR"
+    max_rel_err: float = 0.0
+    message: str = ""
+
+    @property
+    def median_s(self) -> float:
+        return float(np.median(self.samples_s)) if self.samples_s else math.nan
+
+    @property
+    def failed(self) -> bool:
+        return self.check in ("FAIL", "ERROR")
+
+
+def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], settings: Settings,
+        progress: Callable[[str], None] = lambda msg: None) -> List[Result]:
+    """Time every (case, dtype, op, backend); NumPy runs first and is the reference."""
+    backends = sorted(backends, key=BACKEND_ORDER.index)
+    jobs = [(c, dt, op, be) for c in cases for dt in dtypes for op in c.ops for be in backends]
+    results: List[Result] = []
+    workload = None
+    for i, (case, dtype, op, backend) in enumerate(jobs, 1):
+        progress(f"[{i}/{len(jobs)}] {case.name} {SHORT_DTYPE[dtype]} {op} {backend} ...")
+        if workload is None or (workload.case, workload.dtype) != (case, dtype):
+            workload = None
+            gc.collect()
+            workload = Workload(case, dtype)
+        item = np.dtype(dtype).itemsize
+        res = Result(case.name, op, dtype, backend, flop=case.flop(op), bytes=case.bytes_moved(op, item))
+        try:
+            fn = workload.fn(op)
+            with fastconv.use_backend(backend):
+                res.samples_s, first, res.warmup_calls = time_callable(fn, settings)
+            if backend == "numpy":
+                workload.offer_reference(op, first)
+                res.check = "ref"
+            else:
+                chk = workload.check(op, first)
+                res.check, res.max_rel_err, res.message = ("ok" if chk.ok else "FAIL"), chk.max_rel_err, chk.message
+            del first
+        except Exception as exc:  # report it in the table and carry on with the other backends
+            res.check, res.message = "ERROR", f"{type(exc).__name__}: {exc}"
+        results.append(res)
+    return results
+
+
+# --- reporting ----------------------------------------------------------------------
+
+def _median_of(results: Sequence[Result], case: str, dtype: str, op: str, backend: str) -> float:
+    for r in results:
+        if (r.case, r.dtype, r.op, r.backend) == (case, dtype, op, backend) and r.samples_s:
+            return r.median_s
+    return math.nan
+
+
+def derived(r: Result, results: Sequence[Result], peaks: Dict[str, float]) -> Dict[str, float]:
+    """Rates, fraction of the same-run ceiling and speed-ups of one result."""
+    t = r.median_s
+    d: Dict[str, float] = {"median_s": t}
+    if r.flop:
+        d["gflops"] = r.flop / t / 1e9
+        d["pct_peak"] = 100 * d["gflops"] / peaks[r.dtype]
+    elif r.bytes:
+        d["gbps"] = r.bytes / t / 1e9
+        d["pct_peak"] = 100 * d["gbps"] / peaks["copy_GBps"]
+    for other in ("numpy", "torch"):
+        d[f"speedup_vs_{other}"] = _median_of(results, r.case, r.dtype, r.op, other) / t
+    return d
+
+
+def _fmt(v: float, spec: str, suffix: str = "") -> str:
+    return "-" if v is None or not math.isfinite(v) else format(v, spec) + suffix
+
+
+def format_table(results: Sequence[Result], peaks: Dict[str, float]) -> str:
+    """The results table: one row per backend, grouped by case / dtype / op."""
+    head = ("case", "dtype", "op", "backend", "median ms", "rate", "% peak", "vs numpy", "vs torch", "check")
+    rows: List[Tuple[str, ...]] = []
+    prev: Tuple[Optional[str], ...] = (None, None, None)
+    for r in results:
+        key = (r.case, r.dtype, r.op)
+        new_block = key[:2] != prev[:2]  # a new case or dtype: blank line, full label
+        if new_block and prev[0] is not None:
+            rows.append(("",) * len(head))
+        label = (r.case if new_block else "", SHORT_DTYPE[r.dtype] if new_block else "",
+                 r.op if key != prev else "")
+        prev = key
+        if not r.samples_s:
+            rows.append(label + (r.backend, "-", "-", "-", "-", "-", r.check))
+            continue
+        d = derived(r, results, peaks)
+        rate = _fmt(d.get("gflops"), ".1f", " GF/s") if r.flop else _fmt(d.get("gbps"), ".1f", " GB/s")
+        rows.append(label + (
+            r.backend, _fmt(d["median_s"] * 1e3, ".3f"), rate, _fmt(d["pct_peak"], ".1f", "%"),
+            _fmt(d["speedup_vs_numpy"], ".2f", "x"), _fmt(d["speedup_vs_torch"], ".2f", "x"),
+            f"ok {r.max_rel_err:.0e}" if r.check == "ok" and r.max_rel_err else r.check))
+    widths = [max(len(row[i]) for row in rows + [head]) for i in range(len(head))]
+    right = {4, 5, 6, 7, 8}
+
+    def line(row):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    out = [line(head), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in rows]
+    return "\n".join(out)
+
+
+LEGEND = (
+    "rate: GFLOP/s for conv (forward 2*N*OH*OW*FN*C*kh*kw FLOP, backward twice that) and the training step\n"
+    "      (its conv and affine GEMMs), GB/s of bytes read + written for pooling (int64 indices included).\n"
+    "% peak: of the FMA peak (conv, train) or the large-copy bandwidth (pool) measured at the start of this run\n"
+    "      (a pooling working set that fits in the L3 cache can beat the large-copy figure).\n"
+    "vs numpy / vs torch: their median time / this row's (higher is faster). check: max |x - numpy| / max |numpy|."
+)
+
+
+def machine_info() -> Dict[str, Any]:
+    info: Dict[str, Any] = dict(_config.config())
+    info["cpu_count"] = os.cpu_count()
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        info["cpu"] = platform.processor()
+    if hasattr(os, "getloadavg"):
+        info["loadavg"] = os.getloadavg()
+    if "torch" in info["backends"]:  # available_backends() has imported it
+        import torch
+
+        info["torch"] = torch.__version__
+    return info
+
+
+def header_lines(info: Dict[str, Any], threads: Dict[str, Any], peaks: Dict[str, float]) -> List[str]:
+    kernels = f"gemm f32 {info.get('gemm_f32')}, f64 {info.get('gemm_f64')}, isa {info.get('gemm_isa')}"
+    lines = [
+        f"fastconv {info['fastconv']}  ({info.get('compiler')}, {info.get('openmp')}; numpy {info['numpy']}"
+        + (f", torch {info['torch']}" if "torch" in info else "") + ")",
+        f"kernels: {kernels}; cpu isas {', '.join(info.get('cpu_isas', []))}",
+        f"cpu: {info.get('cpu', '?')} x{info['cpu_count']}; load average "
+        + " ".join(f"{v:.2f}" for v in info.get("loadavg", ())),
+        "threads: " + ", ".join(f"{k} {v}" for k, v in threads.items()),
+        f"measured peaks (this run, {threads['native']} threads): FMA f32 {peaks['float32']:.1f} GFLOP/s, "
+        f"f64 {peaks['float64']:.1f} GFLOP/s; copy {peaks['copy_GBps']:.1f} GB/s",
+    ]
+    load = info.get("loadavg", (0.0,))[0]
+    if info.get("cpu_count") and load >= 0.75 * info["cpu_count"]:
+        lines.append(f"WARNING: the machine is busy (load {load:.1f} on {info['cpu_count']} CPUs): figures are "
+                     "noisy, and multi-threaded ones (PyTorch's above all) can collapse when other "
+                     "processes take the cores; compare with --threads 1 or rerun when it is quiet.")
+    return lines
+
+
+def write_plot(path: str, results: Sequence[Result]) -> None:
+    """Horizontal bars from 1x: speed-up of each non-NumPy backend over NumPy, one panel per dtype."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    dtypes = [dt for dt in DTYPES if any(r.dtype == dt for r in results)]
+    others = [b for b in BACKEND_ORDER if b != "numpy" and any(r.backend == b for r in results)]
+    groups = list(dict.fromkeys((r.case, r.op) for r in results))
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 1.2 + 0.45 * len(groups)),
+                             squeeze=False, sharey=True)
+    height = 0.8 / max(1, len(others))
+    for ax, dt in zip(axes[0], dtypes):
+        for k, be in enumerate(others):
+            for i, (case, op) in enumerate(groups):
+                v = _median_of(results, case, dt, op, "numpy") / _median_of(results, case, dt, op, be)
+                if not math.isfinite(v):
+                    continue
+                y = i + (k - (len(others) - 1) / 2) * height
+                ax.barh(y, v - 1, left=1, height=height, color=f"C{k}", label=be if i == 0 else None)
+                ax.text(v, y, f" {v:.2g}x ", va="center", ha="left" if v >= 1 else "right", fontsize=7)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(min(lo, 0.5) / 1.5, max(hi, 2) * 1.5)
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_yticks(range(len(groups)))
+        ax.set_yticklabels([f"{c} {op}" for c, op in groups], fontsize=8)
+        ax.set_ylim(len(groups) - 0.5, -0.5)
+        ax.set_xlabel("speed-up vs numpy (numpy time / backend time, log scale)")
+        ax.set_title(f"{dt}, {fastconv.get_num_threads()} threads")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_json(path: str, results: Sequence[Result], peaks, info, threads, settings: Settings, argv) -> None:
+    doc = {
+        "fastconv": fastconv.__version__,
+        "argv": list(argv),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": info,
+        "threads": threads,
+        "peaks": {"fma_gflops_float32": peaks["float32"], "fma_gflops_float64": peaks["float64"],
+                  "copy_GBps": peaks["copy_GBps"]},
+        "settings": asdict(settings),
+        "cases": {c.name: dict(asdict(c), describe=c.describe()) for c in CASES},
+        "results": [dict(asdict(r), **(derived(r, results, peaks) if r.samples_s else {})) for r in results],
+    }
+
+    def clean(o):  # JSON has no inf/nan
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    with open(path, "w") as f:
+        json.dump(clean(doc), f, indent=1)
+
+
+# --- command line -------------------------------------------------------------------
+
+def select_cases(spec: Optional[str]) -> List[Case]:
+    """Cases named by a comma list of names or glob patterns (all cases for an empty spec)."""
+    if not spec:
+        return list(CASES)
+    chosen: List[Case] = []
+    for pattern in (p.strip() for p in spec.split(",") if p.strip()):
+        hits = [c for c in CASES if fnmatch.fnmatchcase(c.name, pattern)]
+        if not hits:
+            raise ValueError(f"no case matches {pattern!r}; cases: {', '.join(CASES_BY_NAME)} (see --list)")
+        chosen += [c for c in hits if c not in chosen]
+    return [c for c in CASES if c in chosen]
+
+
+def _select_backends(spec: Optional[str]) -> List[str]:
+    available = fastconv.available_backends()
+    if not spec:
+        return [b for b in BACKEND_ORDER if b in available]
+    names = [b.strip() for b in spec.split(",") if b.strip()]
+    for b in names:
+        if b not in BACKEND_ORDER:
+            raise ValueError(f"unknown backend {b!r}; choose from {', '.join(BACKEND_ORDER)}")
+        if b not in available:
+            raise ValueError(f"backend {b!r} is not available here (available: {', '.join(available)})"
+                             + ("; install PyTorch (pip install torch) for it" if b == "torch" else ""))
+    return [b for b in BACKEND_ORDER if b in names]
+
+
+def list_cases(cases: Sequence[Case] = CASES) -> str:
+    width = max(len(c.name) for c in cases)
+    lines = [f"{c.name:<{width}}  {'+'.join(c.ops):<19}  {c.describe()}" for c in cases]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastconv-bench",
+        description="Time fastconv's backends (native, numpy, torch) on common CNN layer shapes; "
+                    "results are checked against the numpy backend.",
+        epilog="Quote ratios from one run (vs numpy, vs torch, % of the measured peak): the machine "
+               "is shared and absolute times drift.")
+    p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for every library (default: fastconv.get_num_threads())")
+    p.add_argument("--cases", metavar="NAMES", help="comma list of case names or glob patterns (see --list)")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--backends", metavar="NAMES",
+                   help=f"comma list from {', '.join(BACKEND_ORDER)} (default: every available one)")
+    p.add_argument("--quick", action="store_true",
+                   help="short warm-ups and few repeats (the whole run in well under a minute)")
+    p.add_argument("--json", metavar="FILE", help="write every raw figure, machine info and peaks as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups (needs matplotlib)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cases = select_cases(args.cases)
+        if args.list:
+            print(list_cases(cases))
+            return 0
+        backends = _select_backends(args.backends)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
+    settings = QUICK if args.quick else NORMAL
+    n = args.threads or fastconv.get_num_threads()
+
+    tty = sys.stderr.isatty()
+
+    def progress(msg: str) -> None:
+        if tty:
+            sys.stderr.write("\r\033[K" + msg)
+        else:
+            sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+    with thread_settings(n, backends) as threads:
+        progress("measuring the FMA peaks and the copy bandwidth ...")
+        peaks = measure_peaks(settings.peak_s)
+        info = machine_info()
+        print("\n".join(header_lines(info, threads, peaks)), flush=True)
+        t0 = time.perf_counter()
+        results = run(cases, dtypes, backends, settings, progress)
+        elapsed = time.perf_counter() - t0
+    if tty:
+        sys.stderr.write("\r\033[K")
+    print()
+    print(format_table(results, peaks))
+    print()
+    print(LEGEND)
+    print(f"{len(results)} timings in {elapsed:.0f} s ({'--quick' if args.quick else 'full'} settings)")
+    failed = [r for r in results if r.failed]
+    for r in failed:
+        print(f"{r.check}: {r.case} {r.dtype} {r.op} {r.backend}: {r.message}")
+    if failed:
+        print(f"fastconv-bench: {len(failed)} of {len(results)} results FAILED or raised (details on stdout)",
+              file=sys.stderr)
+    if args.json:
+        write_json(args.json, results, peaks, info, threads, settings,
+                   sys.argv[1:] if argv is None else argv)
+        print(f"wrote {args.json}")
+    if args.plot:
+        write_plot(args.plot, results)
+        print(f"wrote {args.plot}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
