@@ -170,7 +170,7 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
     const index_t chunk = chunk_size(P, p.n, kern.nr, kern.nc, threads);
     const index_t per_image = ceil_div(P, chunk);
     ThreadScratch<T> scratch(gemm::scratch_elems(kern, M, chunk, K), threads);
-    parallel_for(p.n * per_image, [&](index_t item) {
+    parallel_for_flush(p.n * per_image, [&](index_t item) {
         const index_t n = item / per_image, px0 = (item % per_image) * chunk;
         const index_t npx = std::min(chunk, P - px0);
         const T* img = x + n * p.c * p.in_plane();
@@ -193,7 +193,7 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
     const int threads = num_threads();
 
     // db[f] = sum over images and pixels, in a fixed order.
-    parallel_for(FN, [&](index_t f) {
+    parallel_for_flush(FN, [&](index_t f) {
         // 16 running sums in a fixed lane pattern: vectorisable, and still one fixed order.
         constexpr int kLanes = 16;
         T lanes[kLanes] = {};
@@ -221,7 +221,7 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
         const index_t dw_size = FN * K;
         AlignedBuffer<T> partial((groups - 1) * dw_size);
         ThreadScratch<T> scratch(gemm::scratch_elems(kern, FN, K, px_per_unit), threads);
-        parallel_for(groups, [&](index_t g) {
+        parallel_for_flush(groups, [&](index_t g) {
             T* acc = g == 0 ? dw : partial.get() + (g - 1) * dw_size;
             std::fill(acc, acc + dw_size, T(0));
             for (index_t u = g * units / groups; u < (g + 1) * units / groups; ++u) {
@@ -241,7 +241,7 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
             }
         });
         if (groups > 1) {
-            parallel_for(ceil_div(dw_size, 4096), [&](index_t blk) {
+            parallel_for_flush(ceil_div(dw_size, 4096), [&](index_t blk) {
                 const index_t lo = blk * 4096, hi = std::min(dw_size, lo + 4096);
                 for (index_t g = 1; g < groups; ++g) {
                     const T* src = partial.get() + (g - 1) * dw_size;
@@ -269,7 +269,7 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
     const index_t px_chunk = oh_chunk * p.ow;
     const index_t dcol_elems = round_up(max_rows * px_chunk, 64);
     ThreadScratch<T> scratch(dcol_elems + gemm::scratch_elems(kern, max_rows, px_chunk, FN), threads);
-    parallel_for(p.n * c_blocks, [&](index_t item) {
+    parallel_for_flush(p.n * c_blocks, [&](index_t item) {
         const index_t n = item / c_blocks, c0 = (item % c_blocks) * c_block;
         const index_t nc = std::min(c_block, p.c - c0), rows = nc * khw;
         T* dx_n = dx + n * p.c * p.in_plane();

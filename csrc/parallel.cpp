@@ -1,5 +1,7 @@
 #include "parallel.hpp"
 
+#include "gemm/driver.hpp"
+
 #include <algorithm>
 
 namespace fastconv {
@@ -23,5 +25,20 @@ bool openmp_enabled() {
     return false;
 #endif
 }
+
+namespace gemm {
+namespace {
+std::atomic<std::int64_t> g_scratch_now{0}, g_scratch_peak{0};
+}
+void ScratchStats::add(std::int64_t bytes) {
+    const std::int64_t now = g_scratch_now.fetch_add(bytes) + bytes;
+    std::int64_t peak = g_scratch_peak.load();
+    while (now > peak && !g_scratch_peak.compare_exchange_weak(peak, now)) {
+    }
+}
+std::int64_t ScratchStats::current() { return g_scratch_now.load(); }
+std::int64_t ScratchStats::peak() { return g_scratch_peak.load(); }
+void ScratchStats::reset_peak() { g_scratch_peak.store(g_scratch_now.load()); }
+}  // namespace gemm
 
 }  // namespace fastconv

@@ -22,7 +22,7 @@ py::array gemm_typed(const py::array& a, const py::array& b) {
     const int threads = num_threads();
     const index_t per = gemm::round_up(gemm::scratch_elems(kern, std::min(M, kern.mc), std::min(N, kern.nc), K), 64);
     gemm::AlignedBuffer<T> scratch(per * threads);
-    parallel_for(mb * nb, [&](index_t item) {
+    parallel_for_flush(mb * nb, [&](index_t item) {
         const index_t i0 = (item / nb) * kern.mc, j0 = (item % nb) * kern.nc;
         const index_t m = std::min(kern.mc, M - i0), n = std::min(kern.nc, N - j0);
         gemm::gemm_blocked(
@@ -115,6 +115,10 @@ void register_runtime(py::module_& m) {
         "f64"_a, "seconds"_a = 0.2,
         "FMA ceiling (GFLOP/s) of this machine for the active kernel's ISA, on get_num_threads() threads.");
     m.def("build_info", &build_info);
+    m.def(
+        "scratch_bytes", [] { return py::make_tuple(gemm::ScratchStats::current(), gemm::ScratchStats::peak()); },
+        "(bytes of kernel scratch alive now, high-water mark since the last reset)");
+    m.def("reset_scratch_peak", &gemm::ScratchStats::reset_peak, "Restart the scratch high-water mark.");
 }
 
 }  // namespace fastconv::bind

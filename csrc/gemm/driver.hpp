@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -137,15 +138,28 @@ void pack_b_rows(const T* b, index_t ldb, index_t N, int nr, index_t pc, index_t
 
 // --- scratch -----------------------------------------------------------------------
 
+// Bytes of kernel scratch alive now, and the most ever alive at once (reset by tests):
+// how the "no full im2col matrix" promise is measured.
+struct ScratchStats {
+    static void add(std::int64_t bytes);
+    static std::int64_t current();
+    static std::int64_t peak();
+    static void reset_peak();
+};
+
 // 64-byte aligned, uninitialised storage; one allocation per call, sliced per thread.
 template <class T>
 class AlignedBuffer {
    public:
     explicit AlignedBuffer(index_t n)
         : ptr_(n > 0 ? static_cast<T*>(::operator new(static_cast<std::size_t>(n) * sizeof(T), std::align_val_t(64)))
-                     : nullptr) {}
+                     : nullptr),
+          bytes_(n > 0 ? n * index_t(sizeof(T)) : 0) {
+        ScratchStats::add(bytes_);
+    }
     ~AlignedBuffer() {
         if (ptr_) ::operator delete(ptr_, std::align_val_t(64));
+        ScratchStats::add(-bytes_);
     }
     AlignedBuffer(const AlignedBuffer&) = delete;
     AlignedBuffer& operator=(const AlignedBuffer&) = delete;
@@ -153,6 +167,7 @@ class AlignedBuffer {
 
    private:
     T* ptr_;
+    index_t bytes_;
 };
 
 }  // namespace fastconv::gemm
