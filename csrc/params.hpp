@@ -28,12 +28,17 @@ struct Conv2dParams {
     index_t patch() const { return c * win.kh * win.kw; }  // im2col row length
 };
 
-// Validates the window against an h x w input and fills the output size.
-// Every message names the offending values.
+// Validates the window against an h x w input and fills the output size. Refuses (before
+// anything is allocated) sizes whose products do not fit in 64 bits: the input, output,
+// weights and im2col matrix in bytes, and the padded plane (every intermediate product
+// is checked, so none overflows on the way). Every message names the offending values.
 Conv2dParams make_params(index_t n, index_t c, index_t h, index_t w, index_t oc, const Window& win);
 
+// Largest pool window: max pooling tracks the winning tap in 32 bits.
+constexpr index_t kMaxPoolTaps = 2147483647;
+
 // Throws if `pad` exceeds half the pool window (PyTorch's rule: padding must never
-// make a whole window out of padding).
+// make a whole window out of padding), or the window has more than kMaxPoolTaps elements.
 void check_pool_padding(const Window& win);
 
 }  // namespace fastconv

@@ -82,7 +82,7 @@ py::dict build_info() {
 #else
     d["openmp"] = "none (serial build)";
 #endif
-    d["gemm_isa"] = gemm::selected_isa();
+    d["gemm_selection"] = gemm::selected_isa();
     d["gemm_f32"] = gemm::active_kernel<float>().name;
     d["gemm_f64"] = gemm::active_kernel<double>().name;
     py::list isas;
@@ -100,10 +100,23 @@ void register_runtime(py::module_& m) {
     m.def("get_num_threads", &num_threads, "Threads the native kernels use.");
     m.def("gemm", &gemm_py, "a"_a, "b"_a, "a @ b with fastconv's own blocked GEMM (2-D, C-contiguous).");
     m.def(
-        "gemm_kernels", [](bool usable_only) { return py::make_tuple(kernel_list<float>(usable_only), kernel_list<double>(usable_only)); },
-        "usable_only"_a = true, "(float32 kernels, float64 kernels) compiled in, best first.");
-    m.def("set_gemm_isa", &gemm::select_isa, "isa"_a, "Force 'avx512f', 'avx2', 'generic', or 'auto'.");
-    m.def("get_gemm_isa", &gemm::selected_isa);
+        "gemm_kernels",
+        [] {
+            py::list names;
+            for (const char* isa : {"avx512f", "avx2", "generic"})
+                if (gemm::cpu_supports(isa)) names.append(isa);
+            return names;
+        },
+        "GEMM kernel families (ISAs) this CPU can run, best first.");
+    m.def(
+        "gemm_kernel_table",
+        [](bool usable_only) { return py::make_tuple(kernel_list<float>(usable_only), kernel_list<double>(usable_only)); },
+        "usable_only"_a = true, "(float32 kernels, float64 kernels) with their blocking, best first.");
+    m.def("set_gemm_kernel", &gemm::select_isa, "name"_a,
+          "Force a kernel family from gemm_kernels(), or 'auto' for the best one (tests, benchmarks).");
+    m.def(
+        "get_gemm_kernel", [] { return std::string(gemm::active_kernel<float>().isa); },
+        "The kernel family in use.");
     m.def(
         "fma_peak_gflops",
         [](bool f64, double seconds) {

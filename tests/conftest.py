@@ -8,17 +8,35 @@
 from __future__ import annotations
 
 import os
+import warnings
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
+# The references (NumPy's matmul in the book's layers and the numpy backend) are small; on a
+# busy 2-core machine a multi-threaded OpenBLAS spins and slows them ~100x. One BLAS thread
+# keeps the suite fast; fastconv's own threads are set with fastconv.set_num_threads.
+# (Effective only when NumPy is not imported yet, which is the normal case for a pytest run.)
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-import fastconv
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+import fastconv  # noqa: E402
 from support import BACKENDS, DTYPES, SEED, dtype_id, rng_for
+
+# On a failure hypothesis writes a patch file with libcst, whose import emits a
+# DeprecationWarning (mypy_extensions.TypedDict) that `filterwarnings = error` would turn into
+# an INTERNALERROR ending the whole run. Import it once here, quietly, where installed.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    try:
+        import hypothesis.extra._patching  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the optional libcst
+        pass
 
 settings.register_profile(
     "fastconv",
-    max_examples=30,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

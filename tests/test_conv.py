@@ -93,8 +93,11 @@ def test_exact_on_small_integers(case, backend, dtype):
 
 
 @pytest.mark.parametrize("case", params(SMALL_CASES))
-def test_gradients_match_finite_differences(case, backend, rng):
-    """float64 central differences of L = sum(conv2d(x, W, b) * G) for dx, dW and db."""
+def test_gradients_match_finite_differences(case, backend, rng, threads_restored):
+    """float64 central differences of L = sum(conv2d(x, W, b) * G) for dx, dW and db.
+    (One native thread: thousands of tiny calls, where a busy machine makes fork/join costly;
+    thread counts are covered by test_views_threads.py.)"""
+    fastconv.set_num_threads(1)
     x = randn(rng, case.x_shape)
     w = randn(rng, case.w_shape)
     b = randn(rng, (case.FN,))
@@ -114,10 +117,11 @@ def test_book_example_shape(backend, rng):
     """The ch07 SimpleConvNet convolution: (100, 1, 28, 28) with 30 filters 5x5 -> (100, 30, 24, 24)."""
     x = randn(rng, (100, 1, 28, 28))
     w = 0.01 * randn(rng, (30, 1, 5, 5))
-    out = fastconv.conv2d(x, w, np.zeros(30) + 0.5)
+    b = randn(rng, (30,))
+    out = fastconv.conv2d(x, w, b)
     assert out.shape == (100, 30, 24, 24)
-    assert_close(out, naive.conv2d(x, w, np.full(30, 0.5)), naive.conv2d(np.abs(x), np.abs(w)) + 0.5, 26,
-                 np.float64, "book conv")
+    assert_close(out, naive.conv2d(x, w, b), naive.conv2d(np.abs(x), np.abs(w), np.abs(b)), 26, np.float64,
+                 "book conv")
 
 
 # --- dtype rule ------------------------------------------------------------------------------
@@ -131,7 +135,8 @@ F32, F64 = np.float32, np.float64
         (F32, F32, F32, F32), (F32, F32, None, F32), (F64, F64, F64, F64),
         (F32, F64, F64, F64), (F64, F32, F32, F64), (F32, F32, F64, F64),
         (np.int32, F32, None, F64), (np.int64, np.int64, np.int64, F64), (np.bool_, F64, None, F64),
-        (np.uint8, F32, F32, F64), (np.float16, F32, F32, F32), (np.float16, np.float16, None, F32),
+        (np.uint8, F32, F32, F64), (np.bool_, F32, F32, F64), (F32, F32, np.int8, F64),
+        (np.float16, F32, F32, F32), (np.float16, np.float16, None, F32),
     ],
     ids=lambda t: "none" if t is None else np.dtype(t).name,
 )
@@ -211,3 +216,20 @@ def test_linearity_in_x(backend, rng):
     lhs = fastconv.conv2d(2.5 * x1 + x2, w, None, (2, 1), (1, 2))
     rhs = 2.5 * fastconv.conv2d(x1, w, None, (2, 1), (1, 2)) + fastconv.conv2d(x2, w, None, (2, 1), (1, 2))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12 * np.abs(rhs).max(), err_msg=seed_note())
+
+
+@pytest.mark.parametrize("special", ["nan", "inf"])
+def test_non_finite_inputs_propagate_like_the_definition(special, backend, dtype, rng):
+    """A NaN (or inf) in x reaches exactly the outputs whose windows contain it, as in the
+    naive sum (NaN * w and inf * w are non-finite for any w != 0; padding is 0)."""
+    x = randn(rng, (2, 3, 9, 8), dtype)
+    w = randn(rng, (4, 3, 3, 2), dtype)
+    value = np.nan if special == "nan" else np.inf
+    x[0, 1, 4, 5] = value
+    x[1, 2, 0, 0] = value
+    out = fastconv.conv2d(x, w, None, (2, 1), (1, 1))
+    ref = naive.conv2d(x, w, None, (2, 1), (1, 1))
+    assert np.array_equal(np.isfinite(out), np.isfinite(ref)), f"non-finite pattern differs {seed_note()}"
+    finite = np.isfinite(ref)
+    assert_close(out[finite], ref[finite], naive.conv2d(np.abs(np.nan_to_num(x, posinf=0.0)), np.abs(w),
+                                                        None, (2, 1), (1, 1))[finite], 19, dtype, "finite outputs")

@@ -6,12 +6,19 @@ and every bad input is refused with the same message whichever backend runs.
 """
 from __future__ import annotations
 
+import math
 import operator
+import os
 from typing import NamedTuple, Sequence, Tuple, Union
 
 import numpy as np
 
 IntPair = Union[int, Sequence[int]]
+
+# Sizes, offsets and byte counts are int64 in the native kernels (and intp in NumPy).
+INT64_MAX = 2**63 - 1
+# Max pooling tracks the winning tap of a window in 32 bits.
+MAX_POOL_TAPS = 2**31 - 1
 
 
 class Window(NamedTuple):
@@ -58,6 +65,10 @@ def window(kh, kw, stride: IntPair, pad: IntPair, *, kind: str = "filter") -> Wi
         raise ValueError(f"stride must be positive, got stride=({sh}, {sw})")
     if ph < 0 or pw < 0:
         raise ValueError(f"pad must be non-negative, got pad=({ph}, {pw})")
+    for what, value in ((f"{kind} size {kh}x{kw}", max(kh, kw)), (f"stride ({sh}, {sw})", max(sh, sw)),
+                        (f"pad ({ph}, {pw})", max(ph, pw))):
+        if value > INT64_MAX:
+            raise ValueError(f"{what} does not fit in a 64-bit index (at most {INT64_MAX})")
     return Window(kh, kw, sh, sw, ph, pw)
 
 
@@ -69,6 +80,17 @@ def check_fits(win: Window, H: int, W: int) -> Tuple[int, int]:
             f"padded input {Hp}x{Wp} (input {H}x{W}, pad ({win.ph}, {win.pw})) "
             f"is smaller than kernel {win.kh}x{win.kw}"
         )
+    # The kernels index a padded plane with 64-bit offsets (h*W + w, origin rows above it).
+    if Hp * Wp > INT64_MAX:
+        raise ValueError(
+            f"padded input {Hp}x{Wp} (input {H}x{W}, pad ({win.ph}, {win.pw})) has {Hp * Wp} "
+            f"elements per plane, more than 64-bit indexing allows ({INT64_MAX})"
+        )
+    if H == 0 or W == 0:
+        raise ValueError(
+            f"input plane {H}x{W} is empty: with pad ({win.ph}, {win.pw}) every {win.kh}x{win.kw} "
+            f"window would lie entirely in the padding"
+        )
     return win.out_size(H, W)
 
 
@@ -76,6 +98,70 @@ def check_pool_pad(win: Window) -> None:
     if 2 * win.ph > win.kh or 2 * win.pw > win.kw:
         raise ValueError(
             f"pool pad ({win.ph}, {win.pw}) must be at most half the window {win.kh}x{win.kw}"
+        )
+    if win.kh * win.kw > MAX_POOL_TAPS:
+        raise ValueError(
+            f"pool window {win.kh}x{win.kw} has {win.kh * win.kw} elements, more than {MAX_POOL_TAPS}"
+        )
+
+
+# --- sizes ------------------------------------------------------------------
+
+def _format_bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (0 when the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 0
+
+
+def memory_limit() -> int:
+    """The most bytes one result or workspace may take: physical memory, lowered by the
+    process's address-space and data limits (``ulimit -v``/``-d``) when they are set."""
+    limit = physical_memory() or INT64_MAX
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return limit
+    for name in ("RLIMIT_AS", "RLIMIT_DATA"):
+        which = getattr(resource, name, None)
+        if which is None:
+            continue
+        try:
+            soft, _ = resource.getrlimit(which)
+        except (ValueError, OSError):  # pragma: no cover
+            continue
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            limit = min(limit, soft)
+    return limit
+
+
+def check_alloc(what: str, shape, dtype) -> None:
+    """Refuses, before anything is allocated, an array of `shape` and `dtype` that cannot exist
+    here: ValueError when its size overflows 64 bits, MemoryError when it exceeds
+    :func:`memory_limit`. Both messages give the shape and the size in bytes."""
+    dims = tuple(int(d) for d in shape)
+    itemsize = np.dtype(dtype).itemsize
+    elems = math.prod(dims)
+    nbytes = elems * itemsize
+    if elems > INT64_MAX or nbytes > INT64_MAX:
+        raise ValueError(
+            f"{what} of shape {dims} has {elems} elements ({nbytes} bytes of {np.dtype(dtype).name}), "
+            f"which overflows 64-bit sizes"
+        )
+    limit = memory_limit()
+    if nbytes > limit:
+        raise MemoryError(
+            f"{what} of shape {dims} needs {_format_bytes(nbytes)} ({nbytes} bytes of "
+            f"{np.dtype(dtype).name}), more than the {_format_bytes(limit)} this process may use"
         )
 
 
@@ -97,9 +183,11 @@ def compute_dtype(*arrays: np.ndarray) -> np.dtype:
     """The dtype NumPy's own `np.dot` in the book's code would produce, narrowed to float32/float64.
 
     float32 stays float32 (the book's im2col would widen it; fastconv does not); any float64
-    operand makes the result float64; integers and bools compute in float64 as the book's
-    float64 im2col buffer would; float16 computes in float32.
+    operand makes the result float64; any integer or bool operand makes it float64, as the
+    book's float64 im2col buffer would; float16 computes in float32.
     """
+    if any(a.dtype.kind in "biu" for a in arrays):
+        return np.dtype(np.float64)  # the book's im2col turns any image into float64
     dt = np.result_type(*arrays)
     if dt == np.float32 or dt == np.float16:
         return np.dtype(np.float32)
@@ -108,7 +196,13 @@ def compute_dtype(*arrays: np.ndarray) -> np.dtype:
 
 def as_float(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """C-contiguous `dtype` view or copy; never the caller's buffer when a copy is needed."""
-    return np.ascontiguousarray(arr, dtype=dtype)
+    # Validation: a copy that cannot fit (e.g. of a zero-stride broadcast view) is refused
+    # before it is attempted, and the kernels never see a misaligned buffer.
+    if not (arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.aligned):
+        check_alloc("contiguous copy of an input", arr.shape, dtype)
+    # np.asarray(order="C"), not ascontiguousarray: the latter turns 0-d arrays into 1-d.
+    out = np.asarray(arr, dtype=dtype, order="C")
+    return out if out.flags.aligned else out.copy()
 
 
 def arrays(names: Sequence[str], values: Sequence) -> Tuple[np.ndarray, ...]:

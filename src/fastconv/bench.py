@@ -614,7 +614,7 @@ def machine_info() -> Dict[str, Any]:
 
 
 def header_lines(info: Dict[str, Any], threads: Dict[str, Any], peaks: Dict[str, float]) -> List[str]:
-    kernels = f"gemm f32 {info.get('gemm_f32')}, f64 {info.get('gemm_f64')}, isa {info.get('gemm_isa')}"
+    kernels = f"gemm f32 {info.get('gemm_f32')}, f64 {info.get('gemm_f64')}, selection {info.get('gemm_selection')}"
     lines = [
         f"fastconv {info['fastconv']}  ({info.get('compiler')}, {info.get('openmp')}; numpy {info['numpy']}"
         + (f", torch {info['torch']}" if "torch" in info else "") + ")",

@@ -246,5 +246,5 @@ def relu_backward(dout, x) -> np.ndarray:
     d, arr = P.arrays(("dout", "x"), (dout, x))
     if d.shape != arr.shape:
         raise ValueError(f"dout has shape {d.shape} but x has shape {arr.shape}")
-    dt = P.compute_dtype(d)
-    return current_backend().relu_backward(P.as_float(d, dt), P.as_float(arr, P.compute_dtype(arr)))
+    dt = P.compute_dtype(d, arr)
+    return current_backend().relu_backward(P.as_float(d, dt), P.as_float(arr, dt))

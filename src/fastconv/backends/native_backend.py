@@ -42,8 +42,9 @@ def avg_pool2d_backward(dout: np.ndarray, shape, win: Window) -> np.ndarray:
 
 
 def relu(x: np.ndarray) -> np.ndarray:
-    return _core.relu_forward(x)
+    # Elementwise: the kernel sees a flat view, so any shape (0-d included) keeps its shape.
+    return _core.relu_forward(x.reshape(-1)).reshape(x.shape)
 
 
 def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return _core.relu_backward(dout, x)
+    return _core.relu_backward(dout.reshape(-1), x.reshape(-1)).reshape(x.shape)

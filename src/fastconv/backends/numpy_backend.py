@@ -84,8 +84,15 @@ def max_pool2d(x: np.ndarray, win: Window):
     the (unpadded) input plane, as ``torch.nn.functional.max_pool2d(return_indices=True)``."""
     N, C, H, W = x.shape
     OH, OW = win.out_size(H, W)
-    taps = _windows(_padded(x, win, -np.inf), win, OH, OW).reshape(N, C, win.kh * win.kw, OH, OW)
-    k = np.argmax(taps, axis=2)  # first maximum; NaN counts as the maximum, as in np.max
+    kk = win.kh * win.kw
+    taps = _windows(_padded(x, win, -np.inf), win, OH, OW).reshape(N, C, kk, OH, OW)
+    real = _windows(_padded(np.ones((1, 1, H, W), dtype=bool), win, False), win, OH, OW).reshape(1, 1, kk, OH, OW)
+    # The first NaN if any, else the first real pixel equal to the max: an all -inf window
+    # points at a pixel, never at padding.
+    nan = np.isnan(taps)
+    any_nan = nan.any(axis=2, keepdims=True)
+    best = taps.max(axis=2, keepdims=True)
+    k = np.argmax(np.where(any_nan, nan, (taps == best) & real), axis=2)
     out = np.take_along_axis(taps, k[:, :, None], axis=2)[:, :, 0]
     i, j = np.divmod(k, win.kw)
     row = np.arange(OH)[:, None] * win.sh - win.ph + i

@@ -4,6 +4,8 @@ Only importable when PyTorch is installed. Results come back as NumPy arrays.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,11 +16,16 @@ name = "torch"
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
+    if not a.flags.writeable:
+        # Zero-copy view of a read-only input; this backend never writes into its inputs.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(a)
     return torch.from_numpy(a)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.numpy())
+    return np.asarray(t.numpy(), order="C")
 
 
 def _geometry(win: Window):
@@ -26,6 +33,8 @@ def _geometry(win: Window):
 
 
 def im2col(x: np.ndarray, win: Window) -> np.ndarray:
+    if x.shape[0] == 0:  # unfold refuses an empty batch
+        return np.zeros((0, x.shape[1] * win.kh * win.kw), dtype=x.dtype)
     with torch.no_grad():
         cols = F.unfold(_t(x), (win.kh, win.kw), **_geometry(win))  # (N, C*kh*kw, L)
         return _np(cols.transpose(1, 2).reshape(-1, cols.shape[1]))
@@ -33,6 +42,8 @@ def im2col(x: np.ndarray, win: Window) -> np.ndarray:
 
 def col2im(col: np.ndarray, shape, win: Window) -> np.ndarray:
     N, C, H, W = shape
+    if N == 0:  # fold refuses an empty batch
+        return np.zeros(shape, dtype=col.dtype)
     with torch.no_grad():
         cols = _t(col).reshape(N, -1, col.shape[1]).transpose(1, 2)
         return _np(F.fold(cols, (H, W), (win.kh, win.kw), **_geometry(win)))

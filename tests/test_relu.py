@@ -1,0 +1,71 @@
+"""relu / relu_backward: the book's rule (zero where x <= 0, NaN passes) on any shape."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+import naive
+from support import assert_exact, assert_result_array, randn
+
+
+def _special(rng, shape, dtype):
+    x = randn(rng, shape, dtype)
+    flat = x.reshape(-1)
+    if flat.size >= 6:
+        flat[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, np.finfo(dtype).tiny]
+        rng.shuffle(flat)
+    return x
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (7,), (3, 11), (2, 1, 3, 2, 4), (0, 3, 2, 2), (1, 1, 1, 1), ()],
+                         ids=lambda s: "x".join(map(str, s)) or "scalar")
+def test_relu_matches_book_rule(shape, backend, dtype, rng):
+    x = _special(rng, shape, dtype)
+    out = fastconv.relu(x)
+    assert_result_array(out, shape, dtype, f"relu[{backend}]")
+    ref = naive.relu(x).astype(dtype)
+    assert_exact(out, ref, f"relu[{backend}]")
+    # -0.0 and 0.0 both map to a zero (of either sign); positive values, +inf and NaN pass unchanged.
+    d = _special(rng, shape, dtype)
+    dx = fastconv.relu_backward(d, x)
+    assert_result_array(dx, shape, dtype, f"relu_backward[{backend}]")
+    assert_exact(dx, naive.relu_backward(d, x).astype(dtype), f"relu_backward[{backend}]")
+
+
+def test_nan_passes(backend):
+    x = np.array([np.nan, -1.0, 2.0, 0.0])
+    assert_exact(fastconv.relu(x), np.array([np.nan, 0.0, 2.0, 0.0]), "relu NaN")
+    assert_exact(fastconv.relu_backward(np.array([5.0, 6.0, 7.0, 8.0]), x), np.array([5.0, 0.0, 7.0, 0.0]),
+                 "relu_backward: NaN in x passes the gradient, x <= 0 blocks it")
+
+
+@pytest.mark.parametrize("src", [np.int32, np.int8, np.bool_, np.float16], ids=lambda t: np.dtype(t).name)
+def test_relu_promotes(src, backend, rng):
+    x = (rng.integers(-5, 6, size=(3, 4)) > 0) if src is np.bool_ else rng.integers(-5, 6, size=(3, 4)).astype(src)
+    expected = np.float32 if src is np.float16 else np.float64
+    out = fastconv.relu(x)
+    assert_result_array(out, x.shape, expected, "relu promoted")
+    assert_exact(out, naive.relu(x.astype(np.float64)).astype(expected), "relu promoted")
+
+
+@pytest.mark.parametrize(
+    "dt, xt, expected",
+    [(np.float32, np.float32, np.float32), (np.float64, np.float64, np.float64),
+     (np.float64, np.float32, np.float64), (np.float32, np.float64, np.float64),
+     (np.int32, np.float32, np.float64), (np.float32, np.int32, np.float64)],
+    ids=lambda t: np.dtype(t).name,
+)
+def test_relu_backward_dtype_rule(dt, xt, expected, backend, rng):
+    """The module's rule: float32 only when every operand is float32; any float64 (or integer)
+    operand gives float64."""
+    x = rng.integers(-3, 4, size=(4, 5)).astype(xt)
+    d = rng.integers(1, 9, size=(4, 5)).astype(dt)
+    dx = fastconv.relu_backward(d, x)
+    assert_result_array(dx, x.shape, expected, "relu_backward dtype")
+    assert_exact(dx, naive.relu_backward(d.astype(np.float64), x.astype(np.float64)).astype(expected),
+                 "relu_backward values")
+
+
+def test_relu_of_list(backend):
+    assert_exact(fastconv.relu([[-1, 2], [3, -4]]), np.array([[0.0, 2.0], [3.0, 0.0]]), "relu of a list")
