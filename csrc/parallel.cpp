@@ -16,8 +16,23 @@ int initial_threads() {
 std::atomic<int> g_threads{initial_threads()};
 }  // namespace
 
-int num_threads() { return g_threads.load(std::memory_order_relaxed); }
-void set_num_threads(int n) { g_threads.store(std::max(1, n), std::memory_order_relaxed); }
+// The smaller of fastconv's own setting and the calling thread's OpenMP limit, so that
+// threadpoolctl.threadpool_limits (which calls omp_set_num_threads) also limits fastconv.
+int num_threads() {
+    const int mine = g_threads.load(std::memory_order_relaxed);
+#if defined(_OPENMP)
+    return std::max(1, std::min(mine, omp_get_max_threads()));
+#else
+    return mine;
+#endif
+}
+void set_num_threads(int n) {
+    n = std::max(1, n);
+    g_threads.store(n, std::memory_order_relaxed);
+#if defined(_OPENMP)
+    omp_set_num_threads(n);  // the calling thread's limit, which num_threads() also reads
+#endif
+}
 bool openmp_enabled() {
 #if defined(_OPENMP)
     return true;

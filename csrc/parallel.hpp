@@ -14,8 +14,8 @@
 
 namespace fastconv {
 
-// Thread count for every parallel region, shared by all calling Python threads (an
-// omp_set_num_threads call would only reach the thread that made it).
+// Thread count for every parallel region: fastconv's setting (shared by all calling Python
+// threads), capped by the calling thread's OpenMP limit (OMP_NUM_THREADS, threadpoolctl).
 int num_threads();
 void set_num_threads(int n);
 bool openmp_enabled();

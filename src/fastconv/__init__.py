@@ -6,6 +6,16 @@ optional PyTorch backend selectable at run time.
 """
 from __future__ import annotations
 
+import os
+
+# GNU OpenMP's threads spin ~300,000 iterations after each parallel region before sleeping.
+# Between fastconv calls a NumPy CNN runs NumPy's BLAS (the Affine layers), whose threads then
+# fight the spinning ones for the cores: measured 88 ms -> 32 ms per SimpleConvNet step on a
+# busy 2-core machine (benchmarks/NOTES.md). Short spins unless the user chose a policy;
+# must be set before the OpenMP runtime loads with _core.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "10000"
+
 try:
     from . import _core
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
