@@ -15,51 +15,72 @@ using gemm::round_up;
 
 namespace {
 
-// Where column `pixel` of the implicit im2col matrix starts in the (unpadded) image.
-struct PixelOrigin {
-    index_t oh, ow;
+// Per-call tables the image packers share, so their inner loops do no division:
+// the valid output columns of each tap column j, and each tap's (c, i, j).
+struct TapTables {
+    std::vector<Range> cols;  // [j]: output columns whose input column is inside the image
+    explicit TapTables(const Conv2dParams& p) : cols(static_cast<std::size_t>(p.win.kw)) {
+        for (index_t j = 0; j < p.win.kw; ++j) cols[j] = valid_outputs(p.ow, p.win.sw, p.win.pw, j, p.w);
+    }
+};
+
+// One output row's share of a B panel: panel columns [jj, jj+len) are pixels (oh, ow0 + q).
+struct PixelRun {
+    index_t jj, len, oh, ow0;
 };
 
 // B panels of the forward GEMM straight from one image: rows k = (c, i, j) in [pc, pc+kc),
-// columns = output pixels [px0, px0+npx). Runs of pixels on one output row are copied
-// with their bounds hoisted, so interior rows are a strided (or, at stride 1, plain) copy.
+// columns = output pixels [px0, px0+npx). A panel's pixels split into runs on one output row
+// each (computed once per panel); every row of the panel then copies its runs with the
+// bounds hoisted -- at stride 1 an inline, vectorised copy.
 template <class T>
-void pack_b_image(const Conv2dParams& p, const T* __restrict img, int nr, index_t pc, index_t kc, index_t px0,
-                  index_t npx, T* __restrict dst) {
+void pack_b_image(const Conv2dParams& p, const TapTables& taps, const T* __restrict img, int nr, index_t pc,
+                  index_t kc, index_t px0, index_t npx, T* __restrict dst) {
     const Window& w = p.win;
     const index_t khw = w.kh * w.kw;
+    PixelRun runs[gemm::kMaxNr];
     for (index_t q0 = 0; q0 < npx; q0 += nr, dst += kc * nr) {
         const index_t cols = std::min<index_t>(nr, npx - q0);
-        const index_t first = px0 + q0;
+        int n_runs = 0;
+        for (index_t jj = 0; jj < cols;) {
+            const index_t pix = px0 + q0 + jj;
+            const index_t oh = pix / p.ow, ow0 = pix % p.ow;
+            const index_t len = std::min<index_t>(cols - jj, p.ow - ow0);
+            runs[n_runs++] = {jj, len, oh, ow0};
+            jj += len;
+        }
+        index_t c = pc / khw, i = (pc % khw) / w.kw, j = pc % w.kw;
         for (index_t kk = 0; kk < kc; ++kk) {
-            const index_t k = pc + kk;
-            const index_t c = k / khw, i = (k % khw) / w.kw, j = k % w.kw;
-            const T* plane = img + c * p.in_plane();
-            T* d = dst + kk * nr;
-            index_t jj = 0;
-            while (jj < cols) {  // one run per output row touched by this panel
-                const index_t pix = first + jj;
-                const index_t oh = pix / p.ow, ow0 = pix % p.ow;
-                const index_t run = std::min<index_t>(cols - jj, p.ow - ow0);
-                const index_t ih = oh * w.sh - w.ph + i;
+            const T* __restrict plane = img + c * p.in_plane();
+            T* __restrict d = dst + kk * nr;
+            const Range valid = taps.cols[j];
+            for (int r = 0; r < n_runs; ++r) {
+                const PixelRun& run = runs[r];
+                T* __restrict out = d + run.jj;  // out[ow - ow0] for ow in [ow0, ow0 + len)
+                const index_t ih = run.oh * w.sh - w.ph + i;
                 if (ih < 0 || ih >= p.h) {
-                    std::fill(d + jj, d + jj + run, T(0));
-                } else {
-                    const Range r = valid_outputs(p.ow, w.sw, w.pw, j, p.w);
-                    const index_t lo = std::clamp(r.lo, ow0, ow0 + run), hi = std::clamp(r.hi, lo, ow0 + run);
-                    const index_t src = ih * p.w - w.pw + j;  // pixel of ow = 0
-                    T* out = d + jj;  // out[ow - ow0] for ow in [ow0, ow0+run)
-                    std::fill(out, out + (lo - ow0), T(0));
-                    if (w.sw == 1) {
-                        std::copy(plane + src + lo, plane + src + hi, out + (lo - ow0));
-                    } else {
-                        for (index_t ow = lo; ow < hi; ++ow) out[ow - ow0] = plane[src + ow * w.sw];
-                    }
-                    std::fill(out + (hi - ow0), out + run, T(0));
+                    for (index_t q = 0; q < run.len; ++q) out[q] = T(0);
+                    continue;
                 }
-                jj += run;
+                const index_t end = run.ow0 + run.len;
+                const index_t lo = std::clamp(valid.lo, run.ow0, end), hi = std::clamp(valid.hi, lo, end);
+                const T* __restrict src = plane + (ih * p.w - w.pw + j);  // + ow * sw
+                for (index_t ow = run.ow0; ow < lo; ++ow) out[ow - run.ow0] = T(0);
+                if (w.sw == 1) {
+                    for (index_t ow = lo; ow < hi; ++ow) out[ow - run.ow0] = src[ow];
+                } else {
+                    for (index_t ow = lo; ow < hi; ++ow) out[ow - run.ow0] = src[ow * w.sw];
+                }
+                for (index_t ow = hi; ow < end; ++ow) out[ow - run.ow0] = T(0);
             }
-            std::fill(d + cols, d + nr, T(0));
+            for (index_t jj = cols; jj < nr; ++jj) d[jj] = T(0);
+            if (++j == w.kw) {
+                j = 0;
+                if (++i == w.kh) {
+                    i = 0;
+                    ++c;
+                }
+            }
         }
     }
 }
@@ -170,6 +191,7 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
     const index_t chunk = chunk_size(P, p.n, kern.nr, kern.nc, threads);
     const index_t per_image = ceil_div(P, chunk);
     ThreadScratch<T> scratch(gemm::scratch_elems(kern, M, chunk, K), threads);
+    const TapTables taps(p);
     parallel_for_flush(p.n * per_image, [&](index_t item) {
         const index_t n = item / per_image, px0 = (item % per_image) * chunk;
         const index_t npx = std::min(chunk, P - px0);
@@ -180,7 +202,7 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
                 gemm::pack_a_rows(w, K, M, kern.mr, ic, mc, pc, kc, dst);
             },
             [&](index_t pc, index_t kc, index_t jc, index_t nc, T* dst) {
-                pack_b_image(p, img, kern.nr, pc, kc, px0 + jc, nc, dst);
+                pack_b_image(p, taps, img, kern.nr, pc, kc, px0 + jc, nc, dst);
             },
             out + n * M * P + px0, P, false, bias, scratch.mine());
     });
