@@ -39,7 +39,26 @@ class Convolution:
         return dx
 
 
-class Pooling:
+class _Pool2d:
+    """Shared constructor and state of the pooling layers."""
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+
+    def _geometry(self):
+        return self.pool_h, self.pool_w, self.stride, self.pad
+
+    def _forward_input_shape(self):
+        if self.x is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return np.shape(self.x)
+
+
+class Pooling(_Pool2d):
     """Max pooling, ``Pooling(pool_h, pool_w, stride=2, pad=0)`` as in the book.
 
     Unlike the book's version, ``pad`` counts in the output size and pads with -inf,
@@ -48,44 +67,29 @@ class Pooling:
     """
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
-        self.pool_h = pool_h
-        self.pool_w = pool_w
-        self.stride = stride
-        self.pad = pad
-        self.x = None
+        super().__init__(pool_h, pool_w, stride, pad)
         self.arg_max = None
 
     def forward(self, x):
-        out, arg_max = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad, return_indices=True)
+        out, arg_max = F.max_pool2d(x, *self._geometry(), return_indices=True)
         self.x, self.arg_max = x, arg_max
         return out
 
     def backward(self, dout):
-        if self.x is None:
-            raise RuntimeError("Pooling.backward called before forward")
-        return F.max_pool2d_backward(dout, np.shape(self.x), self.pool_h, self.pool_w, self.stride,
-                                     self.pad, indices=self.arg_max)
+        shape = self._forward_input_shape()
+        return F.max_pool2d_backward(dout, shape, *self._geometry(), indices=self.arg_max)
 
 
-class AvgPooling:
+class AvgPooling(_Pool2d):
     """Average pooling with the same interface as :class:`Pooling` (zero padding counts)."""
 
-    def __init__(self, pool_h, pool_w, stride=2, pad=0):
-        self.pool_h = pool_h
-        self.pool_w = pool_w
-        self.stride = stride
-        self.pad = pad
-        self.x = None
-
     def forward(self, x):
-        out = F.avg_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        out = F.avg_pool2d(x, *self._geometry())
         self.x = x
         return out
 
     def backward(self, dout):
-        if self.x is None:
-            raise RuntimeError("AvgPooling.backward called before forward")
-        return F.avg_pool2d_backward(dout, np.shape(self.x), self.pool_h, self.pool_w, self.stride, self.pad)
+        return F.avg_pool2d_backward(dout, self._forward_input_shape(), *self._geometry())
 
 
 class Relu:
