@@ -156,6 +156,21 @@ void col2im_rows(const Conv2dParams& p, const T* __restrict dcol, index_t c0, in
     }
 }
 
+// Sum of n values in a fixed order that still vectorises: 16 running lanes, then a tree.
+template <class T>
+T lane_sum(const T* __restrict v, index_t n) {
+    constexpr int kLanes = 16;
+    T lanes[kLanes] = {};
+    index_t q = 0;
+    for (; q + kLanes <= n; q += kLanes)
+        for (int l = 0; l < kLanes; ++l) lanes[l] += v[q + l];
+    T tail = T(0);
+    for (; q < n; ++q) tail += v[q];
+    for (int width = kLanes / 2; width > 0; width /= 2)
+        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+    return lanes[0] + tail;
+}
+
 // Scratch sized for the largest item, one slice per thread.
 template <class T>
 struct ThreadScratch {
@@ -214,43 +229,29 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
     const index_t FN = p.oc, K = p.patch(), P = p.out_plane(), khw = p.win.kh * p.win.kw;
     const int threads = num_threads();
 
-    // db[f] = sum over images and pixels, in a fixed order.
-    parallel_for_flush(FN, [&](index_t f) {
-        // 16 running sums in a fixed lane pattern: vectorisable, and still one fixed order.
-        constexpr int kLanes = 16;
-        T lanes[kLanes] = {};
-        T tail = T(0);
-        for (index_t n = 0; n < p.n; ++n) {
-            const T* row = dout + (n * FN + f) * P;
-            index_t q = 0;
-            for (; q + kLanes <= P; q += kLanes)
-                for (int l = 0; l < kLanes; ++l) lanes[l] += row[q + l];
-            for (; q < P; ++q) tail += row[q];
-        }
-        for (int width = kLanes / 2; width > 0; width /= 2)
-            for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
-        db[f] = lanes[0] + tail;
-    });
-
-    // dW = sum over images of dout_n (FN x P) . im2col_n^T (P x K). Units (image, pixel chunk)
-    // are dealt to a fixed number of groups, each summing into its own partial dW, so the
-    // result is the same for any thread count and needs no atomics.
+    // dW = sum over images of dout_n (FN x P) . im2col_n^T (P x K), and db = row sums of the
+    // same dout_n slices, taken while they are in cache for the A packing. Units (image,
+    // pixel chunk) are dealt to a fixed number of groups, each summing into its own partial
+    // dW and db, so the result is the same for any thread count and needs no atomics.
     {
         const index_t px_per_unit = p.n >= 8 ? P : std::max<index_t>(ceil_div(P, ceil_div(8, std::max<index_t>(p.n, 1))), 1);
         const index_t units_per_image = ceil_div(P, px_per_unit);
         const index_t units = p.n * units_per_image;
         const index_t groups = std::max<index_t>(std::min<index_t>(units, 8), 1);
         const index_t dw_size = FN * K;
-        AlignedBuffer<T> partial((groups - 1) * dw_size);
+        AlignedBuffer<T> partial((groups - 1) * dw_size), partial_db(groups * FN);
         ThreadScratch<T> scratch(gemm::scratch_elems(kern, FN, K, px_per_unit), threads);
         parallel_for_flush(groups, [&](index_t g) {
             T* acc = g == 0 ? dw : partial.get() + (g - 1) * dw_size;
+            T* acc_db = partial_db.get() + g * FN;
             std::fill(acc, acc + dw_size, T(0));
+            std::fill(acc_db, acc_db + FN, T(0));
             for (index_t u = g * units / groups; u < (g + 1) * units / groups; ++u) {
                 const index_t n = u / units_per_image, px0 = (u % units_per_image) * px_per_unit;
                 const index_t npx = std::min(px_per_unit, P - px0);
                 const T* img = x + n * p.c * p.in_plane();
                 const T* d = dout + n * FN * P + px0;
+                for (index_t f = 0; f < FN; ++f) acc_db[f] += lane_sum(d + f * P, npx);
                 gemm::gemm_blocked(
                     kern, FN, K, npx,
                     [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
@@ -262,6 +263,11 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
                     acc, K, true, static_cast<const T*>(nullptr), scratch.mine());
             }
         });
+        for (index_t f = 0; f < FN; ++f) {
+            T sum = T(0);
+            for (index_t g = 0; g < groups; ++g) sum += partial_db.get()[g * FN + f];
+            db[f] = sum;
+        }
         if (groups > 1) {
             parallel_for_flush(ceil_div(dw_size, 4096), [&](index_t blk) {
                 const index_t lo = blk * 4096, hi = std::min(dw_size, lo + 4096);
