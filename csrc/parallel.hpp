@@ -30,6 +30,11 @@ inline int thread_index() { return 0; }
 // only, restored afterwards: subnormal operands would otherwise slow the FMA kernels many
 // times over. Used by arithmetic kernels (GEMM, sums), never by pure copies or compares,
 // whose results must stay exact.
+inline std::int64_t dynamic_chunk(std::int64_t n_items, int threads) {
+    const std::int64_t chunk = n_items / (8 * std::int64_t(threads));
+    return chunk < 1 ? 1 : chunk;
+}
+
 class FlushDenormals {
    public:
 #if defined(FASTCONV_HAVE_MXCSR)
@@ -44,15 +49,19 @@ class FlushDenormals {
     FlushDenormals& operator=(const FlushDenormals&) = delete;
 };
 
-// Runs body(item) for item in [0, n_items), items split statically across the threads
-// (static split: the item -> thread map, and so every result, depends only on n_items).
+// Runs body(item) for item in [0, n_items). Items go to threads dynamically, in chunks of
+// about 1/8 of a thread's share: on a shared machine a thread whose core is busy takes fewer
+// items instead of holding everyone up at the join. Results never depend on which thread ran
+// an item (bodies write disjoint outputs or per-item/per-group partials, reduced in a fixed
+// order), so they are the same for any thread count and schedule.
 // `serial_below` items or fewer run on the calling thread: a fork/join costs microseconds.
 template <class Body>
 void parallel_for(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1) {
 #if defined(_OPENMP)
     const int threads = num_threads();
     if (threads > 1 && n_items > serial_below) {
-#pragma omp parallel for schedule(static) num_threads(threads)
+        const std::int64_t chunk = dynamic_chunk(n_items, threads);
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
         for (std::int64_t item = 0; item < n_items; ++item) body(item);
         return;
     }
@@ -66,10 +75,11 @@ void parallel_for_flush(std::int64_t n_items, Body&& body, std::int64_t serial_b
 #if defined(_OPENMP)
     const int threads = num_threads();
     if (threads > 1 && n_items > serial_below) {
+        const std::int64_t chunk = dynamic_chunk(n_items, threads);
 #pragma omp parallel num_threads(threads)
         {
             FlushDenormals guard;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, chunk)
             for (std::int64_t item = 0; item < n_items; ++item) body(item);
         }
         return;
