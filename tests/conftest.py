@@ -11,11 +11,12 @@ import os
 import warnings
 
 # The references (NumPy's matmul in the book's layers and the numpy backend) are small; on a
-# busy 2-core machine a multi-threaded OpenBLAS spins and slows them ~100x. One BLAS thread
+# busy 2-core machine a multi-threaded OpenBLAS spins and slows them ~100x. One OpenBLAS thread
 # keeps the suite fast; fastconv's own threads are set with fastconv.set_num_threads.
 # (Effective only when NumPy is not imported yet, which is the normal case for a pytest run.)
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# Not MKL_NUM_THREADS: PyTorch applies it to the process's OpenMP limit on import, which would
+# quietly cap fastconv's native kernels at one thread for the whole suite.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

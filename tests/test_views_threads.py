@@ -223,3 +223,30 @@ def test_omp_num_threads_sets_start_value(n):
                          capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == n, f"OMP_NUM_THREADS={n} gave {res.stdout.strip()} {seed_note()}"
+
+
+def _fresh_process(code, **env_changes):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(env_changes)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout.strip()
+
+
+def test_default_threads_is_the_cpu_count():
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert _fresh_process("import fastconv; print(fastconv.get_num_threads())") == str(cpus)
+
+
+def test_importing_and_using_torch_keeps_fastconv_threads():
+    pytest.importorskip("torch")
+    code = (
+        "import fastconv, numpy as np\n"
+        "n = fastconv.get_num_threads()\n"
+        "import torch\n"
+        "torch.ones(1000).sum(); torch.nn.functional.conv2d(torch.ones(1, 1, 8, 8), torch.ones(1, 1, 3, 3))\n"
+        "fastconv.set_backend('torch'); fastconv.conv2d(np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3)))\n"
+        "print(n, fastconv.get_num_threads())\n"
+    )
+    before, after = _fresh_process(code).split()
+    assert before == after, f"fastconv threads went from {before} to {after} after using PyTorch"
