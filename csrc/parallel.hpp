@@ -43,6 +43,8 @@ class FlushDenormals {
 
    private:
     unsigned saved_;
+#else
+    FlushDenormals() = default;  // no MXCSR (e.g. arm64): nothing to flush
 #endif
    public:
     FlushDenormals(const FlushDenormals&) = delete;
@@ -78,14 +80,14 @@ void parallel_for_flush(std::int64_t n_items, Body&& body, std::int64_t serial_b
         const std::int64_t chunk = dynamic_chunk(n_items, threads);
 #pragma omp parallel num_threads(threads)
         {
-            FlushDenormals guard;
+            [[maybe_unused]] FlushDenormals guard;
 #pragma omp for schedule(dynamic, chunk)
             for (std::int64_t item = 0; item < n_items; ++item) body(item);
         }
         return;
     }
 #endif
-    FlushDenormals guard;
+    [[maybe_unused]] FlushDenormals guard;
     for (std::int64_t item = 0; item < n_items; ++item) body(item);
 }
 

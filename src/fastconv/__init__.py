@@ -13,8 +13,9 @@ import os
 # fight the spinning ones for the cores: measured 88 ms -> 32 ms per SimpleConvNet step on a
 # busy 2-core machine (benchmarks/NOTES.md). Short spins unless the user chose a policy;
 # must be set before the OpenMP runtime loads with _core.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = "10000"
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # GNU libgomp (Linux wheels)
+    os.environ.setdefault("KMP_BLOCKTIME", "1")  # LLVM/Intel libomp (macOS): milliseconds
 
 try:
     from . import _core

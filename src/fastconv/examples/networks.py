@@ -16,7 +16,7 @@ optional ``rng`` (``np.random`` by default, as in the book) so two runs can be m
 from __future__ import annotations
 
 import pickle
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -176,7 +176,7 @@ class DeepConvNet(ConvNetBase):
         {"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
     )
 
-    def __init__(self, input_dim=(1, 28, 28), conv_params: Sequence[dict] = None,
+    def __init__(self, input_dim=(1, 28, 28), conv_params: Optional[Sequence[dict]] = None,
                  hidden_size=50, output_size=10, width=1.0, dropout_ratio=0.5, rng=None):
         if conv_params is None:
             conv_params = [dict(cp, filter_num=max(1, int(round(cp["filter_num"] * width))))

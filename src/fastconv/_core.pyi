@@ -1,0 +1,109 @@
+"""Type stubs for ``fastconv._core``, the pybind11 extension (csrc/register_*.cpp).
+
+Low-level entry points: arguments are already validated and normalised by
+``fastconv.functional`` (C-contiguous float32/float64 arrays of one dtype, plain ints for
+the window). Call the public API in ``fastconv`` instead unless you know you need these.
+Keep in sync with the bindings: tests/test_stubs.py compares the public names and each
+function's parameter names with the compiled module.
+"""
+from typing import Any, Dict, List, Optional, Sequence, SupportsFloat, SupportsIndex, Tuple
+
+import numpy as np
+
+__version__: str
+
+# --- register_conv.cpp ---------------------------------------------------------------
+
+def im2col(
+    x: np.ndarray, kh: SupportsIndex, kw: SupportsIndex, sh: SupportsIndex, sw: SupportsIndex,
+    ph: SupportsIndex, pw: SupportsIndex,
+) -> np.ndarray:
+    """Book-layout im2col: (N*OH*OW, C*KH*KW), rows (n, oh, ow), columns (c, kh, kw)."""
+
+def col2im(
+    col: np.ndarray, input_shape: Sequence[SupportsIndex], kh: SupportsIndex, kw: SupportsIndex,
+    sh: SupportsIndex, sw: SupportsIndex, ph: SupportsIndex, pw: SupportsIndex,
+) -> np.ndarray:
+    """Adjoint of im2col: sums overlapping columns into an (N, C, H, W) image."""
+
+def conv2d_forward(
+    x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray], sh: SupportsIndex, sw: SupportsIndex,
+    ph: SupportsIndex, pw: SupportsIndex,
+) -> np.ndarray:
+    """Convolution forward (N, OC, OH, OW); b may be None."""
+
+def conv2d_backward(
+    dout: np.ndarray, x: np.ndarray, w: np.ndarray, sh: SupportsIndex, sw: SupportsIndex,
+    ph: SupportsIndex, pw: SupportsIndex,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Convolution backward: (dx, dW, db)."""
+
+# --- register_pool.cpp ---------------------------------------------------------------
+
+def max_pool2d_forward(
+    x: np.ndarray, kh: SupportsIndex, kw: SupportsIndex, sh: SupportsIndex, sw: SupportsIndex,
+    ph: SupportsIndex, pw: SupportsIndex,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Max pooling: (out, argmax as flat h*W + w per plane, int64)."""
+
+def max_pool2d_backward(
+    dout: np.ndarray, indices: np.ndarray, input_shape: Sequence[SupportsIndex], kh: SupportsIndex,
+    kw: SupportsIndex, sh: SupportsIndex, sw: SupportsIndex, ph: SupportsIndex, pw: SupportsIndex,
+) -> np.ndarray:
+    """Max pooling backward from the argmax indices (C-contiguous int64)."""
+
+def avg_pool2d_forward(
+    x: np.ndarray, kh: SupportsIndex, kw: SupportsIndex, sh: SupportsIndex, sw: SupportsIndex,
+    ph: SupportsIndex, pw: SupportsIndex,
+) -> np.ndarray:
+    """Average pooling (zero padding counts in the divisor)."""
+
+def avg_pool2d_backward(
+    dout: np.ndarray, input_shape: Sequence[SupportsIndex], kh: SupportsIndex, kw: SupportsIndex,
+    sh: SupportsIndex, sw: SupportsIndex, ph: SupportsIndex, pw: SupportsIndex,
+) -> np.ndarray:
+    """Average pooling backward."""
+
+def relu_forward(x: np.ndarray) -> np.ndarray:
+    """The book's ReLU: x where x > 0, else 0."""
+
+def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """ReLU backward: dout where not x <= 0."""
+
+# --- register_runtime.cpp ------------------------------------------------------------
+
+def set_num_threads(n: SupportsIndex) -> None:
+    """Threads for every native kernel."""
+
+def get_num_threads() -> int:
+    """Threads the native kernels use."""
+
+def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b with fastconv's own blocked GEMM (2-D, C-contiguous)."""
+
+def gemm_kernels() -> List[str]:
+    """GEMM kernel families (ISAs) this CPU can run, best first."""
+
+def gemm_kernel_table(usable_only: bool = True) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """(float32 kernels, float64 kernels) with their blocking, best first.
+
+    Each entry: ``{"name", "isa", "mr", "nr", "kc", "mc", "nc"}``.
+    """
+
+def set_gemm_kernel(name: str) -> None:
+    """Force a kernel family from gemm_kernels(), or 'auto' for the best one (tests, benchmarks)."""
+
+def get_gemm_kernel() -> str:
+    """The kernel family in use."""
+
+def fma_peak_gflops(f64: bool, seconds: SupportsFloat = 0.2) -> float:
+    """FMA ceiling (GFLOP/s) of this machine for the active kernel's ISA, on get_num_threads() threads."""
+
+def build_info() -> Dict[str, Any]:
+    """Compiler, OpenMP version, selected and available GEMM kernels, CPU ISAs."""
+
+def scratch_bytes() -> Tuple[int, int]:
+    """(bytes of kernel scratch alive now, high-water mark since the last reset)"""
+
+def reset_scratch_peak() -> None:
+    """Restart the scratch high-water mark."""
