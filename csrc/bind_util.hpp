@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <optional>
 
 #include <string>
@@ -38,6 +39,8 @@ inline Dtype float_dtype(const py::array& a, const char* name) {
                              std::string(py::str(a.dtype())));
     if (!(a.flags() & py::array::c_style))
         throw py::type_error(std::string(name) + " must be C-contiguous");
+    if (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0)
+        throw py::type_error(std::string(name) + " must be aligned to its element size");
     return dt;
 }
 

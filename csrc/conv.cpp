@@ -220,7 +220,7 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
                 pack_b_image(p, taps, img, kern.nr, pc, kc, px0 + jc, nc, dst);
             },
             out + n * M * P + px0, P, false, bias, scratch.mine());
-    });
+    }, 1, threads);
 }
 
 template <class T>
@@ -262,7 +262,7 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
                     },
                     acc, K, true, static_cast<const T*>(nullptr), scratch.mine());
             }
-        });
+        }, 1, threads);
         for (index_t f = 0; f < FN; ++f) {
             T sum = T(0);
             for (index_t g = 0; g < groups; ++g) sum += partial_db.get()[g * FN + f];
@@ -320,7 +320,7 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
                 dcol, npx, false, static_cast<const T*>(nullptr), gemm_scratch);
             col2im_rows(p, dcol, c0, nc, oh0, noh, dx_n);
         }
-    });
+    }, 1, threads);
 }
 
 template void conv2d_forward<float>(const Conv2dParams&, const float*, const float*, const float*, float*);

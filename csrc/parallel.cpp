@@ -3,6 +3,9 @@
 #include "gemm/driver.hpp"
 
 #include <algorithm>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 namespace fastconv {
 namespace {
@@ -14,11 +17,21 @@ int initial_threads() {
 #endif
 }
 std::atomic<int> g_threads{initial_threads()};
+
+// After fork() only the forking thread exists in the child, but GNU libgomp still believes its
+// thread pool does: the child's first parallel region would wait for it forever. The child runs
+// every kernel on its calling thread instead (never entering an OpenMP region).
+std::atomic<bool> g_forked_child{false};
+#if defined(__unix__) || defined(__APPLE__)
+void mark_forked_child() { g_forked_child.store(true, std::memory_order_relaxed); }
+const int g_atfork_registered = pthread_atfork(nullptr, nullptr, &mark_forked_child);
+#endif
 }  // namespace
 
 // The smaller of fastconv's own setting and the calling thread's OpenMP limit, so that
 // threadpoolctl.threadpool_limits (which calls omp_set_num_threads) also limits fastconv.
 int num_threads() {
+    if (g_forked_child.load(std::memory_order_relaxed)) return 1;
     const int mine = g_threads.load(std::memory_order_relaxed);
 #if defined(_OPENMP)
     return std::max(1, std::min(mine, omp_get_max_threads()));

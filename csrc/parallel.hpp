@@ -3,6 +3,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -51,42 +53,75 @@ class FlushDenormals {
     FlushDenormals& operator=(const FlushDenormals&) = delete;
 };
 
+// An exception thrown by a body inside a parallel region would call std::terminate: the first
+// one is kept, the remaining items are skipped, and it is rethrown on the calling thread.
+class FirstError {
+   public:
+    template <class Body>
+    void run(Body& body, std::int64_t item) {
+        if (failed_.load(std::memory_order_relaxed)) return;
+        try {
+            body(item);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!error_) error_ = std::current_exception();
+            failed_.store(true, std::memory_order_relaxed);
+        }
+    }
+    void rethrow() {
+        if (error_) std::rethrow_exception(error_);
+    }
+
+   private:
+    std::atomic<bool> failed_{false};
+    std::mutex mutex_;
+    std::exception_ptr error_;
+};
+
 // Runs body(item) for item in [0, n_items). Items go to threads dynamically, in chunks of
 // about 1/8 of a thread's share: on a shared machine a thread whose core is busy takes fewer
 // items instead of holding everyone up at the join. Results never depend on which thread ran
 // an item (bodies write disjoint outputs or per-item/per-group partials, reduced in a fixed
 // order), so they are the same for any thread count and schedule.
 // `serial_below` items or fewer run on the calling thread: a fork/join costs microseconds.
+// `threads` (0: num_threads()) must be the count per-thread scratch was sized for: another
+// Python thread may call set_num_threads in between, and thread_index() must stay below it.
 template <class Body>
-void parallel_for(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1) {
+void parallel_for(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1, int threads = 0) {
 #if defined(_OPENMP)
-    const int threads = num_threads();
+    if (threads <= 0) threads = num_threads();
     if (threads > 1 && n_items > serial_below) {
         const std::int64_t chunk = dynamic_chunk(n_items, threads);
+        FirstError error;
 #pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
-        for (std::int64_t item = 0; item < n_items; ++item) body(item);
+        for (std::int64_t item = 0; item < n_items; ++item) error.run(body, item);
+        error.rethrow();
         return;
     }
 #endif
+    (void)threads;
     for (std::int64_t item = 0; item < n_items; ++item) body(item);
 }
 
 // parallel_for with subnormals flushed to zero on every participating thread.
 template <class Body>
-void parallel_for_flush(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1) {
+void parallel_for_flush(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1, int threads = 0) {
 #if defined(_OPENMP)
-    const int threads = num_threads();
+    if (threads <= 0) threads = num_threads();
     if (threads > 1 && n_items > serial_below) {
         const std::int64_t chunk = dynamic_chunk(n_items, threads);
+        FirstError error;
 #pragma omp parallel num_threads(threads)
         {
             [[maybe_unused]] FlushDenormals guard;
 #pragma omp for schedule(dynamic, chunk)
-            for (std::int64_t item = 0; item < n_items; ++item) body(item);
+            for (std::int64_t item = 0; item < n_items; ++item) error.run(body, item);
         }
+        error.rethrow();
         return;
     }
 #endif
+    (void)threads;
     [[maybe_unused]] FlushDenormals guard;
     for (std::int64_t item = 0; item < n_items; ++item) body(item);
 }

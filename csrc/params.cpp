@@ -44,6 +44,10 @@ Conv2dParams make_params(index_t n, index_t c, index_t h, index_t w, index_t oc,
         throw std::invalid_argument("stride must be positive, got stride=" + pair(win.sh, win.sw));
     if (win.ph < 0 || win.pw < 0)
         throw std::invalid_argument("pad must be non-negative, got pad=" + pair(win.ph, win.pw));
+    // Window arithmetic forms pad + stride (valid_outputs rounds up by stride - 1).
+    if (add_overflows(win.ph, win.sh) || add_overflows(win.pw, win.sw))
+        throw std::invalid_argument("stride " + pair(win.sh, win.sw) + " plus pad " + pair(win.ph, win.pw) +
+                                    " overflows 64-bit indexing");
     // h + 2*pad, in steps that cannot overflow.
     if (add_overflows(win.ph, win.ph) || add_overflows(h, 2 * win.ph) || add_overflows(win.pw, win.pw) ||
         add_overflows(w, 2 * win.pw))
@@ -54,16 +58,16 @@ Conv2dParams make_params(index_t n, index_t c, index_t h, index_t w, index_t oc,
         throw std::invalid_argument("padded input " + std::to_string(hp) + "x" + std::to_string(wp) +
                                     " is smaller than kernel " + std::to_string(win.kh) + "x" +
                                     std::to_string(win.kw));
-    if (h == 0 || w == 0)
-        throw std::invalid_argument("input plane " + std::to_string(h) + "x" + std::to_string(w) +
-                                    " is empty: with pad " + pair(win.ph, win.pw) + " every " +
-                                    std::to_string(win.kh) + "x" + std::to_string(win.kw) +
-                                    " window would lie entirely in the padding");
     // Offsets into a padded plane (row * W + column, window origins above or left of the
     // image) must fit as well.
     if (mul_overflows(hp, wp))
         throw std::invalid_argument("padded input " + std::to_string(hp) + "x" + std::to_string(wp) +
                                     " overflows 64-bit indexing");
+    if (h == 0 || w == 0)
+        throw std::invalid_argument("input plane " + std::to_string(h) + "x" + std::to_string(w) +
+                                    " is empty: with pad " + pair(win.ph, win.pw) + " every " +
+                                    std::to_string(win.kh) + "x" + std::to_string(win.kw) +
+                                    " window would lie entirely in the padding");
     Conv2dParams p{n, c, h, w, oc, win, (hp - win.kh) / win.sh + 1, (wp - win.kw) / win.sw + 1};
     // Every array the kernels allocate or index, and every product they form, must fit in 64 bits.
     check_size("input", {n, c, h, w});

@@ -36,10 +36,8 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     // two for 64-bit positions); positions are formed once per output at the end.
     constexpr index_t kRow = 256;
     std::int32_t tap[kRow];
-    std::vector<index_t> tap_offset(static_cast<std::size_t>(kh * kw));  // tap -> pixel offset from window origin
-    for (index_t t = 0; t < kh * kw; ++t) tap_offset[t] = (t / kw) * W + t % kw;
-    std::vector<Range> cols(static_cast<std::size_t>(kw));  // valid ow per tap column, hoisted (divisions)
-    for (index_t j = 0; j < kw; ++j) cols[j] = valid_outputs(OW, sw, pw, j, W);
+    // No per-plane allocations (this runs inside parallel regions, once per plane): tap offsets
+    // and valid column ranges are computed where needed.
     for (index_t oh = 0; oh < OH; ++oh) {
         const index_t h0 = oh * sh - ph;
         const index_t i_first = std::max<index_t>(-h0, 0);
@@ -56,9 +54,13 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
             for (index_t i = i_first; i < kh; ++i) {
                 const index_t ih = h0 + i;
                 if (ih >= H) break;
-                for (index_t j = 0; j < kw; ++j) {
-                    const Range r = cols[j];
+                // Only taps j that reach the image for some output in [ow0, ow0 + n).
+                const index_t j_lo = std::max<index_t>(0, pw - (ow0 + n - 1) * sw);
+                const index_t j_hi = std::min<index_t>(kw, W + pw - ow0 * sw);
+                for (index_t j = j_lo; j < j_hi; ++j) {
+                    const Range r = valid_outputs(OW, sw, pw, j, W);
                     const index_t lo = std::max(r.lo, ow0) - ow0, hi = std::min(r.hi, ow0 + n) - ow0;
+                    if (lo >= hi) continue;
                     const T* __restrict src = in + ih * W + (ow0 * sw - pw + j);  // q = 0 (may be a pad slot)
                     const std::int32_t t = static_cast<std::int32_t>(i * kw + j);
                     for (index_t q = lo; q < hi; ++q) {
@@ -72,7 +74,7 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
             }
             std::int64_t* __restrict at = argmax + oh * OW + ow0;
             const index_t origin = h0 * W + ow0 * sw - pw;
-            for (index_t q = 0; q < n; ++q) at[q] = origin + q * sw + tap_offset[tap[q]];
+            for (index_t q = 0; q < n; ++q) at[q] = origin + q * sw + (tap[q] / kw) * W + tap[q] % kw;
         }
     }
 }
@@ -83,16 +85,16 @@ void avg_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
     const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
     const T scale = T(1) / T(kh * kw);
-    std::vector<Range> cols(static_cast<std::size_t>(kw));
-    for (index_t j = 0; j < kw; ++j) cols[j] = valid_outputs(OW, sw, pw, j, W);
+    // Only taps j that reach the image for some output column.
+    const index_t j_lo = std::max<index_t>(0, pw - (OW - 1) * sw), j_hi = std::min<index_t>(kw, W + pw);
     for (index_t oh = 0; oh < OH; ++oh) {
         T* __restrict sum = out + oh * OW;
         std::fill(sum, sum + OW, T(0));
-        for (index_t i = 0; i < kh; ++i) {
+        const index_t i_lo = std::max<index_t>(0, ph - oh * sh), i_hi = std::min<index_t>(kh, H + ph - oh * sh);
+        for (index_t i = i_lo; i < i_hi; ++i) {
             const index_t ih = oh * sh - ph + i;
-            if (ih < 0 || ih >= H) continue;
-            for (index_t j = 0; j < kw; ++j) {
-                const Range r = cols[j];
+            for (index_t j = j_lo; j < j_hi; ++j) {
+                const Range r = valid_outputs(OW, sw, pw, j, W);
                 const index_t base = ih * W - pw + j;
                 for (index_t ow = r.lo; ow < r.hi; ++ow) sum[ow] += in[base + ow * sw];
             }

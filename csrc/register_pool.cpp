@@ -46,8 +46,9 @@ py::array max_pool2d_backward_py(const py::array& dout, const py::array& indices
     const Conv2dParams p = pool_params(shape, kh, kw, sh, sw, ph, pw);
     expect_shape(dout, {p.n, p.c, p.oh, p.ow}, "dout");
     expect_shape(indices, {p.n, p.c, p.oh, p.ow}, "indices");
-    if (!indices.dtype().is(py::dtype::of<std::int64_t>()) || !(indices.flags() & py::array::c_style))
-        throw py::type_error("indices must be a C-contiguous int64 array");
+    if (!indices.dtype().is(py::dtype::of<std::int64_t>()) || !(indices.flags() & py::array::c_style) ||
+        reinterpret_cast<std::uintptr_t>(indices.data()) % sizeof(std::int64_t) != 0)
+        throw py::type_error("indices must be a C-contiguous, aligned int64 array");
     return dispatch(dt, [&](auto tag) -> py::array {
         using T = decltype(tag);
         auto dx = new_array<T>({p.n, p.c, p.h, p.w});

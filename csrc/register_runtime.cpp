@@ -34,7 +34,7 @@ py::array gemm_typed(const py::array& a, const py::array& b) {
                 gemm::pack_b_rows(bp + j0, N, n, kern.nr, pc, kc, jc, nc, dst);
             },
             cp + i0 * N + j0, N, false, static_cast<const T*>(nullptr), scratch.get() + thread_index() * per);
-    });
+    }, 1, threads);
     return c;
 }
 

@@ -69,6 +69,8 @@ def window(kh, kw, stride: IntPair, pad: IntPair, *, kind: str = "filter") -> Wi
                         (f"pad ({ph}, {pw})", max(ph, pw))):
         if value > INT64_MAX:
             raise ValueError(f"{what} does not fit in a 64-bit index (at most {INT64_MAX})")
+    if sh + ph > INT64_MAX or sw + pw > INT64_MAX:  # the kernels form pad + stride
+        raise ValueError(f"stride ({sh}, {sw}) plus pad ({ph}, {pw}) overflows 64-bit indexing")
     return Window(kh, kw, sh, sw, ph, pw)
 
 
@@ -152,10 +154,12 @@ def check_alloc(what: str, shape, dtype) -> None:
     itemsize = np.dtype(dtype).itemsize
     elems = math.prod(dims)
     nbytes = elems * itemsize
-    if elems > INT64_MAX or nbytes > INT64_MAX:
+    # Like NumPy, the non-zero dimensions must multiply to a 64-bit size even when one is zero.
+    spanned = math.prod(max(d, 1) for d in dims) * itemsize
+    if spanned > INT64_MAX:
         raise ValueError(
-            f"{what} of shape {dims} has {elems} elements ({nbytes} bytes of {np.dtype(dtype).name}), "
-            f"which overflows 64-bit sizes"
+            f"{what} of shape {dims} has {elems} elements; its dimensions multiply to {spanned} bytes of "
+            f"{np.dtype(dtype).name}, which overflows 64-bit sizes"
         )
     limit = memory_limit()
     if nbytes > limit:

@@ -53,6 +53,8 @@ def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndar
     win = P.window(filter_h, filter_w, stride, pad)
     P.check_fits(win, x.shape[2], x.shape[3])
     dt = P.compute_dtype(x)
+    OH, OW = win.out_size(x.shape[2], x.shape[3])
+    P.check_alloc("im2col result", (x.shape[0] * OH * OW, x.shape[1] * win.kh * win.kw), dt)
     return current_backend().im2col(P.as_float(x, dt), win)
 
 
@@ -80,6 +82,7 @@ def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> n
             f"(output {OH}x{OW})"
         )
     dt = P.compute_dtype(arr)
+    P.check_alloc("col2im result", (N, C, H, W), dt)
     return current_backend().col2im(P.as_float(arr, dt), (N, C, H, W), win)
 
 
@@ -115,7 +118,7 @@ def conv2d(x, W, b=None, stride=1, pad=0) -> np.ndarray:
     -------
     ndarray, shape (N, FN, OH, OW) with OH = (H + 2*pad_h - FH) // stride_h + 1.
     """
-    x, w, win, _ = _conv_operands(x, W, stride, pad)
+    x, w, win, out_shape = _conv_operands(x, W, stride, pad)
     operands = [x, w]
     if b is not None:
         (b,) = P.arrays(("b",), (b,))
@@ -123,6 +126,7 @@ def conv2d(x, W, b=None, stride=1, pad=0) -> np.ndarray:
             raise ValueError(f"b must have shape ({w.shape[0]},) to match W {w.shape}, got {b.shape}")
         operands.append(b)
     dt = P.compute_dtype(*operands)
+    P.check_alloc("conv2d result", out_shape, dt)
     bias = None if b is None else P.as_float(b, dt)
     return current_backend().conv2d(P.as_float(x, dt), P.as_float(w, dt), bias, win)
 
@@ -175,7 +179,8 @@ def max_pool2d(x, pool_h: int, pool_w: int, stride=None, pad=0, return_indices: 
         ties go to the first maximum in row-major window order.
     """
     x = _image(x)
-    win, _ = _pool_window(x.shape, pool_h, pool_w, stride, pad)
+    win, out_shape = _pool_window(x.shape, pool_h, pool_w, stride, pad)
+    P.check_alloc("max_pool2d result", out_shape, np.float64)
     out, indices = current_backend().max_pool2d(P.as_float(x, P.compute_dtype(x)), win)
     return (out, indices) if return_indices else out
 
@@ -202,6 +207,7 @@ def max_pool2d_backward(dout, x, pool_h: int, pool_w: int, stride=None, pad=0, i
     d = _image(dout, "dout")
     win, out_shape = _pool_window(shape, pool_h, pool_w, stride, pad)
     _check_dout(d, out_shape, "max_pool2d")
+    P.check_alloc("max_pool2d_backward result", shape, P.compute_dtype(d))
     backend = current_backend()
     if indices is not None:
         idx = _checked_indices(indices, out_shape)
@@ -229,6 +235,7 @@ def avg_pool2d_backward(dout, x, pool_h: int, pool_w: int, stride=None, pad=0) -
     d = _image(dout, "dout")
     win, out_shape = _pool_window(shape, pool_h, pool_w, stride, pad)
     _check_dout(d, out_shape, "avg_pool2d")
+    P.check_alloc("avg_pool2d_backward result", shape, P.compute_dtype(d))
     return current_backend().avg_pool2d_backward(P.as_float(d, P.compute_dtype(d)), tuple(shape), win)
 
 

@@ -22,6 +22,8 @@ def _windows(img: np.ndarray, win: Window, OH: int, OW: int) -> np.ndarray:
     """(N, C, kh, kw, OH, OW): tap (i, j) of every output position, from a padded image."""
     N, C = img.shape[:2]
     col = np.empty((N, C, win.kh, win.kw, OH, OW), dtype=img.dtype)
+    if col.size == 0:  # nothing to gather: do not loop over the taps of a huge window
+        return col
     for i in range(win.kh):
         i_end = i + win.sh * OH
         for j in range(win.kw):
@@ -35,6 +37,8 @@ def _scatter_windows(cols: np.ndarray, shape, win: Window) -> np.ndarray:
     N, C, H, W = shape
     OH, OW = cols.shape[4:]
     # Room for the last strided slice, which may run past the padded border.
+    if cols.size == 0:  # nothing to scatter: do not loop over the taps of a huge window
+        return np.zeros(shape, dtype=cols.dtype)
     img = np.zeros((N, C, H + 2 * win.ph + win.sh - 1, W + 2 * win.pw + win.sw - 1), dtype=cols.dtype)
     for i in range(win.kh):
         i_end = i + win.sh * OH
@@ -63,7 +67,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b, win: Window) -> np.ndarray:
     N, _, H, W = x.shape
     FN = w.shape[0]
     OH, OW = win.out_size(H, W)
-    out = im2col(x, win) @ w.reshape(FN, -1).T
+    out = im2col(x, win) @ w.reshape(FN, w.shape[1] * win.kh * win.kw).T
     if b is not None:
         out += b
     return np.ascontiguousarray(out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2))
@@ -71,11 +75,11 @@ def conv2d(x: np.ndarray, w: np.ndarray, b, win: Window) -> np.ndarray:
 
 def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, win: Window):
     FN = w.shape[0]
-    dout_rows = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+    dout_rows = dout.transpose(0, 2, 3, 1).reshape(dout.shape[0] * dout.shape[2] * dout.shape[3], FN)
     col = im2col(x, win)
     db = dout_rows.sum(axis=0)
     dw = (dout_rows.T @ col).reshape(w.shape)
-    dx = col2im(dout_rows @ w.reshape(FN, -1), x.shape, win)
+    dx = col2im(dout_rows @ w.reshape(FN, col.shape[1]), x.shape, win)
     return dx, dw, db
 
 

@@ -15,6 +15,23 @@ from .._params import Window, check_index_range
 name = "torch"
 
 
+def _translate_errors(fn):
+    """PyTorch reports refusals and failed allocations as RuntimeError; fastconv's contract is
+    ValueError / MemoryError (with PyTorch's message)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "can't allocate memory" in msg or "out of memory" in msg:
+                raise MemoryError(f"PyTorch could not allocate: {msg}") from exc
+            raise ValueError(f"PyTorch refused the call: {msg}") from exc
+    return wrapper
+
+
 def _t(a: np.ndarray) -> torch.Tensor:
     if not a.flags.writeable:
         # Zero-copy view of a read-only input; this backend never writes into its inputs.
@@ -106,3 +123,40 @@ def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         d = _t(dout)
         return _np(torch.where(_t(x) <= 0, torch.zeros((), dtype=d.dtype), d))
+
+
+def _empty_guard(fn, result_shapes):
+    """Results with no elements are built here (zeros: an empty sum): PyTorch refuses zero-size
+    batches/channels/filters in places, and computes some empty shapes in 32 bits."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        shapes, dtypes = result_shapes(*args)
+        if any(0 in s for s in shapes):
+            out = tuple(np.zeros(s, dtype=d) for s, d in zip(shapes, dtypes))
+            return out if len(out) > 1 else out[0]
+        return fn(*args)
+    return wrapper
+
+
+def _out(shape, win):
+    OH, OW = win.out_size(shape[2], shape[3])
+    return OH, OW
+
+
+_SHAPES = {
+    "im2col": lambda x, win: ([(x.shape[0] * _out(x.shape, win)[0] * _out(x.shape, win)[1],
+                                x.shape[1] * win.kh * win.kw)], [x.dtype]),
+    "col2im": lambda col, shape, win: ([tuple(shape)], [col.dtype]),
+    "conv2d": lambda x, w, b, win: ([(x.shape[0], w.shape[0]) + _out(x.shape, win)], [x.dtype]),
+    "conv2d_backward": lambda d, x, w, win: ([x.shape, w.shape, (w.shape[0],)], [d.dtype] * 3),
+    "max_pool2d": lambda x, win: ([x.shape[:2] + _out(x.shape, win)] * 2, [x.dtype, np.int64]),
+    "max_pool2d_backward": lambda d, idx, shape, win: ([tuple(shape)], [d.dtype]),
+    "avg_pool2d": lambda x, win: ([x.shape[:2] + _out(x.shape, win)], [x.dtype]),
+    "avg_pool2d_backward": lambda d, shape, win: ([tuple(shape)], [d.dtype]),
+}
+for _name, _shapes in _SHAPES.items():
+    globals()[_name] = _translate_errors(_empty_guard(globals()[_name], _shapes))
+relu = _translate_errors(relu)
+relu_backward = _translate_errors(relu_backward)
