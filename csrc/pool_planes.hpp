@@ -24,6 +24,29 @@ struct PoolPlanes {
 namespace {
 namespace planes {
 
+// Per-plane lookups that would otherwise divide in the row loops: the valid output columns of
+// tap column j, and the pixel offset of tap t from its window's origin. Stack tables for
+// windows up to kMax taps per side / in all; larger windows compute them on demand.
+class SmallWindowTables {
+   public:
+    static constexpr index_t kMax = 64;
+    SmallWindowTables(index_t OW, index_t W, index_t kh, index_t kw, index_t sw, index_t pw)
+        : OW_(OW), W_(W), kw_(kw), sw_(sw), pw_(pw), cols_cached_(kw <= kMax), offsets_cached_(kh * kw <= kMax) {
+        if (cols_cached_)
+            for (index_t j = 0; j < kw; ++j) cols_[j] = valid_outputs(OW, sw, pw, j, W);
+        if (offsets_cached_)
+            for (index_t t = 0; t < kh * kw; ++t) offsets_[t] = (t / kw) * W + t % kw;
+    }
+    Range cols(index_t j) const { return cols_cached_ ? cols_[j] : valid_outputs(OW_, sw_, pw_, j, W_); }
+    index_t offset(index_t t) const { return offsets_cached_ ? offsets_[t] : (t / kw_) * W_ + t % kw_; }
+
+   private:
+    index_t OW_, W_, kw_, sw_, pw_;
+    bool cols_cached_, offsets_cached_;
+    Range cols_[kMax];
+    index_t offsets_[kMax];
+};
+
 // For each output row and each window tap (i, j), sweep the row: branch-free selects (random
 // data would mispredict every other compare). Taps run in row-major window order, so a strict
 // '>' keeps the first maximum; the first NaN wins and then stays.
@@ -36,8 +59,9 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     // two for 64-bit positions); positions are formed once per output at the end.
     constexpr index_t kRow = 256;
     std::int32_t tap[kRow];
-    // No per-plane allocations (this runs inside parallel regions, once per plane): tap offsets
-    // and valid column ranges are computed where needed.
+    // No heap allocation here (this runs inside parallel regions, once per plane): the usual
+    // small windows get their divisions hoisted into stack tables, large ones compute in place.
+    const SmallWindowTables tables(OW, W, kh, kw, sw, pw);
     for (index_t oh = 0; oh < OH; ++oh) {
         const index_t h0 = oh * sh - ph;
         const index_t i_first = std::max<index_t>(-h0, 0);
@@ -58,7 +82,7 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
                 const index_t j_lo = std::max<index_t>(0, pw - (ow0 + n - 1) * sw);
                 const index_t j_hi = std::min<index_t>(kw, W + pw - ow0 * sw);
                 for (index_t j = j_lo; j < j_hi; ++j) {
-                    const Range r = valid_outputs(OW, sw, pw, j, W);
+                    const Range r = tables.cols(j);
                     const index_t lo = std::max(r.lo, ow0) - ow0, hi = std::min(r.hi, ow0 + n) - ow0;
                     if (lo >= hi) continue;
                     const T* __restrict src = in + ih * W + (ow0 * sw - pw + j);  // q = 0 (may be a pad slot)
@@ -74,7 +98,7 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
             }
             std::int64_t* __restrict at = argmax + oh * OW + ow0;
             const index_t origin = h0 * W + ow0 * sw - pw;
-            for (index_t q = 0; q < n; ++q) at[q] = origin + q * sw + (tap[q] / kw) * W + tap[q] % kw;
+            for (index_t q = 0; q < n; ++q) at[q] = origin + q * sw + tables.offset(tap[q]);
         }
     }
 }
@@ -87,6 +111,7 @@ void avg_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     const T scale = T(1) / T(kh * kw);
     // Only taps j that reach the image for some output column.
     const index_t j_lo = std::max<index_t>(0, pw - (OW - 1) * sw), j_hi = std::min<index_t>(kw, W + pw);
+    const SmallWindowTables tables(OW, W, kh, kw, sw, pw);
     for (index_t oh = 0; oh < OH; ++oh) {
         T* __restrict sum = out + oh * OW;
         std::fill(sum, sum + OW, T(0));
@@ -94,7 +119,7 @@ void avg_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
         for (index_t i = i_lo; i < i_hi; ++i) {
             const index_t ih = oh * sh - ph + i;
             for (index_t j = j_lo; j < j_hi; ++j) {
-                const Range r = valid_outputs(OW, sw, pw, j, W);
+                const Range r = tables.cols(j);
                 const index_t base = ih * W - pw + j;
                 for (index_t ow = r.lo; ow < r.hi; ++ow) sum[ow] += in[base + ow * sw];
             }
