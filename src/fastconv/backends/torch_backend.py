@@ -4,6 +4,7 @@ Only importable when PyTorch is installed. Results come back as NumPy arrays.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -18,7 +19,6 @@ name = "torch"
 def _translate_errors(fn):
     """PyTorch reports refusals and failed allocations as RuntimeError; fastconv's contract is
     ValueError / MemoryError (with PyTorch's message)."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
