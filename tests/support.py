@@ -125,3 +125,12 @@ def assert_result_array(res, shape, dtype, what: str = "") -> None:
     assert res.shape == tuple(shape), f"{what}: shape {res.shape}, expected {tuple(shape)}"
     assert res.dtype == np.dtype(dtype), f"{what}: dtype {res.dtype}, expected {np.dtype(dtype)}"
     assert res.flags.c_contiguous, f"{what}: result is not C-contiguous (strides {res.strides})"
+
+
+def under_asan() -> bool:
+    """True inside tools/sanitize.sh's AddressSanitizer run (libasan is preloaded)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return "libasan" in f.read()
+    except OSError:  # pragma: no cover
+        return False

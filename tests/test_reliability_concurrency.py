@@ -20,24 +20,6 @@ import pytest
 import fastconv
 from support import assert_exact, rng_for
 
-EXPECT_FIXED = os.environ.get("FASTCONV_EXPECT_FIXED", "1") not in ("", "0")  # fixes are merged: plain tests
-
-
-def _under_asan() -> bool:
-    try:
-        with open("/proc/self/maps") as f:
-            return "libasan" in f.read()
-    except OSError:  # pragma: no cover
-        return False
-
-
-def known_bug(reason: str, strict: bool = True):
-    """xfail for a bug whose fix lies outside this suite's files (see the hardening report);
-    strict, so the fix turns it into a failure that asks for the marker's removal.
-    FASTCONV_EXPECT_FIXED=1 runs it as a plain test."""
-    if EXPECT_FIXED:
-        return lambda f: f
-    return pytest.mark.xfail(reason=reason, strict=strict)
 
 
 def run_script(code: str, timeout: float, env=None) -> subprocess.CompletedProcess:
@@ -225,8 +207,8 @@ if __name__ == "__main__":
 """
 
 
-@known_bug("GNU libgomp: a forked child that enters a parallel region waits forever for the parent's "
-           "thread pool; fix: pthread_atfork child handler in parallel.cpp making the child run serially")
+# GNU libgomp: a forked child entering a parallel region used to wait forever for the parent's
+# thread pool (fixed by the pthread_atfork handler in parallel.cpp: the child runs serially).
 def test_forked_child_can_call_fastconv(tmp_path):
     script = tmp_path / "fork_child.py"
     script.write_text(FORK.format(timeout=10))
@@ -270,10 +252,9 @@ raise SystemExit(1 if bad else 0)
 """
 
 
-@pytest.mark.xfail(condition=_under_asan() and not EXPECT_FIXED, strict=False,
-                   reason="scratch sized for num_threads() at one moment, parallel_for reads it again: "
-                          "heap overflow when another thread calls set_num_threads in between (ASan sees it "
-                          "when the race hits within the 6 s this runs)")
+# Scratch used to be sized for num_threads() at one moment while parallel_for read it again: a
+# heap overflow when another thread called set_num_threads in between (ASan saw it when the race
+# hit within the 6 s this runs); parallel_for now takes the count the scratch was sized for.
 def test_set_num_threads_during_calls_is_safe(tmp_path):
     """Without ASan the overflow is silent (this passes); under ASan it is reported -- into this
     test's own log folder, so that tools/sanitize.sh counts only unexpected reports."""

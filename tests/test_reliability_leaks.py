@@ -16,6 +16,7 @@ import sys
 import pytest
 
 import fastconv
+from support import under_asan
 
 CALLS = 1000
 TOLERANCE_KIB = 1024
@@ -84,15 +85,7 @@ print(json.dumps(report))
 BACKENDS = fastconv.available_backends()
 
 
-def _under_asan() -> bool:
-    try:
-        with open("/proc/self/maps") as f:
-            return "libasan" in f.read()
-    except OSError:  # pragma: no cover
-        return False
-
-
-@pytest.mark.skipif(_under_asan(), reason="ASan's quarantine holds freed memory: RSS is not flat by design")
+@pytest.mark.skipif(under_asan(), reason="ASan's quarantine holds freed memory: RSS is not flat by design")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_resident_memory_flat_over_1000_calls(backend, record_property):
     res = subprocess.run([sys.executable, "-c", SCRIPT, backend, str(CALLS)], capture_output=True, text=True,

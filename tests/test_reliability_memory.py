@@ -24,7 +24,6 @@ import fastconv
 from fastconv import _core
 from fastconv import _params as P
 
-EXPECT_FIXED = os.environ.get("FASTCONV_EXPECT_FIXED", "1") not in ("", "0")  # fixes are merged: plain tests
 
 # A size in a message: a byte count ("8.0 GiB", "137438953472 bytes") or a big dimension.
 SIZE = re.compile(r"\d+(\.\d+)?\s*(bytes|[KMGTPE]i?B)\b|\d{6,}")
@@ -166,16 +165,6 @@ CASES = ["im2col_input", "conv2d_weights", "conv2d_backward_dout", "max_pool2d_i
          "avg_pool2d_backward_output", "max_pool2d_backward_output", "col2im_int64",
          "avg_pool2d_backward_int64"]
 
-# (case, backend) pairs that fail until functional.py checks result sizes with _params.check_alloc
-# before calling the backend (see the report): PyTorch's allocator raises RuntimeError, and NumPy's
-# "array is too big" gives no size.
-NEEDS_RESULT_CHECKS = {
-    ("im2col_output", "torch"), ("col2im_output", "torch"), ("conv2d_output", "torch"),
-    ("avg_pool2d_backward_output", "torch"), ("max_pool2d_backward_output", "torch"),
-    ("col2im_int64", "numpy"), ("col2im_int64", "torch"),
-    ("avg_pool2d_backward_int64", "numpy"), ("avg_pool2d_backward_int64", "torch"),
-}
-
 
 @pytest.fixture(scope="module")
 def refusals():
@@ -187,10 +176,7 @@ def refusals():
 def _params():
     for case in CASES:
         for backend in BACKENDS:
-            marks = []
-            if (case, backend) in NEEDS_RESULT_CHECKS and not EXPECT_FIXED:
-                marks.append(pytest.mark.xfail(strict=True, reason="needs result-size checks in functional.py"))
-            yield pytest.param(case, backend, marks=marks, id=f"{case}-{backend}")
+            yield pytest.param(case, backend, id=f"{case}-{backend}")
 
 
 @pytest.mark.parametrize("case, backend", list(_params()))
@@ -222,10 +208,8 @@ except (MemoryError, ValueError) as exc:
 """
 
 
-@pytest.mark.xfail(condition=not EXPECT_FIXED, strict=True,
-                   reason="pool_planes.hpp allocates per-plane tap tables inside the parallel region: "
-                          "std::bad_alloc there is std::terminate (fix: no allocation there, and "
-                          "parallel_for rethrowing a body's exception after the join)")
+# A std::bad_alloc inside an OpenMP region used to be std::terminate; parallel_for now rethrows
+# a body's exception after the join, and the pooling planes allocate nothing there.
 def test_failed_allocation_in_a_parallel_region_does_not_abort(tmp_path):
     env = dict(os.environ)
     if "ASAN_OPTIONS" in env:  # the expected ASan report goes to this test's folder, not to the run's
