@@ -26,6 +26,7 @@ struct TapTables {
 
 // One output row's share of a B panel: panel columns [jj, jj+len) are pixels (oh, ow0 + q).
 struct PixelRun {
+    const void* image;  // the run's image (a run never crosses an output row, so never an image)
     index_t jj, len, oh, ow0;
 };
 
@@ -34,8 +35,11 @@ struct PixelRun {
 // each (computed once per panel); every row of the panel then copies its runs with the
 // bounds hoisted -- at stride 1 an inline, vectorised copy.
 template <class T>
-void pack_b_image(const Conv2dParams& p, const TapTables& taps, const T* __restrict img, int nr, index_t pc,
+void pack_b_image(const Conv2dParams& p, const TapTables& taps, const T* __restrict x, int nr, index_t pc,
                   index_t kc, index_t px0, index_t npx, T* __restrict dst) {
+    // Columns are pixels of the whole batch (column g is pixel g % P of image g / P), so one
+    // panel may hold the end of one image and the start of the next.
+    const index_t P = p.out_plane(), image_size = p.c * p.in_plane();
     const Window& w = p.win;
     const index_t khw = w.kh * w.kw;
     PixelRun runs[gemm::kMaxNr];
@@ -43,19 +47,19 @@ void pack_b_image(const Conv2dParams& p, const TapTables& taps, const T* __restr
         const index_t cols = std::min<index_t>(nr, npx - q0);
         int n_runs = 0;
         for (index_t jj = 0; jj < cols;) {
-            const index_t pix = px0 + q0 + jj;
+            const index_t g = px0 + q0 + jj, pix = g % P;
             const index_t oh = pix / p.ow, ow0 = pix % p.ow;
             const index_t len = std::min<index_t>(cols - jj, p.ow - ow0);
-            runs[n_runs++] = {jj, len, oh, ow0};
+            runs[n_runs++] = {x + (g / P) * image_size, jj, len, oh, ow0};
             jj += len;
         }
         index_t c = pc / khw, i = (pc % khw) / w.kw, j = pc % w.kw;
         for (index_t kk = 0; kk < kc; ++kk) {
-            const T* __restrict plane = img + c * p.in_plane();
             T* __restrict d = dst + kk * nr;
             const Range valid = taps.cols[j];
             for (int r = 0; r < n_runs; ++r) {
                 const PixelRun& run = runs[r];
+                const T* __restrict plane = static_cast<const T*>(run.image) + c * p.in_plane();
                 T* __restrict out = d + run.jj;  // out[ow - ow0] for ow in [ow0, ow0 + len)
                 const index_t ih = run.oh * w.sh - w.ph + i;
                 if (ih < 0 || ih >= p.h) {
@@ -203,23 +207,46 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
     const index_t M = p.oc, K = p.patch(), P = p.out_plane();
     if (p.n == 0 || M == 0 || P == 0) return;
     const int threads = num_threads();
-    const index_t chunk = chunk_size(P, p.n, kern.nr, kern.nc, threads);
-    const index_t per_image = ceil_div(P, chunk);
-    ThreadScratch<T> scratch(gemm::scratch_elems(kern, M, chunk, K), threads);
     const TapTables taps(p);
-    parallel_for_flush(p.n * per_image, [&](index_t item) {
-        const index_t n = item / per_image, px0 = (item % per_image) * chunk;
-        const index_t npx = std::min(chunk, P - px0);
-        const T* img = x + n * p.c * p.in_plane();
+    auto run_gemm = [&](index_t g0, index_t npx, T* c, index_t ldc, T* scratch) {
         gemm::gemm_blocked(
             kern, M, npx, K,
             [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
                 gemm::pack_a_rows(w, K, M, kern.mr, ic, mc, pc, kc, dst);
             },
             [&](index_t pc, index_t kc, index_t jc, index_t nc, T* dst) {
-                pack_b_image(p, taps, img, kern.nr, pc, kc, px0 + jc, nc, dst);
+                pack_b_image(p, taps, x, kern.nr, pc, kc, g0 + jc, nc, dst);
             },
-            out + n * M * P + px0, P, false, bias, scratch.mine());
+            c, ldc, false, bias, scratch);
+    };
+    if (P % kern.nr == 0 || P >= kern.nc) {
+        // Items (image, pixel chunk): the GEMM writes straight into the NCHW output.
+        const index_t chunk = chunk_size(P, p.n, kern.nr, kern.nc, threads);
+        const index_t per_image = ceil_div(P, chunk);
+        ThreadScratch<T> scratch(gemm::scratch_elems(kern, M, chunk, K), threads);
+        parallel_for_flush(p.n * per_image, [&](index_t item) {
+            const index_t n = item / per_image, px0 = (item % per_image) * chunk;
+            run_gemm(n * P + px0, std::min(chunk, P - px0), out + n * M * P + px0, P, scratch.mine());
+        }, 1, threads);
+        return;
+    }
+    // Small images whose pixel count is not a multiple of NR (mnist-cnn-l2: 196 = 4 x 48 + 4)
+    // would leave a mostly empty last tile per image; chunks of the whole batch's pixels keep
+    // the tiles full, at the price of one copy of each chunk's output into its images.
+    const index_t total = p.n * P;
+    const index_t chunk = chunk_size(total, 1, kern.nr, kern.nc, threads);
+    const index_t c_elems = round_up(M * chunk, 64);
+    ThreadScratch<T> scratch(c_elems + gemm::scratch_elems(kern, M, chunk, K), threads);
+    parallel_for_flush(ceil_div(total, chunk), [&](index_t item) {
+        const index_t g0 = item * chunk, npx = std::min(chunk, total - g0);
+        T* block = scratch.mine();
+        run_gemm(g0, npx, block, npx, block + c_elems);
+        for (index_t g = g0; g < g0 + npx;) {  // one image's share of the chunk at a time
+            const index_t n = g / P, pix = g % P, len = std::min(P - pix, g0 + npx - g);
+            for (index_t f = 0; f < M; ++f)
+                std::copy(block + f * npx + (g - g0), block + f * npx + (g - g0) + len, out + (n * M + f) * P + pix);
+            g += len;
+        }
     }, 1, threads);
 }
 
