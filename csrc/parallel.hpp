@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <utility>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -86,26 +87,11 @@ class FirstError {
 // `serial_below` items or fewer run on the calling thread: a fork/join costs microseconds.
 // `threads` (0: num_threads()) must be the count per-thread scratch was sized for: another
 // Python thread may call set_num_threads in between, and thread_index() must stay below it.
-template <class Body>
-void parallel_for(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1, int threads = 0) {
-#if defined(_OPENMP)
-    if (threads <= 0) threads = num_threads();
-    if (threads > 1 && n_items > serial_below) {
-        const std::int64_t chunk = dynamic_chunk(n_items, threads);
-        FirstError error;
-#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
-        for (std::int64_t item = 0; item < n_items; ++item) error.run(body, item);
-        error.rethrow();
-        return;
-    }
-#endif
-    (void)threads;
-    for (std::int64_t item = 0; item < n_items; ++item) body(item);
-}
+// ThreadGuard is constructed once on every participating thread, around its share of items.
+struct NoThreadGuard {};
 
-// parallel_for with subnormals flushed to zero on every participating thread.
-template <class Body>
-void parallel_for_flush(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1, int threads = 0) {
+template <class ThreadGuard = NoThreadGuard, class Body>
+void parallel_for(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1, int threads = 0) {
 #if defined(_OPENMP)
     if (threads <= 0) threads = num_threads();
     if (threads > 1 && n_items > serial_below) {
@@ -113,7 +99,7 @@ void parallel_for_flush(std::int64_t n_items, Body&& body, std::int64_t serial_b
         FirstError error;
 #pragma omp parallel num_threads(threads)
         {
-            [[maybe_unused]] FlushDenormals guard;
+            [[maybe_unused]] ThreadGuard guard;
 #pragma omp for schedule(dynamic, chunk)
             for (std::int64_t item = 0; item < n_items; ++item) error.run(body, item);
         }
@@ -122,8 +108,14 @@ void parallel_for_flush(std::int64_t n_items, Body&& body, std::int64_t serial_b
     }
 #endif
     (void)threads;
-    [[maybe_unused]] FlushDenormals guard;
+    [[maybe_unused]] ThreadGuard guard;
     for (std::int64_t item = 0; item < n_items; ++item) body(item);
+}
+
+// parallel_for with subnormals flushed to zero on every participating thread.
+template <class Body>
+void parallel_for_flush(std::int64_t n_items, Body&& body, std::int64_t serial_below = 1, int threads = 0) {
+    parallel_for<FlushDenormals>(n_items, std::forward<Body>(body), serial_below, threads);
 }
 
 // Threads that parallel_for would use for n_items; sizes per-thread scratch.
