@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import fastconv
 from fastconv import _core
 
@@ -55,3 +57,32 @@ def test_gomp_spincount_default_in_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          check=True, env=env).stdout.strip()
     assert out == "None"
+
+
+_BLAS_TIMEOUT_PROBE = """
+import ctypes, glob, os, sys
+{first}
+import numpy
+from fastconv._config import config
+libs = glob.glob(os.path.join(os.path.dirname(numpy.__file__) + ".libs", "*openblas*.so*"))
+read = ctypes.CDLL(libs[0]).openblas_thread_timeout() if libs else -1
+print(os.environ.get("OPENBLAS_THREAD_TIMEOUT"), read, config()["blas_spin"], sep="|")
+"""
+
+
+@pytest.mark.parametrize("fastconv_first", [True, False])
+def test_openblas_spin_shortened_only_when_imported_before_numpy(fastconv_first):
+    """__init__ sets OPENBLAS_THREAD_TIMEOUT when NumPy is not loaded yet (NOTES section 14); the
+    value must reach OpenBLAS itself (its openblas_thread_timeout() reports what it read), and
+    show_config must say which case the process is in."""
+    code = _BLAS_TIMEOUT_PROBE.format(first="import fastconv" if fastconv_first else "import numpy, fastconv")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=True, env=env).stdout.strip()
+    variable, read, report = out.split("|")
+    if fastconv_first:
+        assert variable == "16" and "set by fastconv" in report
+        assert read in ("16", "-1")  # -1: NumPy's BLAS is not a bundled OpenBLAS here
+    else:
+        assert variable == "None" and "imported before fastconv" in report
+        assert read in ("0", "-1")

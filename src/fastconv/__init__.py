@@ -7,6 +7,7 @@ optional PyTorch backend selectable at run time.
 from __future__ import annotations
 
 import os
+import sys
 
 # GNU OpenMP's threads spin ~300,000 iterations after each parallel region before sleeping.
 # Between fastconv calls a NumPy CNN runs NumPy's BLAS (the Affine layers), whose threads then
@@ -16,6 +17,20 @@ import os
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # GNU libgomp (Linux wheels)
     os.environ.setdefault("KMP_BLOCKTIME", "1")  # LLVM/Intel libomp (macOS): milliseconds
+
+# The other half of the same fight: NumPy's OpenBLAS threads busy-wait 2**28 cycles (~0.1 s)
+# after each call, so every fastconv call that follows an Affine layer shares a core with a
+# spinner. 2**16 cycles (~25 us): SimpleConvNet step 31.4 -> 17.3 ms (benchmarks/NOTES.md,
+# section 14). OpenBLAS reads this once, when NumPy loads it, so it only takes effect when
+# fastconv is imported first; _BLAS_SPIN records which case this process is in.
+if "OPENBLAS_THREAD_TIMEOUT" in os.environ:
+    _BLAS_SPIN = f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']} (set by the user)"
+elif "numpy" in sys.modules:
+    _BLAS_SPIN = ("OpenBLAS default (~0.1 s): numpy was imported before fastconv; "
+                 "export OPENBLAS_THREAD_TIMEOUT=16 or import fastconv first")
+else:
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "16"
+    _BLAS_SPIN = "OPENBLAS_THREAD_TIMEOUT=16 (set by fastconv)"
 
 try:
     from . import _core

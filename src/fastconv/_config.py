@@ -23,6 +23,12 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def _blas_spin() -> str:
+    from . import _BLAS_SPIN
+
+    return _BLAS_SPIN
+
+
 def config() -> dict:
     from .backends import available_backends
 
@@ -34,6 +40,7 @@ def config() -> dict:
         numpy=np.__version__,
         threads=get_num_threads(),
         backends=available_backends(),
+        blas_spin=_blas_spin(),
     )
     return info
 

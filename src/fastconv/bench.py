@@ -621,7 +621,8 @@ def header_lines(info: Dict[str, Any], threads: Dict[str, Any], peaks: Dict[str,
         f"kernels: {kernels}; cpu isas {', '.join(info.get('cpu_isas', []))}",
         f"cpu: {info.get('cpu', '?')} x{info['cpu_count']}; load average "
         + " ".join(f"{v:.2f}" for v in info.get("loadavg", ())),
-        "threads: " + ", ".join(f"{k} {v}" for k, v in threads.items()),
+        "threads: " + ", ".join(f"{k} {v}" for k, v in threads.items())
+        + f"; numpy's BLAS spin: {info.get('blas_spin', '?')}",
         f"measured peaks (this run, {threads['native']} threads): FMA f32 {peaks['float32']:.1f} GFLOP/s, "
         f"f64 {peaks['float64']:.1f} GFLOP/s; copy {peaks['copy_GBps']:.1f} GB/s",
     ]
