@@ -8,6 +8,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "params.hpp"
 
 namespace fastconv {
@@ -47,6 +51,108 @@ class SmallWindowTables {
     index_t offsets_[kMax];
 };
 
+#if defined(__AVX512F__)
+// 2x2 windows, stride 2, no padding (the book's Pooling): the row sweeps below read every
+// tap with stride 2 and, for short rows (12 outputs at 24x24), run mostly in scalar tails.
+// Here each vector of L outputs loads the two input rows as contiguous (masked) pairs of
+// vectors and splits them into even and odd columns, so one plane row costs a few loads,
+// shuffles and compares. Same tap order and NaN rule as max_forward.
+// GCC 12's AVX-512 headers start widening/extract intrinsics from an "undefined" vector that
+// -Wmaybe-uninitialized then reports (a header false positive, not a bug here).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+template <class T>
+struct Pool2x2Avx512;
+
+template <>
+struct Pool2x2Avx512<double> {
+    static constexpr int L = 8;
+    using V = __m512d;
+    using Mask = __mmask8;
+    static V load(Mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+    static V pick(V lo, __m512i idx, V hi) { return _mm512_permutex2var_pd(lo, idx, hi); }
+    static __m512i even() { return _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14); }
+    static __m512i odd() { return _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15); }
+    static Mask takes(V v, V best) {
+        return _mm512_cmp_pd_mask(v, best, _CMP_GT_OQ) |
+               (_mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_pd_mask(best, best, _CMP_ORD_Q));
+    }
+    static V blend(Mask m, V a, V b) { return _mm512_mask_blend_pd(m, a, b); }
+    static __m512i blend_tap(Mask m, __m512i a, std::int64_t t) {
+        return _mm512_mask_blend_epi64(m, a, _mm512_set1_epi64(t));
+    }
+    static void store(Mask m, double* out, V v) { _mm512_mask_storeu_pd(out, m, v); }
+    // Taps hold int64 offsets; position = first + 2 * lane + tap.
+    static void store_index(Mask m, std::int64_t* at, std::int64_t first, __m512i tap) {
+        const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        _mm512_mask_storeu_epi64(at, m, _mm512_add_epi64(_mm512_add_epi64(_mm512_set1_epi64(first), lane2), tap));
+    }
+};
+
+template <>
+struct Pool2x2Avx512<float> {
+    static constexpr int L = 16;
+    using V = __m512;
+    using Mask = __mmask16;
+    static V load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+    static V pick(V lo, __m512i idx, V hi) { return _mm512_permutex2var_ps(lo, idx, hi); }
+    static __m512i even() { return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); }
+    static __m512i odd() { return _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31); }
+    static Mask takes(V v, V best) {
+        return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+               (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+    }
+    static V blend(Mask m, V a, V b) { return _mm512_mask_blend_ps(m, a, b); }
+    // Taps hold int32 offsets (the caller keeps W + 1 within int32), widened at the store.
+    static __m512i blend_tap(Mask m, __m512i a, std::int64_t t) {
+        return _mm512_mask_blend_epi32(m, a, _mm512_set1_epi32(static_cast<std::int32_t>(t)));
+    }
+    static void store(Mask m, float* out, V v) { _mm512_mask_storeu_ps(out, m, v); }
+    static void store_index(Mask m, std::int64_t* at, std::int64_t first, __m512i tap) {
+        const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(tap));
+        const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(tap, 1));
+        const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(first), lane2);
+        _mm512_mask_storeu_epi64(at, static_cast<__mmask8>(m), _mm512_add_epi64(base, lo));
+        _mm512_mask_storeu_epi64(at + 8, static_cast<__mmask8>(m >> 8),
+                                 _mm512_add_epi64(_mm512_add_epi64(base, _mm512_set1_epi64(16)), hi));
+    }
+};
+
+template <class T>
+void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restrict out, std::int64_t* __restrict argmax) {
+    using K = Pool2x2Avx512<T>;
+    constexpr int L = K::L;
+    const index_t W = p.w, OH = p.oh, OW = p.ow;
+    const __m512i even = K::even(), odd = K::odd();
+    const auto lanes = [](index_t n) { return static_cast<typename K::Mask>(n >= L ? ~0ull : (1ull << n) - 1); };
+    for (index_t oh = 0; oh < OH; ++oh) {
+        const T* r0 = in + 2 * oh * W;
+        const T* r1 = r0 + W;
+        for (index_t q0 = 0; q0 < OW; q0 += L) {
+            const index_t n = std::min<index_t>(L, OW - q0);
+            const auto m_lo = lanes(std::min<index_t>(2 * n, L)), m_hi = lanes(std::max<index_t>(2 * n - L, 0));
+            const auto top_lo = K::load(m_lo, r0 + 2 * q0), top_hi = K::load(m_hi, r0 + 2 * q0 + L);
+            const auto bot_lo = K::load(m_lo, r1 + 2 * q0), bot_hi = K::load(m_hi, r1 + 2 * q0 + L);
+            auto best = K::pick(top_lo, even, top_hi);
+            __m512i tap = _mm512_setzero_si512();
+            const auto step = [&](typename K::V v, std::int64_t offset) {
+                const auto take = K::takes(v, best);
+                best = K::blend(take, best, v);
+                tap = K::blend_tap(take, tap, offset);
+            };
+            step(K::pick(top_lo, odd, top_hi), 1);
+            step(K::pick(bot_lo, even, bot_hi), W);
+            step(K::pick(bot_lo, odd, bot_hi), W + 1);
+            const auto m_out = lanes(n);
+            K::store(m_out, out + oh * OW + q0, best);
+            K::store_index(m_out, argmax + oh * OW + q0, 2 * oh * W + 2 * q0, tap);
+        }
+    }
+}
+#pragma GCC diagnostic pop
+#endif
+
 // For each output row and each window tap (i, j), sweep the row: branch-free selects (random
 // data would mispredict every other compare). Taps run in row-major window order, so a strict
 // '>' keeps the first maximum; the first NaN wins and then stays.
@@ -55,6 +161,10 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     // Locals, not p.*: a store through argmax (int64) could otherwise alias the sizes.
     const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
     const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
+#if defined(__AVX512F__)
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && W < (index_t(1) << 30))
+        return max_forward_2x2s2(p, in, out, argmax);
+#endif
     // The sweep tracks the winning tap as a 32-bit number (one vector of selects instead of
     // two for 64-bit positions); positions are formed once per output at the end.
     constexpr index_t kRow = 256;

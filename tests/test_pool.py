@@ -291,3 +291,23 @@ def test_inf_values(backend, dtype, rng):
     ref, ref_idx = naive.max_pool2d(x, 2, 2)
     assert_exact(out, ref.astype(dtype), "inf values")
     assert_exact(idx, ref_idx, "inf indices")
+
+
+@pytest.mark.parametrize("W", [2, 3, 5, 16, 17, 24, 31, 32, 33, 34, 48, 50])
+def test_book_2x2_stride2_every_row_length(backend, dtype, W, rng):
+    """The book's Pooling(2, 2, stride=2) has its own vector kernel on AVX-512 (pool_planes.hpp):
+    full vectors, masked tails and odd widths/heights, with ties, NaN and -inf mixed in."""
+    H = 7 if W % 2 else 6
+    x = rng.integers(-3, 4, size=(2, 3, H, W)).astype(dtype) + 0.5  # many ties
+    x[0, 0] = randn(rng, (H, W), dtype)
+    x[0, 1, 1, W - 1] = np.nan
+    x[1, 2, 2:4, :2] = -np.inf
+    x[1, 1, 0, 0] = x[1, 1, 0, 1] = np.nan
+    out, idx = fastconv.max_pool2d(x, 2, 2, 2, 0, return_indices=True)
+    ref, ref_idx = naive.max_pool2d(x, 2, 2, 2, 0)
+    assert_result_array(out, ref.shape, dtype, f"max_pool2d 2x2[{backend}]")
+    assert_exact(out, ref.astype(dtype), f"2x2 values, width {W}")
+    nan_free = ~np.isnan(ref)
+    assert_exact(idx[nan_free], ref_idx[nan_free], f"2x2 indices, width {W}")
+    picked = np.take_along_axis(x.reshape(2, 3, -1), idx.reshape(2, 3, -1), axis=2).reshape(out.shape)
+    assert np.isnan(picked[~nan_free]).all(), "a NaN window's index must name a NaN"
