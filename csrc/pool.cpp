@@ -89,7 +89,7 @@ void relu_forward(index_t n, const T* __restrict x, T* __restrict y) {
 }
 
 template <class T>
-void relu_backward(index_t n, const T* __restrict dout, const T* __restrict x, T* __restrict dx) {
+void relu_backward(index_t n, const T* dout, const T* __restrict x, T* dx) {  // dx may be dout
     parallel_for((n + kEltwiseBlock - 1) / kEltwiseBlock, [&](index_t blk) {
         const index_t lo = blk * kEltwiseBlock, hi = std::min(n, lo + kEltwiseBlock);
         for (index_t e = lo; e < hi; ++e) {

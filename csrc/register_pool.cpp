@@ -1,5 +1,6 @@
 // Bindings for max/average pooling and ReLU.
 #include <cstdint>
+#include <optional>
 
 #include "bind_util.hpp"
 #include "pool.hpp"
@@ -114,14 +115,22 @@ py::array relu_forward_py(const py::array& x) {
     });
 }
 
-py::array relu_backward_py(const py::array& dout, const py::array& x) {
+// `out` may be dout itself (the book's Relu.backward zeroes dout in place).
+py::array relu_backward_py(const py::array& dout, const py::array& x, const std::optional<py::array>& out) {
     const Dtype dt = float_dtype(dout, "dout");
     same_dtype(dt, float_dtype(x, "x"), "relu_backward");
     expect_shape(dout, full_shape(x), "dout");
+    if (out) {
+        same_dtype(dt, float_dtype(*out, "out"), "relu_backward");
+        expect_shape(*out, full_shape(x), "out");
+        if (!out->writeable() || !(out->flags() & py::array::c_style) ||
+            reinterpret_cast<std::uintptr_t>(out->data()) % out->itemsize() != 0)
+            throw std::invalid_argument("out must be a writeable, C-contiguous, aligned array");
+    }
     return dispatch(dt, [&](auto tag) -> py::array {
         using T = decltype(tag);
-        auto dx = new_array<T>(full_shape(x));
-        T* d = dx.mutable_data();
+        py::array dx = out ? *out : py::array(new_array<T>(full_shape(x)));
+        T* d = static_cast<T*>(dx.mutable_data());
         const T *g = cdata<T>(dout), *xp = cdata<T>(x);
         const index_t n = x.size();
         py::gil_scoped_release release;
@@ -143,7 +152,8 @@ void register_pool(py::module_& m) {
     m.def("avg_pool2d_backward", &avg_pool2d_backward_py, "dout"_a, "input_shape"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a,
           "ph"_a, "pw"_a, "Average pooling backward.");
     m.def("relu_forward", &relu_forward_py, "x"_a, "The book's ReLU: x where x > 0, else 0.");
-    m.def("relu_backward", &relu_backward_py, "dout"_a, "x"_a, "ReLU backward: dout where not x <= 0.");
+    m.def("relu_backward", &relu_backward_py, "dout"_a, "x"_a, "out"_a = py::none(),
+          "ReLU backward: dout where not x <= 0, into `out` when given (may be dout).");
 }
 
 }  // namespace fastconv::bind

@@ -114,6 +114,30 @@ def test_relu_layer_matches_book(backend, rng):
     np.testing.assert_array_equal(layer.backward(dout.copy()), ref.backward(dout.copy()))
 
 
+def test_relu_backward_zeroes_dout_in_place_like_the_book(backend, rng):
+    x = randn(rng, (2, 3, 4, 5))
+    layer, ref = Relu(), book.Relu()
+    layer.forward(x)
+    ref.forward(x)
+    mine = randn(rng, x.shape)
+    theirs = mine.copy()
+    got, want = layer.backward(mine), ref.backward(theirs)
+    assert got is mine and want is theirs, "Relu.backward returns dout itself, zeroed where x <= 0"
+    np.testing.assert_array_equal(mine, theirs)
+    assert (mine[x <= 0] == 0).all() and (mine[x > 0] != 0).all()
+    # A dout it may not write: a new array, dout untouched.
+    read_only = randn(rng, x.shape)
+    read_only.flags.writeable = False
+    strided = randn(rng, x.shape + (2,))[..., 0]
+    narrower = randn(rng, x.shape).astype(np.float32)  # the result is float64, like x
+    for dout in (read_only, strided, narrower):
+        keep = dout.copy()
+        got = layer.backward(dout)
+        assert got is not dout and not np.shares_memory(got, dout)
+        np.testing.assert_array_equal(dout, keep)
+        np.testing.assert_array_equal(got, ref.backward(keep.astype(np.float64)))
+
+
 def test_avg_pooling_layer(backend, rng):
     x = randn(rng, (2, 3, 7, 6))
     layer = AvgPooling(3, 2, stride=(2, 1), pad=(1, 1))

@@ -69,3 +69,29 @@ def test_relu_backward_dtype_rule(dt, xt, expected, backend, rng):
 
 def test_relu_of_list(backend):
     assert_exact(fastconv.relu([[-1, 2], [3, -4]]), np.array([[0.0, 2.0], [3.0, 0.0]]), "relu of a list")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (7,), ()], ids=str)
+def test_relu_backward_into_out(shape, backend, dtype, rng):
+    x, dout = _special(rng, shape, dtype), randn(rng, shape, dtype)
+    want = naive.relu_backward(dout, x).astype(dtype)
+    out = np.full(shape, np.nan, dtype)  # poisoned: every element must be written
+    assert fastconv.relu_backward(dout, x, out=out) is out
+    assert_exact(out, want, f"relu_backward out=[{backend}]")
+    assert fastconv.relu_backward(dout, x, out=dout) is dout  # the book's in-place form
+    assert_exact(dout, want, f"relu_backward out=dout [{backend}]")
+
+
+def test_relu_backward_rejects_bad_out(backend, rng):
+    x, buf = randn(rng, (3, 4)), randn(rng, 13)
+    dout, shifted = buf[:12].reshape(3, 4), buf[1:].reshape(3, 4)
+    read_only = np.empty((3, 4))
+    read_only.flags.writeable = False
+    for out, match in [(np.empty((3, 4), np.float32), "dtype float32"), (np.empty((4, 3)), r"shape \(4, 3\)"),
+                       (read_only, "writeable"), (np.empty((3, 8))[:, ::2], "C-contiguous"),
+                       (x, "overlaps x"), (shifted, "overlaps dout"),
+                       ([[0.0] * 4] * 3, "numpy.ndarray")]:
+        keep = dout.copy()
+        with pytest.raises((ValueError, TypeError), match=match):
+            fastconv.relu_backward(dout, x, out=out)
+        assert_exact(dout, keep, "dout after a refused call")

@@ -67,8 +67,8 @@ def avg_pool2d_backward(
 def relu_forward(x: np.ndarray) -> np.ndarray:
     """The book's ReLU: x where x > 0, else 0."""
 
-def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """ReLU backward: dout where not x <= 0."""
+def relu_backward(dout: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """ReLU backward: dout where not x <= 0, into `out` when given (may be dout)."""
 
 # --- register_runtime.cpp ------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Shapes follow NCHW. ``stride`` and ``pad`` take an int or an ``(h, w)`` pair everywhere.
 Result dtype: float32 when every operand is float32 (or float16), float64 otherwise
 (integers compute in float64, as the book's float64 im2col buffer would); complex and
-object arrays raise ``TypeError``. Inputs are never modified; results are fresh C-contiguous arrays.
+object arrays raise ``TypeError``. Inputs are never modified; results are fresh C-contiguous arrays
+(the one exception: ``relu_backward(..., out=...)`` writes into the array you pass).
 """
 from __future__ import annotations
 
@@ -248,10 +249,27 @@ def relu(x) -> np.ndarray:
     return current_backend().relu(P.as_float(arr, dt))
 
 
-def relu_backward(dout, x) -> np.ndarray:
-    """``dout`` where ``x > 0`` (NaN in x passes the gradient, as in the book), else 0."""
+def relu_backward(dout, x, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``dout`` where ``x > 0`` (NaN in x passes the gradient, as in the book), else 0.
+
+    ``out``: a writeable C-contiguous array of the result's shape and dtype to write into and
+    return (it may be ``dout`` itself, which is what the book's ``Relu.backward`` does).
+    """
     d, arr = P.arrays(("dout", "x"), (dout, x))
     if d.shape != arr.shape:
         raise ValueError(f"dout has shape {d.shape} but x has shape {arr.shape}")
     dt = P.compute_dtype(d, arr)
-    return current_backend().relu_backward(P.as_float(d, dt), P.as_float(arr, dt))
+    if out is not None:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        if out.shape != arr.shape or out.dtype != dt:
+            raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}; expected {arr.shape} {dt}")
+        if not (out.flags.writeable and out.flags.c_contiguous and out.flags.aligned):
+            raise ValueError("out must be writeable, C-contiguous and aligned")
+        same_as_dout = (out.__array_interface__["data"][0] == d.__array_interface__["data"][0]
+                        and out.strides == d.strides)
+        if not same_as_dout and np.may_share_memory(out, d):
+            raise ValueError("out overlaps dout without being exactly dout")
+        if np.may_share_memory(out, arr):
+            raise ValueError("out overlaps x")
+    return current_backend().relu_backward(P.as_float(d, dt), P.as_float(arr, dt), out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _params as P
 from . import functional as F
 
 __all__ = ["Convolution", "Pooling", "AvgPooling", "Relu"]
@@ -109,6 +110,14 @@ class Relu:
         return out
 
     def backward(self, dout):
+        """Like the book (``dout[self.mask] = 0; return dout``): zeroes ``dout`` in place and
+        returns it, when it is a writeable C-contiguous array of the result dtype; otherwise
+        (read-only, strided, another dtype, a list) returns a new array."""
         if self.x is None:
             raise RuntimeError("Relu.backward called before forward")
-        return F.relu_backward(dout, self.x)
+        x = np.asarray(self.x)
+        if (isinstance(dout, np.ndarray) and dout.shape == x.shape
+                and dout.dtype == P.compute_dtype(dout, x) and dout.flags.writeable
+                and dout.flags.c_contiguous and dout.flags.aligned and not np.may_share_memory(dout, x)):
+            return F.relu_backward(dout, x, out=dout)
+        return F.relu_backward(dout, x)

@@ -1,6 +1,8 @@
 """The C++ backend: thin calls into ``fastconv._core`` (OpenMP kernels, GIL released)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .. import _core
@@ -46,5 +48,7 @@ def relu(x: np.ndarray) -> np.ndarray:
     return _core.relu_forward(x.reshape(-1)).reshape(x.shape)
 
 
-def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return _core.relu_backward(dout.reshape(-1), x.reshape(-1)).reshape(x.shape)
+def relu_backward(dout: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    flat_out = None if out is None else out.reshape(-1)
+    dx = _core.relu_backward(dout.reshape(-1), x.reshape(-1), flat_out)
+    return dx.reshape(x.shape) if out is None else out

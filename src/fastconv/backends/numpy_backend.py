@@ -5,6 +5,8 @@ every function keeps that dtype. The native backend is checked against this one.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .._params import Window, check_index_range
@@ -132,5 +134,9 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.where(x <= 0, x.dtype.type(0), x)
 
 
-def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0, dout.dtype.type(0), dout)
+def relu_backward(dout: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    dx = np.where(x <= 0, dout.dtype.type(0), dout)
+    if out is None:
+        return dx
+    out[...] = dx
+    return out

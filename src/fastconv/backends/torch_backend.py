@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import Optional
 
 import numpy as np
 import torch
@@ -115,10 +116,14 @@ def relu(x: np.ndarray) -> np.ndarray:
         return _np(torch.where(t <= 0, torch.zeros((), dtype=t.dtype), t))
 
 
-def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+def relu_backward(dout: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     with torch.no_grad():
         d = _t(dout)
-        return _np(torch.where(_t(x) <= 0, torch.zeros((), dtype=d.dtype), d))
+        dx = _np(torch.where(_t(x) <= 0, torch.zeros((), dtype=d.dtype), d))
+    if out is None:
+        return dx
+    out[...] = dx
+    return out
 
 
 def _empty_guard(fn, result_shapes):
