@@ -1,10 +1,12 @@
 #include "conv.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include "gemm/driver.hpp"
 #include "parallel.hpp"
+#include "plane_kernels.hpp"
 
 namespace fastconv {
 
@@ -199,6 +201,86 @@ inline index_t chunk_size(index_t total, index_t outer, index_t align, index_t m
 // Bytes of dcol scratch one dx item may use: fits in a core's L2 together with the packs.
 constexpr index_t kDcolBudgetBytes = 512 * 1024;
 
+// Stride-1 patches up to this size take the dot-product weight gradient (weight_grad_dots.hpp):
+// beyond it K fills the GEMM's tiles well and the GEMM reuses its operands better.
+constexpr index_t kDotsMaxPatch = 64;
+// Bytes of the zero-padded dout copy one dot-product unit may use.
+constexpr index_t kDotsBudgetBytes = 256 * 1024;
+
+// The operands of weight_grad_dots for output rows [oh0, oh0+noh) of one image, in scratch.
+template <class T>
+class DotsOperands {
+   public:
+    // Row pitch of the padded image; at stride 1, OW = Wp - kw + 1.
+    static index_t pitch(const Conv2dParams& p) { return p.w + 2 * p.win.pw; }
+    static index_t dout_ld(const Conv2dParams& p, index_t rows) { return round_up(rows * pitch(p), 16) + kDotsPad; }
+    static index_t image_elems(const Conv2dParams& p, index_t rows) {
+        return p.c * (rows + p.win.kh - 1) * pitch(p) + p.win.kw + kDotsPad;
+    }
+    static index_t elems(const Conv2dParams& p, index_t rows) {
+        const index_t offset_elems = ceil_div(p.patch() * index_t(sizeof(index_t)), index_t(sizeof(T)));
+        return round_up(p.oc * dout_ld(p, rows), 64) + round_up(image_elems(p, rows), 64) + offset_elems;
+    }
+
+    DotsOperands(const Conv2dParams& p, index_t max_rows, T* scratch)
+        : p_(p), Wp_(pitch(p)), ldd_(dout_ld(p, max_rows)), dout_(scratch),
+          image_(scratch + round_up(p.oc * ldd_, 64)),
+          offset_(reinterpret_cast<index_t*>(image_ + round_up(image_elems(p, max_rows), 64))) {}
+
+    // Copies the padded input rows the unit reads; false when one of them is not finite: a
+    // zero in an added dout column times inf would turn a sum NaN that the true one is not.
+    bool load(const T* img, const T* dout_n, index_t oh0, index_t noh) {
+        const Window& w = p_.win;
+        const index_t R = noh + w.kh - 1;
+        T probe = T(0);
+        for (index_t c = 0; c < p_.c; ++c)
+            for (index_t r = 0; r < R; ++r) {
+                T* dst = image_ + (c * R + r) * Wp_;
+                const index_t ih = oh0 + r - w.ph;
+                if (ih < 0 || ih >= p_.h) {
+                    std::fill(dst, dst + Wp_, T(0));
+                    continue;
+                }
+                const T* src = img + c * p_.in_plane() + ih * p_.w;
+                std::fill(dst, dst + w.pw, T(0));
+                for (index_t col = 0; col < p_.w; ++col) {
+                    dst[w.pw + col] = src[col];
+                    probe += src[col] - src[col];  // NaN for inf and NaN
+                }
+                std::fill(dst + w.pw + p_.w, dst + Wp_, T(0));
+            }
+        if (probe != T(0)) return false;
+        std::fill(image_ + p_.c * R * Wp_, image_ + p_.c * R * Wp_ + w.kw + kDotsPad, T(0));
+        const index_t khw = w.kh * w.kw;
+        for (index_t k = 0; k < p_.patch(); ++k)
+            offset_[k] = (k / khw) * R * Wp_ + ((k % khw) / w.kw) * Wp_ + k % w.kw;
+        len_ = noh * Wp_;
+        const index_t P = p_.out_plane();
+        for (index_t f = 0; f < p_.oc; ++f) {
+            T* row = dout_ + f * ldd_;
+            for (index_t r = 0; r < noh; ++r) {
+                const T* src = dout_n + f * P + (oh0 + r) * p_.ow;
+                std::copy(src, src + p_.ow, row + r * Wp_);
+                std::fill(row + r * Wp_ + p_.ow, row + (r + 1) * Wp_, T(0));
+            }
+            std::fill(row + len_, row + ldd_, T(0));
+        }
+        return true;
+    }
+
+    template <class Dots>
+    void accumulate(Dots dots, T* dw) const {
+        dots(p_.oc, p_.patch(), dout_, ldd_, image_, offset_, len_, dw, p_.patch());
+    }
+
+   private:
+    const Conv2dParams& p_;
+    index_t Wp_, ldd_, len_ = 0;
+    T* dout_;
+    T* image_;
+    index_t* offset_;
+};
+
 }  // namespace
 
 template <class T>
@@ -261,24 +343,42 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
     // pixel chunk) are dealt to a fixed number of groups, each summing into its own partial
     // dW and db, so the result is the same for any thread count and needs no atomics.
     {
-        const index_t px_per_unit = p.n >= 8 ? P : std::max<index_t>(ceil_div(P, ceil_div(8, std::max<index_t>(p.n, 1))), 1);
-        const index_t units_per_image = ceil_div(P, px_per_unit);
-        const index_t units = p.n * units_per_image;
+        // Units are (image, output rows) pieces: whole images when the batch is large enough
+        // to feed the groups, else enough row pieces for 8.
+        const auto dots = active_plane_kernels<T>().weight_grad_dots;
+        const bool use_dots = dots && p.win.sh == 1 && p.win.sw == 1 && K <= kDotsMaxPatch;
+        index_t rows_per_unit = p.n >= 8 ? p.oh : ceil_div(p.oh, ceil_div(8, std::max<index_t>(p.n, 1)));
+        if (use_dots)
+            rows_per_unit = std::min(rows_per_unit, std::max<index_t>(1, kDotsBudgetBytes / index_t(sizeof(T)) /
+                                                                             std::max<index_t>(FN * DotsOperands<T>::pitch(p), 1)));
+        rows_per_unit = std::max<index_t>(rows_per_unit, 1);
+        const index_t px_per_unit = rows_per_unit * p.ow;
+        const index_t units_per_image = ceil_div(p.oh, rows_per_unit);
+        const index_t units = P == 0 ? 0 : p.n * units_per_image;
         const index_t groups = std::max<index_t>(std::min<index_t>(units, 8), 1);
         const index_t dw_size = FN * K;
         AlignedBuffer<T> partial((groups - 1) * dw_size), partial_db(groups * FN);
-        ThreadScratch<T> scratch(gemm::scratch_elems(kern, FN, K, px_per_unit), threads);
+        const index_t gemm_elems = gemm::scratch_elems(kern, FN, K, px_per_unit);
+        const index_t dots_elems = use_dots ? DotsOperands<T>::elems(p, rows_per_unit) : 0;
+        ThreadScratch<T> scratch(gemm_elems + dots_elems, threads);
         parallel_for_flush(groups, [&](index_t g) {
             T* acc = g == 0 ? dw : partial.get() + (g - 1) * dw_size;
             T* acc_db = partial_db.get() + g * FN;
             std::fill(acc, acc + dw_size, T(0));
             std::fill(acc_db, acc_db + FN, T(0));
+            T* const gemm_scratch = scratch.mine();
+            std::optional<DotsOperands<T>> operands;
+            if (use_dots) operands.emplace(p, rows_per_unit, gemm_scratch + gemm_elems);
             for (index_t u = g * units / groups; u < (g + 1) * units / groups; ++u) {
-                const index_t n = u / units_per_image, px0 = (u % units_per_image) * px_per_unit;
-                const index_t npx = std::min(px_per_unit, P - px0);
+                const index_t n = u / units_per_image, oh0 = (u % units_per_image) * rows_per_unit;
+                const index_t px0 = oh0 * p.ow, npx = std::min(px_per_unit, P - px0);
                 const T* img = x + n * p.c * p.in_plane();
                 const T* d = dout + n * FN * P + px0;
                 for (index_t f = 0; f < FN; ++f) acc_db[f] += lane_sum(d + f * P, npx);
+                if (operands && operands->load(img, dout + n * FN * P, oh0, npx / p.ow)) {
+                    operands->accumulate(dots, acc);
+                    continue;
+                }
                 gemm::gemm_blocked(
                     kern, FN, K, npx,
                     [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
@@ -287,7 +387,7 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
                     [&](index_t pc, index_t kc, index_t jc, index_t nc, T* dst) {
                         pack_b_image_t(p, img, kern.nr, px0, pc, kc, jc, nc, dst);
                     },
-                    acc, K, true, static_cast<const T*>(nullptr), scratch.mine());
+                    acc, K, true, static_cast<const T*>(nullptr), gemm_scratch);
             }
         }, 1, threads);
         for (index_t f = 0; f < FN; ++f) {

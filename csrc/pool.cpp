@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "parallel.hpp"
-#include "pool_planes.hpp"
+#include "plane_kernels.hpp"
 
 namespace fastconv {
 
@@ -19,7 +19,7 @@ index_t serial_items_for(index_t plane_elems) {
 
 template <class T>
 void max_pool2d_forward(const Conv2dParams& p, const T* x, T* out, std::int64_t* argmax) {
-    const auto kernel = active_pool_planes<T>().max_forward;
+    const auto kernel = active_plane_kernels<T>().max_forward;
     parallel_for(p.n * p.c, [&](index_t plane) {
         kernel(p, x + plane * p.in_plane(), out + plane * p.out_plane(), argmax + plane * p.out_plane());
     }, serial_items_for(p.in_plane()));
@@ -48,7 +48,7 @@ bool max_pool2d_backward(const Conv2dParams& p, const T* dout, const std::int64_
 
 template <class T>
 void avg_pool2d_forward(const Conv2dParams& p, const T* x, T* out) {
-    const auto kernel = active_pool_planes<T>().avg_forward;
+    const auto kernel = active_plane_kernels<T>().avg_forward;
     parallel_for(p.n * p.c, [&](index_t plane) {
         kernel(p, x + plane * p.in_plane(), out + plane * p.out_plane());
     }, serial_items_for(p.in_plane()));

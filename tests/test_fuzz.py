@@ -56,7 +56,7 @@ KNOWN_BUGS = {
                          "_scatter_windows when the result has no elements. Such cases skip the reference.",
     "native-pool-tables": "native max/avg pooling allocates kh*kw*8 + kw*16 bytes of tap tables per plane, "
                           "inside the OpenMP region (std::bad_alloc there is std::terminate; under ASan any "
-                          "failed operator new aborts): fix = no per-plane allocations in pool_planes.hpp, "
+                          "failed operator new aborts): fix = no per-plane allocations in plane_kernels.hpp, "
                           "exceptions caught in parallel_for. Such calls skip the native backend.",
     "numpy-zero-size-reshape": "the numpy (reference) backend raises 'cannot reshape array of size 0' for "
                                "zero filters (W of shape (0, C, kh, kw)) or an empty im2col: fix = reshape "

@@ -295,7 +295,7 @@ def test_inf_values(backend, dtype, rng):
 
 @pytest.mark.parametrize("W", [2, 3, 5, 16, 17, 24, 31, 32, 33, 34, 48, 50])
 def test_book_2x2_stride2_every_row_length(backend, dtype, W, rng):
-    """The book's Pooling(2, 2, stride=2) has its own vector kernel on AVX-512 (pool_planes.hpp):
+    """The book's Pooling(2, 2, stride=2) has its own vector kernel on AVX-512 (plane_kernels.hpp):
     full vectors, masked tails and odd widths/heights, with ties, NaN and -inf mixed in."""
     H = 7 if W % 2 else 6
     x = rng.integers(-3, 4, size=(2, 3, H, W)).astype(dtype) + 0.5  # many ties

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastconv
+import naive
 from support import BACKENDS, assert_exact
 
 INF, NAN = np.inf, np.nan
@@ -194,3 +195,26 @@ def test_subnormal_inputs_do_not_slow_convolution(record_property):
     print(f"\nsubnormal / normal conv time: {summary}")
     for key, r in report.items():
         assert r["ratio"] < 2.0, f"{key}: subnormal inputs {r['ratio']:.1f}x slower ({r})"
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_conv_weight_gradient_with_inf_outside_some_taps(backend, dtype, pad):
+    """+-inf in the last column reaches only the weight-gradient taps whose windows cover it.
+    The native stride-1 small-patch path (weight_grad_dots.hpp) walks padded rows with zeros in
+    the extra columns; for an image holding inf it must fall back, or 0 * inf would spoil taps
+    the inf never touches. Three images: only the middle one holds specials."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 2, 6, 7)).astype(dtype)
+    x[1, 0, 2, 6] = INF
+    x[1, 1, 4, 6] = -INF
+    w = rng.standard_normal((4, 2, 3, 3)).astype(dtype)
+    dout = rng.standard_normal((3, 4, 4 + 2 * pad, 5 + 2 * pad)).astype(dtype)
+    with np.errstate(all="ignore"):
+        _, dw, _ = fastconv.conv2d_backward(dout, x, w, stride=1, pad=pad)
+        _, ref, _ = naive.conv2d_backward(dout, x, w, stride=1, pad=pad)
+    assert np.array_equal(np.isfinite(dw), np.isfinite(ref)), (np.isfinite(dw), np.isfinite(ref))
+    assert np.isfinite(ref).sum() >= ref.size // 3, "the test needs taps the inf does not reach"
+    finite = np.isfinite(ref)
+    scale = np.abs(ref[finite]).max()
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    assert np.abs(dw[finite] - ref[finite]).max() <= tol * scale

@@ -2,7 +2,7 @@
 #include <atomic>
 #include <stdexcept>
 
-#include "../pool_planes.hpp"
+#include "../plane_kernels.hpp"
 #include "kernel.hpp"
 
 namespace fastconv::gemm {
@@ -79,15 +79,15 @@ template const MicroKernel<double>& active_kernel<double>();
 namespace fastconv {
 
 template <class T>
-const PoolPlanes<T>& active_pool_planes() {
-    static const PoolPlanes<T> table[] = {pool_planes_avx512<T>(), pool_planes_avx2<T>(), pool_planes_generic<T>()};
+const PlaneKernels<T>& active_plane_kernels() {
+    static const PlaneKernels<T> table[] = {plane_kernels_avx512<T>(), plane_kernels_avx2<T>(), plane_kernels_generic<T>()};
     const std::string isa = gemm::selected_isa();
     for (const auto& planes : table)
         if (planes.isa && gemm::cpu_supports(planes.isa) && (isa == "auto" || isa == planes.isa)) return planes;
     return table[2];
 }
 
-template const PoolPlanes<float>& active_pool_planes<float>();
-template const PoolPlanes<double>& active_pool_planes<double>();
+template const PlaneKernels<float>& active_plane_kernels<float>();
+template const PlaneKernels<double>& active_plane_kernels<double>();
 
 }  // namespace fastconv

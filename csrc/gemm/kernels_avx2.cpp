@@ -1,5 +1,5 @@
 // Compiled with -mavx2 -mfma: 256-bit vectors, 16 registers.
-#include "../pool_planes.hpp"
+#include "../plane_kernels.hpp"
 #include "ukr_vector.hpp"
 
 namespace fastconv::gemm {
@@ -40,13 +40,13 @@ double fma_burn_avx2<double>(index_t, double*) { return 0.0; }
 namespace fastconv {
 #if defined(__AVX2__)
 template <>
-PoolPlanes<float> pool_planes_avx2<float>() { return make_pool_planes<float>("avx2"); }
+PlaneKernels<float> plane_kernels_avx2<float>() { return make_plane_kernels<float>("avx2"); }
 template <>
-PoolPlanes<double> pool_planes_avx2<double>() { return make_pool_planes<double>("avx2"); }
+PlaneKernels<double> plane_kernels_avx2<double>() { return make_plane_kernels<double>("avx2"); }
 #else
 template <>
-PoolPlanes<float> pool_planes_avx2<float>() { return {}; }
+PlaneKernels<float> plane_kernels_avx2<float>() { return {}; }
 template <>
-PoolPlanes<double> pool_planes_avx2<double>() { return {}; }
+PlaneKernels<double> plane_kernels_avx2<double>() { return {}; }
 #endif
 }  // namespace fastconv

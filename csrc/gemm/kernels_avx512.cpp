@@ -1,5 +1,5 @@
 // Compiled with -mavx512f -mfma: 512-bit vectors, 32 registers.
-#include "../pool_planes.hpp"
+#include "../plane_kernels.hpp"
 #include "ukr_vector.hpp"
 
 #ifndef FASTCONV_KC32
@@ -47,13 +47,13 @@ double fma_burn_avx512<double>(index_t, double*) { return 0.0; }
 namespace fastconv {
 #if defined(__AVX512F__)
 template <>
-PoolPlanes<float> pool_planes_avx512<float>() { return make_pool_planes<float>("avx512f"); }
+PlaneKernels<float> plane_kernels_avx512<float>() { return make_plane_kernels<float>("avx512f"); }
 template <>
-PoolPlanes<double> pool_planes_avx512<double>() { return make_pool_planes<double>("avx512f"); }
+PlaneKernels<double> plane_kernels_avx512<double>() { return make_plane_kernels<double>("avx512f"); }
 #else
 template <>
-PoolPlanes<float> pool_planes_avx512<float>() { return {}; }
+PlaneKernels<float> plane_kernels_avx512<float>() { return {}; }
 template <>
-PoolPlanes<double> pool_planes_avx512<double>() { return {}; }
+PlaneKernels<double> plane_kernels_avx512<double>() { return {}; }
 #endif
 }  // namespace fastconv

@@ -1,5 +1,5 @@
 // Portable kernels, compiled with the baseline flags of the build (SSE2 on x86-64).
-#include "../pool_planes.hpp"
+#include "../plane_kernels.hpp"
 #include "ukr_vector.hpp"
 
 namespace fastconv::gemm {
@@ -42,7 +42,7 @@ double fma_burn_generic<double>(index_t, double*) { return 0.0; }
 
 namespace fastconv {
 template <>
-PoolPlanes<float> pool_planes_generic<float>() { return make_pool_planes<float>("generic"); }
+PlaneKernels<float> plane_kernels_generic<float>() { return make_plane_kernels<float>("generic"); }
 template <>
-PoolPlanes<double> pool_planes_generic<double>() { return make_pool_planes<double>("generic"); }
+PlaneKernels<double> plane_kernels_generic<double>() { return make_plane_kernels<double>("generic"); }
 }  // namespace fastconv

@@ -13,15 +13,22 @@
 #endif
 
 #include "params.hpp"
+#include "weight_grad_dots.hpp"
 
 namespace fastconv {
 
 template <class T>
-struct PoolPlanes {
+struct PlaneKernels {
     const char* isa;
     void (*max_forward)(const Conv2dParams& p, const T* in, T* out, std::int64_t* argmax);
     void (*avg_forward)(const Conv2dParams& p, const T* in, T* out);
+    // weight_grad_dots.hpp; null where the compiler has no vector extensions.
+    void (*weight_grad_dots)(std::int64_t nf, std::int64_t nk, const T* d, std::int64_t ldd, const T* x,
+                             const std::int64_t* offset, std::int64_t len, T* dw, std::int64_t ldw);
 };
+
+// Readable zero-filled elements weight_grad_dots needs past `len` (its widest vector).
+constexpr std::int64_t kDotsPad = 16;
 
 // Internal linkage: each per-ISA translation unit must keep its own copy (one shared weak
 // symbol would let the linker hand the AVX-512 build to every caller).
@@ -241,21 +248,29 @@ void avg_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
 }  // namespace planes
 
 template <class T>
-PoolPlanes<T> make_pool_planes(const char* isa) {
-    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>};
+PlaneKernels<T> make_plane_kernels(const char* isa) {
+#if !defined(__GNUC__)
+    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, nullptr};
+#elif defined(__AVX512F__)  // 32 registers: 5 x 5 accumulators + 5 dout vectors + 1 tap
+    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 64, 5, 5>};
+#elif defined(__AVX2__)  // 16 registers: 3 x 4 + 3 + 1
+    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 32, 3, 4>};
+#else
+    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 16, 3, 4>};
+#endif
 }
 }  // namespace
 
 // Defined in each per-ISA translation unit; `isa` is null when that ISA is not compiled in.
 template <class T>
-PoolPlanes<T> pool_planes_generic();
+PlaneKernels<T> plane_kernels_generic();
 template <class T>
-PoolPlanes<T> pool_planes_avx2();
+PlaneKernels<T> plane_kernels_avx2();
 template <class T>
-PoolPlanes<T> pool_planes_avx512();
+PlaneKernels<T> plane_kernels_avx512();
 
 // The planes matching the GEMM's selected ISA (gemm::select_isa).
 template <class T>
-const PoolPlanes<T>& active_pool_planes();
+const PlaneKernels<T>& active_plane_kernels();
 
 }  // namespace fastconv
