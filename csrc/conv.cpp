@@ -338,29 +338,77 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
     const index_t FN = p.oc, K = p.patch(), P = p.out_plane(), khw = p.win.kh * p.win.kw;
     const int threads = num_threads();
 
+    // --- plan of the weight gradient ---
     // dW = sum over images of dout_n (FN x P) . im2col_n^T (P x K), and db = row sums of the
-    // same dout_n slices, taken while they are in cache for the A packing. Units (image,
-    // pixel chunk) are dealt to a fixed number of groups, each summing into its own partial
-    // dW and db, so the result is the same for any thread count and needs no atomics.
+    // same dout_n slices. Units (image, output rows) are dealt to a fixed number of groups,
+    // each summing into its own partial dW and db, so the result is the same for any thread
+    // count and needs no atomics. Whole images per unit when the batch can feed 8 groups.
+    const auto dots = active_plane_kernels<T>().weight_grad_dots;
+    const bool use_dots = dots && p.win.sh == 1 && p.win.sw == 1 && K <= kDotsMaxPatch;
+    index_t rows_per_unit = p.n >= 8 ? p.oh : ceil_div(p.oh, ceil_div(8, std::max<index_t>(p.n, 1)));
+    if (use_dots)
+        rows_per_unit = std::min(rows_per_unit, kDotsBudgetBytes / index_t(sizeof(T)) /
+                                                    std::max<index_t>(FN * DotsOperands<T>::pitch(p), 1));
+    rows_per_unit = std::max<index_t>(rows_per_unit, 1);
+    const index_t px_per_unit = rows_per_unit * p.ow;
+    const index_t units_per_image = ceil_div(p.oh, rows_per_unit);
+    const index_t units = P == 0 ? 0 : p.n * units_per_image;
+    const index_t groups = std::max<index_t>(std::min<index_t>(units, 8), 1);
+    const index_t dw_size = FN * K;
+    // With whole images per unit, each image's dx follows its dW on the same thread while
+    // dout_n is still in that core's cache (it is read cold otherwise: ~15 % of the time).
+    const bool fused = units_per_image == 1 && units >= 8 && p.c > 0;
+
+    // --- plan of dx ---
+    // Per (image, channel block): dcol = W^T (rows of those channels) . dout_n, then col2im
+    // into those channels only -- channel blocks never share a pixel, so no races. Blocks
+    // sized so one block's dcol (all pixels) fits the budget: full-width GEMMs waste least on
+    // edge tiles; only when one channel alone is too big are the output rows chunked too.
+    // Unfused, enough blocks per image to feed every thread.
+    const index_t budget = kDcolBudgetBytes / index_t(sizeof(T));
+    index_t c_block = std::clamp<index_t>(budget / std::max<index_t>(khw * P, 1), 1, std::max<index_t>(p.c, 1));
+    if (!fused && p.n * ceil_div(p.c, c_block) < 2 * threads)
+        c_block = std::max<index_t>(1, ceil_div(p.c, ceil_div(2 * threads, std::max<index_t>(p.n, 1))));
+    c_block = ceil_div(p.c, std::max<index_t>(ceil_div(p.c, c_block), 1));  // even blocks
+    c_block = std::max<index_t>(c_block, 1);
+    const index_t c_blocks = ceil_div(p.c, c_block);
+    const index_t max_rows = c_block * khw;
+    const index_t oh_chunk = std::clamp<index_t>(budget / std::max<index_t>(max_rows * p.ow, 1), 1, std::max<index_t>(p.oh, 1));
+    const index_t px_chunk = oh_chunk * p.ow;
+    const index_t dcol_elems = round_up(max_rows * px_chunk, 64);
+
+    auto dx_item = [&](index_t n, index_t c0, T* scratch) {
+        const index_t nc = std::min(c_block, p.c - c0), rows = nc * khw;
+        T* dx_n = dx + n * p.c * p.in_plane();
+        std::fill(dx_n + c0 * p.in_plane(), dx_n + (c0 + nc) * p.in_plane(), T(0));
+        if (P == 0) return;
+        T* dcol = scratch;
+        T* gemm_scratch = dcol + dcol_elems;
+        const T* d = dout + n * FN * P;
+        const T* wt = w + c0 * khw;  // W^T rows of this block: element (k, f) at wt[f*K + k]
+        for (index_t oh0 = 0; oh0 < p.oh; oh0 += oh_chunk) {
+            const index_t noh = std::min(oh_chunk, p.oh - oh0), npx = noh * p.ow, px0 = oh0 * p.ow;
+            gemm::gemm_blocked(
+                kern, rows, npx, FN,
+                [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
+                    gemm::pack_a_cols(wt, K, rows, kern.mr, ic, mc, pc, kc, dst);
+                },
+                [&](index_t pc, index_t kc, index_t jc, index_t ncol, T* dst) {
+                    gemm::pack_b_rows(d + px0, P, npx, kern.nr, pc, kc, jc, ncol, dst);
+                },
+                dcol, npx, false, static_cast<const T*>(nullptr), gemm_scratch);
+            col2im_rows(p, dcol, c0, nc, oh0, noh, dx_n);
+        }
+    };
+    const index_t dx_elems = dcol_elems + gemm::scratch_elems(kern, max_rows, px_chunk, FN);
+
+    // --- weight gradient (and, fused, dx) ---
     {
-        // Units are (image, output rows) pieces: whole images when the batch is large enough
-        // to feed the groups, else enough row pieces for 8.
-        const auto dots = active_plane_kernels<T>().weight_grad_dots;
-        const bool use_dots = dots && p.win.sh == 1 && p.win.sw == 1 && K <= kDotsMaxPatch;
-        index_t rows_per_unit = p.n >= 8 ? p.oh : ceil_div(p.oh, ceil_div(8, std::max<index_t>(p.n, 1)));
-        if (use_dots)
-            rows_per_unit = std::min(rows_per_unit, std::max<index_t>(1, kDotsBudgetBytes / index_t(sizeof(T)) /
-                                                                             std::max<index_t>(FN * DotsOperands<T>::pitch(p), 1)));
-        rows_per_unit = std::max<index_t>(rows_per_unit, 1);
-        const index_t px_per_unit = rows_per_unit * p.ow;
-        const index_t units_per_image = ceil_div(p.oh, rows_per_unit);
-        const index_t units = P == 0 ? 0 : p.n * units_per_image;
-        const index_t groups = std::max<index_t>(std::min<index_t>(units, 8), 1);
-        const index_t dw_size = FN * K;
         AlignedBuffer<T> partial((groups - 1) * dw_size), partial_db(groups * FN);
-        const index_t gemm_elems = gemm::scratch_elems(kern, FN, K, px_per_unit);
-        const index_t dots_elems = use_dots ? DotsOperands<T>::elems(p, rows_per_unit) : 0;
-        ThreadScratch<T> scratch(gemm_elems + dots_elems, threads);
+        // Each piece starts 64-byte aligned: the micro-kernels load packed panels aligned.
+        const index_t gemm_elems = round_up(gemm::scratch_elems(kern, FN, K, px_per_unit), 64);
+        const index_t dots_elems = use_dots ? round_up(DotsOperands<T>::elems(p, rows_per_unit), 64) : 0;
+        ThreadScratch<T> scratch(gemm_elems + dots_elems + (fused ? dx_elems : 0), threads);
         parallel_for_flush(groups, [&](index_t g) {
             T* acc = g == 0 ? dw : partial.get() + (g - 1) * dw_size;
             T* acc_db = partial_db.get() + g * FN;
@@ -377,17 +425,20 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
                 for (index_t f = 0; f < FN; ++f) acc_db[f] += lane_sum(d + f * P, npx);
                 if (operands && operands->load(img, dout + n * FN * P, oh0, npx / p.ow)) {
                     operands->accumulate(dots, acc);
-                    continue;
+                } else {
+                    gemm::gemm_blocked(
+                        kern, FN, K, npx,
+                        [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
+                            gemm::pack_a_rows(d, P, FN, kern.mr, ic, mc, pc, kc, dst);
+                        },
+                        [&](index_t pc, index_t kc, index_t jc, index_t nc, T* dst) {
+                            pack_b_image_t(p, img, kern.nr, px0, pc, kc, jc, nc, dst);
+                        },
+                        acc, K, true, static_cast<const T*>(nullptr), gemm_scratch);
                 }
-                gemm::gemm_blocked(
-                    kern, FN, K, npx,
-                    [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
-                        gemm::pack_a_rows(d, P, FN, kern.mr, ic, mc, pc, kc, dst);
-                    },
-                    [&](index_t pc, index_t kc, index_t jc, index_t nc, T* dst) {
-                        pack_b_image_t(p, img, kern.nr, px0, pc, kc, jc, nc, dst);
-                    },
-                    acc, K, true, static_cast<const T*>(nullptr), gemm_scratch);
+                if (fused)
+                    for (index_t c0 = 0; c0 < p.c; c0 += c_block)
+                        dx_item(n, c0, gemm_scratch + gemm_elems + dots_elems);
             }
         }, 1, threads);
         for (index_t f = 0; f < FN; ++f) {
@@ -406,47 +457,11 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
         }
     }
 
-    // dx: per (image, channel block), dcol = W^T (rows of those channels) . dout_n, then
-    // col2im into those channels only -- channel blocks never share a pixel, so no races.
-    // Output rows are processed in chunks to bound the dcol scratch.
-    if (p.n == 0 || p.c == 0) return;
-    // Channel blocks sized so one block's dcol (all pixels) fits the budget: full-width GEMMs
-    // (N = all pixels) waste least on edge tiles. Only when one channel alone is too big are
-    // the output rows chunked as well. Enough blocks per image to feed every thread.
-    const index_t budget = kDcolBudgetBytes / index_t(sizeof(T));
-    index_t c_block = std::clamp<index_t>(budget / std::max<index_t>(khw * P, 1), 1, p.c);
-    if (p.n * ceil_div(p.c, c_block) < 2 * threads)
-        c_block = std::max<index_t>(1, ceil_div(p.c, ceil_div(2 * threads, std::max<index_t>(p.n, 1))));
-    c_block = ceil_div(p.c, ceil_div(p.c, c_block));  // even blocks
-    const index_t c_blocks = ceil_div(p.c, c_block);
-    const index_t max_rows = c_block * khw;
-    const index_t oh_chunk = std::clamp<index_t>(budget / std::max<index_t>(max_rows * p.ow, 1), 1, p.oh);
-    const index_t px_chunk = oh_chunk * p.ow;
-    const index_t dcol_elems = round_up(max_rows * px_chunk, 64);
-    ThreadScratch<T> scratch(dcol_elems + gemm::scratch_elems(kern, max_rows, px_chunk, FN), threads);
+    // --- dx, unfused ---
+    if (fused || p.n == 0 || p.c == 0) return;
+    ThreadScratch<T> scratch(dx_elems, threads);
     parallel_for_flush(p.n * c_blocks, [&](index_t item) {
-        const index_t n = item / c_blocks, c0 = (item % c_blocks) * c_block;
-        const index_t nc = std::min(c_block, p.c - c0), rows = nc * khw;
-        T* dx_n = dx + n * p.c * p.in_plane();
-        std::fill(dx_n + c0 * p.in_plane(), dx_n + (c0 + nc) * p.in_plane(), T(0));
-        if (P == 0) return;
-        T* dcol = scratch.mine();
-        T* gemm_scratch = dcol + dcol_elems;
-        const T* d = dout + n * FN * P;
-        const T* wt = w + c0 * khw;  // W^T rows of this block: element (k, f) at wt[f*K + k]
-        for (index_t oh0 = 0; oh0 < p.oh; oh0 += oh_chunk) {
-            const index_t noh = std::min(oh_chunk, p.oh - oh0), npx = noh * p.ow, px0 = oh0 * p.ow;
-            gemm::gemm_blocked(
-                kern, rows, npx, FN,
-                [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
-                    gemm::pack_a_cols(wt, K, rows, kern.mr, ic, mc, pc, kc, dst);
-                },
-                [&](index_t pc, index_t kc, index_t jc, index_t ncol, T* dst) {
-                    gemm::pack_b_rows(d + px0, P, npx, kern.nr, pc, kc, jc, ncol, dst);
-                },
-                dcol, npx, false, static_cast<const T*>(nullptr), gemm_scratch);
-            col2im_rows(p, dcol, c0, nc, oh0, noh, dx_n);
-        }
+        dx_item(item / c_blocks, (item % c_blocks) * c_block, scratch.mine());
     }, 1, threads);
 }
 
