@@ -166,6 +166,10 @@ class SimpleConvNetStep:
     """One training step (forward + backward, no update) of the book's ch07 SimpleConvNet:
     Convolution -> Relu -> Pooling(2, 2, stride 2) -> Affine -> Relu -> Affine -> SoftmaxWithLoss.
 
+    The images are float32, as the book's ``load_mnist(normalize=True)`` returns them; the
+    weights have the step's dtype (the book's ``np.random.randn`` gives float64), which is the
+    dtype everything after the first convolution computes in.
+
     The convolution, ReLUs and pooling are fastconv's drop-in layers (they run on the current
     backend); the Affine layers and the loss are the book's NumPy code, the same for every
     backend. Calling the object returns ``(loss, grads)``, grads keyed W1, b1, ..., b3.
@@ -184,7 +188,7 @@ class SimpleConvNetStep:
         def randn(*shape):
             return rng.standard_normal(shape).astype(dt)
 
-        self.x = randn(*case.x_shape)
+        self.x = rng.standard_normal(case.x_shape).astype(np.float32)
         self.t = rng.integers(0, self.CLASSES, size=N)
         self.params = {
             "W1": weight_init_std * randn(*case.w_shape), "b1": 0.1 * randn(case.FN),
@@ -592,7 +596,9 @@ LEGEND = (
     "      (its conv and affine GEMMs), GB/s of bytes read + written for pooling (int64 indices included).\n"
     "% peak: of the FMA peak (conv, train) or the large-copy bandwidth (pool) measured at the start of this run\n"
     "      (a pooling working set that fits in the L3 cache can beat the large-copy figure).\n"
-    "vs numpy / vs torch: their median time / this row's (higher is faster). check: max |x - numpy| / max |numpy|."
+    "vs numpy / vs torch: their median time / this row's (higher is faster). check: max |x - numpy| / max |numpy|.\n"
+    "train-step: the book's SimpleConvNet on float32 images (as load_mnist gives them); f32 / f64 is the weights'\n"
+    "      dtype (the book's np.random.randn weights are float64, so f64 is the book's own configuration)."
 )
 
 
