@@ -25,6 +25,10 @@ struct PlaneKernels {
     // weight_grad_dots.hpp; null where the compiler has no vector extensions.
     void (*weight_grad_dots)(std::int64_t nf, std::int64_t nk, const T* d, std::int64_t ldd, const T* x,
                              const std::int64_t* offset, std::int64_t len, T* dw, std::int64_t ldw);
+    // ReLU with the book's byte mask (x <= 0): per ISA because the byte <-> lane conversions
+    // only vectorise with AVX-512's mask registers (the baseline loops run ~10x slower).
+    void (*relu_mask_forward)(std::int64_t n, const T* x, T* y, bool* mask);
+    void (*relu_mask_backward)(std::int64_t n, const T* dout, const bool* mask, T* dx);  // dx may be dout
 };
 
 // Readable zero-filled elements weight_grad_dots needs past `len` (its widest vector).
@@ -34,6 +38,12 @@ constexpr std::int64_t kDotsPad = 16;
 // symbol would let the linker hand the AVX-512 build to every caller).
 namespace {
 namespace planes {
+// GCC 12's AVX-512 headers start widening/narrowing/extract intrinsics from an "undefined"
+// vector that -Wmaybe-uninitialized then reports (a header false positive, not a bug here).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 // Per-plane lookups that would otherwise divide in the row loops: the valid output columns of
 // tap column j, and the pixel offset of tap t from its window's origin. Stack tables for
@@ -64,10 +74,6 @@ class SmallWindowTables {
 // Here each vector of L outputs loads the two input rows as contiguous (masked) pairs of
 // vectors and splits them into even and odd columns, so one plane row costs a few loads,
 // shuffles and compares. Same tap order and NaN rule as max_forward.
-// GCC 12's AVX-512 headers start widening/extract intrinsics from an "undefined" vector that
-// -Wmaybe-uninitialized then reports (a header false positive, not a bug here).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 template <class T>
 struct Pool2x2Avx512;
 
@@ -157,7 +163,6 @@ void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restr
         }
     }
 }
-#pragma GCC diagnostic pop
 #endif
 
 // For each output row and each window tap (i, j), sweep the row: branch-free selects (random
@@ -245,18 +250,79 @@ void avg_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     }
 }
 
+template <class T>
+void relu_mask_forward(std::int64_t n, const T* __restrict x, T* __restrict y, bool* __restrict mask) {
+    std::int64_t e = 0;
+#if defined(__AVX512F__)
+    if constexpr (sizeof(T) == 8) {
+        for (; e + 8 <= n; e += 8) {
+            const __m512d v = _mm512_loadu_pd(x + e);
+            const __mmask8 off = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LE_OQ);
+            _mm512_storeu_pd(y + e, _mm512_maskz_mov_pd(static_cast<__mmask8>(~off), v));
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(mask + e),
+                             _mm512_cvtepi64_epi8(_mm512_maskz_set1_epi64(off, 1)));
+        }
+    } else {
+        for (; e + 16 <= n; e += 16) {
+            const __m512 v = _mm512_loadu_ps(x + e);
+            const __mmask16 off = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ);
+            _mm512_storeu_ps(y + e, _mm512_maskz_mov_ps(static_cast<__mmask16>(~off), v));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + e),
+                             _mm512_cvtepi32_epi8(_mm512_maskz_set1_epi32(off, 1)));
+        }
+    }
+#endif
+    for (; e < n; ++e) {
+        const bool off = x[e] <= T(0);
+        mask[e] = off;
+        y[e] = off ? T(0) : x[e];
+    }
+}
+
+template <class T>
+void relu_mask_backward(std::int64_t n, const T* dout, const bool* __restrict mask, T* dx) {
+    std::int64_t e = 0;
+#if defined(__AVX512F__)
+    // Any nonzero byte counts as True, as NumPy reads a bool array.
+    if constexpr (sizeof(T) == 8) {
+        for (; e + 8 <= n; e += 8) {
+            const __m512i bytes = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mask + e)));
+            const __mmask8 off = _mm512_test_epi64_mask(bytes, bytes);
+            _mm512_storeu_pd(dx + e, _mm512_maskz_loadu_pd(static_cast<__mmask8>(~off), dout + e));
+        }
+    } else {
+        for (; e + 16 <= n; e += 16) {
+            const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + e)));
+            const __mmask16 off = _mm512_test_epi32_mask(bytes, bytes);
+            _mm512_storeu_ps(dx + e, _mm512_maskz_loadu_ps(static_cast<__mmask16>(~off), dout + e));
+        }
+    }
+#endif
+    for (; e < n; ++e) {
+        const T g = dout[e];
+        dx[e] = mask[e] ? T(0) : g;
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 }  // namespace planes
 
 template <class T>
 PlaneKernels<T> make_plane_kernels(const char* isa) {
 #if !defined(__GNUC__)
-    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, nullptr};
+    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, nullptr,
+            &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
 #elif defined(__AVX512F__)  // 32 registers: 5 x 5 accumulators + 5 dout vectors + 1 tap
-    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 64, 5, 5>};
+    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 64, 5, 5>,
+            &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
 #elif defined(__AVX2__)  // 16 registers: 3 x 4 + 3 + 1
-    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 32, 3, 4>};
+    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 32, 3, 4>,
+            &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
 #else
-    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 16, 3, 4>};
+    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 16, 3, 4>,
+            &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
 #endif
 }
 }  // namespace

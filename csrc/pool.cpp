@@ -81,10 +81,22 @@ constexpr index_t kEltwiseBlock = 1 << 15;
 }
 
 template <class T>
-void relu_forward(index_t n, const T* __restrict x, T* __restrict y) {
+void relu_forward(index_t n, const T* __restrict x, T* __restrict y, bool* __restrict mask) {
     parallel_for((n + kEltwiseBlock - 1) / kEltwiseBlock, [&](index_t blk) {
         const index_t lo = blk * kEltwiseBlock, hi = std::min(n, lo + kEltwiseBlock);
-        for (index_t e = lo; e < hi; ++e) y[e] = x[e] <= T(0) ? T(0) : x[e];
+        if (mask) {
+            active_plane_kernels<T>().relu_mask_forward(hi - lo, x + lo, y + lo, mask + lo);
+        } else {
+            for (index_t e = lo; e < hi; ++e) y[e] = x[e] <= T(0) ? T(0) : x[e];
+        }
+    }, 2);
+}
+
+template <class T>
+void relu_backward_mask(index_t n, const T* dout, const bool* __restrict mask, T* dx) {  // dx may be dout
+    parallel_for((n + kEltwiseBlock - 1) / kEltwiseBlock, [&](index_t blk) {
+        const index_t lo = blk * kEltwiseBlock, hi = std::min(n, lo + kEltwiseBlock);
+        active_plane_kernels<T>().relu_mask_backward(hi - lo, dout + lo, mask + lo, dx + lo);
     }, 2);
 }
 
@@ -104,8 +116,9 @@ void relu_backward(index_t n, const T* dout, const T* __restrict x, T* dx) {  //
     template bool max_pool2d_backward<T>(const Conv2dParams&, const T*, const std::int64_t*, T*); \
     template void avg_pool2d_forward<T>(const Conv2dParams&, const T*, T*);                        \
     template void avg_pool2d_backward<T>(const Conv2dParams&, const T*, T*);                       \
-    template void relu_forward<T>(index_t, const T*, T*);                                          \
-    template void relu_backward<T>(index_t, const T*, const T*, T*);
+    template void relu_forward<T>(index_t, const T*, T*, bool*);                                   \
+    template void relu_backward<T>(index_t, const T*, const T*, T*);                               \
+    template void relu_backward_mask<T>(index_t, const T*, const bool*, T*);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)
 #undef FASTCONV_INSTANTIATE

@@ -24,9 +24,13 @@ template <class T>
 void avg_pool2d_backward(const Conv2dParams& p, const T* dout, T* dx);
 
 // The book's Relu: y = x where x > 0, else 0 (NaN passes); dx = dout where x > 0 (or NaN).
+// `mask` (may be null) receives the book's Relu.mask, x <= 0; backward from it reads one
+// byte per element instead of x. dx may be dout.
 template <class T>
-void relu_forward(index_t n, const T* x, T* y);
+void relu_forward(index_t n, const T* x, T* y, bool* mask);
 template <class T>
 void relu_backward(index_t n, const T* dout, const T* x, T* dx);
+template <class T>
+void relu_backward_mask(index_t n, const T* dout, const bool* mask, T* dx);
 
 }  // namespace fastconv

@@ -101,16 +101,35 @@ py::array avg_pool2d_backward_py(const py::array& dout, const std::vector<index_
 
 std::vector<index_t> full_shape(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
 
-py::array relu_forward_py(const py::array& x) {
+// Throws unless `a` is a writeable, C-contiguous, aligned array of x's shape.
+void check_writable_like(const py::array& a, const py::array& x, const char* name) {
+    expect_shape(a, full_shape(x), name);
+    if (!a.writeable() || !(a.flags() & py::array::c_style) ||
+        reinterpret_cast<std::uintptr_t>(a.data()) % a.itemsize() != 0)
+        throw std::invalid_argument(std::string(name) + " must be a writeable, C-contiguous, aligned array");
+}
+
+void check_bool(const py::array& a, const char* name) {
+    if (a.dtype().kind() != 'b' || a.itemsize() != 1)
+        throw std::invalid_argument(std::string(name) + " must be a bool array");
+}
+
+// `mask`, when given, receives the book's Relu.mask (x <= 0).
+py::array relu_forward_py(const py::array& x, std::optional<py::array> mask) {
     const Dtype dt = float_dtype(x, "x");
+    if (mask) {
+        check_bool(*mask, "mask");
+        check_writable_like(*mask, x, "mask");
+    }
     return dispatch(dt, [&](auto tag) -> py::array {
         using T = decltype(tag);
         auto y = new_array<T>(full_shape(x));
         T* yp = y.mutable_data();
         const T* xp = cdata<T>(x);
+        bool* mp = mask ? static_cast<bool*>(mask->mutable_data()) : nullptr;
         const index_t n = x.size();
         py::gil_scoped_release release;
-        relu_forward(n, xp, yp);
+        relu_forward(n, xp, yp, mp);
         return y;
     });
 }
@@ -122,10 +141,7 @@ py::array relu_backward_py(const py::array& dout, const py::array& x, const std:
     expect_shape(dout, full_shape(x), "dout");
     if (out) {
         same_dtype(dt, float_dtype(*out, "out"), "relu_backward");
-        expect_shape(*out, full_shape(x), "out");
-        if (!out->writeable() || !(out->flags() & py::array::c_style) ||
-            reinterpret_cast<std::uintptr_t>(out->data()) % out->itemsize() != 0)
-            throw std::invalid_argument("out must be a writeable, C-contiguous, aligned array");
+        check_writable_like(*out, x, "out");
     }
     return dispatch(dt, [&](auto tag) -> py::array {
         using T = decltype(tag);
@@ -135,6 +151,27 @@ py::array relu_backward_py(const py::array& dout, const py::array& x, const std:
         const index_t n = x.size();
         py::gil_scoped_release release;
         relu_backward(n, g, xp, d);
+        return dx;
+    });
+}
+
+py::array relu_backward_mask_py(const py::array& dout, const py::array& mask, const std::optional<py::array>& out) {
+    const Dtype dt = float_dtype(dout, "dout");
+    check_bool(mask, "mask");
+    expect_shape(mask, full_shape(dout), "mask");
+    if (out) {
+        same_dtype(dt, float_dtype(*out, "out"), "relu_backward");
+        check_writable_like(*out, dout, "out");
+    }
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        py::array dx = out ? *out : py::array(new_array<T>(full_shape(dout)));
+        T* d = static_cast<T*>(dx.mutable_data());
+        const T* g = cdata<T>(dout);
+        const bool* mp = static_cast<const bool*>(mask.data());
+        const index_t n = dout.size();
+        py::gil_scoped_release release;
+        relu_backward_mask(n, g, mp, d);
         return dx;
     });
 }
@@ -151,9 +188,12 @@ void register_pool(py::module_& m) {
           "Average pooling (zero padding counts in the divisor).");
     m.def("avg_pool2d_backward", &avg_pool2d_backward_py, "dout"_a, "input_shape"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a,
           "ph"_a, "pw"_a, "Average pooling backward.");
-    m.def("relu_forward", &relu_forward_py, "x"_a, "The book's ReLU: x where x > 0, else 0.");
+    m.def("relu_forward", &relu_forward_py, "x"_a, "mask"_a = py::none(),
+          "The book's ReLU: x where x > 0, else 0; `mask` (bool, x's shape) receives x <= 0.");
     m.def("relu_backward", &relu_backward_py, "dout"_a, "x"_a, "out"_a = py::none(),
           "ReLU backward: dout where not x <= 0, into `out` when given (may be dout).");
+    m.def("relu_backward_mask", &relu_backward_mask_py, "dout"_a, "mask"_a, "out"_a = py::none(),
+          "ReLU backward from the book's mask: dout where not mask, into `out` when given (may be dout).");
 }
 
 }  // namespace fastconv::bind

@@ -214,6 +214,15 @@ def test_ops_with_every_kernel(kernel, dtype):
         xa = np.nan_to_num(x, nan=1.0, posinf=2.0, neginf=-2.0)
         assert_close(fastconv.avg_pool2d(xa, *k, s, p), naive.avg_pool2d(xa, *k, s, p),
                      naive.avg_pool2d(np.abs(xa), *k, s, p), k[0] * k[1] + 1, dtype, f"avg_pool2d {k} {kernel}")
+    # ReLU with the book's byte mask (per-ISA lane <-> byte conversions), vector body and tail.
+    xr = randn(rng, (3, 37), dtype)
+    xr[0, :5] = [np.nan, -0.0, 0.0, np.inf, -np.inf]
+    y, mask = fastconv.relu(xr, return_mask=True)
+    assert_exact(y, naive.relu(xr).astype(dtype), f"relu with kernel {kernel}")
+    assert np.array_equal(mask, xr <= 0), f"relu mask with kernel {kernel}"
+    d = randn(rng, xr.shape, dtype)
+    assert_exact(fastconv.relu_backward(d, mask=mask), naive.relu_backward(d, xr).astype(dtype),
+                 f"relu_backward(mask=) with kernel {kernel}")
 
 
 def test_no_state_leaks_between_calls(threads_restored):

@@ -119,21 +119,25 @@ def test_relu_backward_zeroes_dout_in_place_like_the_book(backend, rng):
     layer, ref = Relu(), book.Relu()
     layer.forward(x)
     ref.forward(x)
-    mine = randn(rng, x.shape)
-    theirs = mine.copy()
-    got, want = layer.backward(mine), ref.backward(theirs)
-    assert got is mine and want is theirs, "Relu.backward returns dout itself, zeroed where x <= 0"
-    np.testing.assert_array_equal(mine, theirs)
-    assert (mine[x <= 0] == 0).all() and (mine[x > 0] != 0).all()
-    # A dout it may not write: a new array, dout untouched.
+    np.testing.assert_array_equal(layer.mask, ref.mask)
+    assert layer.mask.dtype == np.bool_
+    for dtype in (np.float64, np.float32):  # float32 dout stays float32, as dout[mask] = 0 keeps it
+        mine = randn(rng, x.shape).astype(dtype)
+        theirs = mine.copy()
+        got, want = layer.backward(mine), ref.backward(theirs)
+        assert got is mine and want is theirs, "Relu.backward returns dout itself, zeroed where x <= 0"
+        np.testing.assert_array_equal(mine, theirs)
+        assert (mine[x <= 0] == 0).all() and (mine[x > 0] != 0).all()
+    # A dout it may not or cannot write: a new array, dout untouched.
     read_only = randn(rng, x.shape)
     read_only.flags.writeable = False
     strided = randn(rng, x.shape + (2,))[..., 0]
-    narrower = randn(rng, x.shape).astype(np.float32)  # the result is float64, like x
-    for dout in (read_only, strided, narrower):
+    integers = rng.integers(-5, 5, size=x.shape)  # computes in float64, like the book's im2col
+    for dout in (read_only, strided, integers):
         keep = dout.copy()
         got = layer.backward(dout)
         assert got is not dout and not np.shares_memory(got, dout)
+        assert got.dtype == np.float64
         np.testing.assert_array_equal(dout, keep)
         np.testing.assert_array_equal(got, ref.backward(keep.astype(np.float64)))
 

@@ -95,3 +95,37 @@ def test_relu_backward_rejects_bad_out(backend, rng):
         with pytest.raises((ValueError, TypeError), match=match):
             fastconv.relu_backward(dout, x, out=out)
         assert_exact(dout, keep, "dout after a refused call")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (7,), (0, 3), ()], ids=str)
+def test_relu_mask_round_trip(shape, backend, dtype, rng):
+    """relu(x, return_mask=True) gives the book's Relu.mask (x <= 0, NaN not masked) in the same
+    pass; relu_backward(dout, mask=...) matches the x form, into a fresh array or in place."""
+    x, dout = _special(rng, shape, dtype), randn(rng, shape, dtype)
+    y, mask = fastconv.relu(x, return_mask=True)
+    assert_exact(y, fastconv.relu(x), f"relu values with the mask [{backend}]")
+    assert mask.dtype == np.bool_ and mask.shape == x.shape
+    assert np.array_equal(mask, x <= 0)
+    want = naive.relu_backward(dout, x).astype(dtype)
+    got = fastconv.relu_backward(dout, mask=mask)
+    assert_result_array(got, shape, dtype, f"relu_backward(mask=)[{backend}]")
+    assert_exact(got, want, f"relu_backward(mask=)[{backend}]")
+    assert fastconv.relu_backward(dout, mask=mask, out=dout) is dout
+    assert_exact(dout, want, f"relu_backward(mask=, out=dout)[{backend}]")
+
+
+def test_relu_backward_mask_errors(backend, rng):
+    x, dout = randn(rng, (3, 4)), randn(rng, (3, 4))
+    mask = x <= 0
+    keep = dout.copy()
+    for kwargs, err, match in [
+        (dict(x=x, mask=mask), TypeError, "exactly one of x and mask"),
+        (dict(), TypeError, "exactly one of x and mask"),
+        (dict(mask=mask.astype(np.uint8)), TypeError, "bool numpy.ndarray"),
+        (dict(mask=mask.tolist()), TypeError, "bool numpy.ndarray"),
+        (dict(mask=mask[:2]), ValueError, r"mask has shape \(2, 4\)"),
+        (dict(mask=mask, out=np.empty((3, 4), np.float32)), ValueError, "dtype float32"),
+    ]:
+        with pytest.raises(err, match=match):
+            fastconv.relu_backward(dout, **kwargs)
+        assert_exact(dout, keep, "dout after a refused call")

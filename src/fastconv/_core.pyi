@@ -64,11 +64,14 @@ def avg_pool2d_backward(
 ) -> np.ndarray:
     """Average pooling backward."""
 
-def relu_forward(x: np.ndarray) -> np.ndarray:
-    """The book's ReLU: x where x > 0, else 0."""
+def relu_forward(x: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """The book's ReLU: x where x > 0, else 0; `mask` (bool, x's shape) receives x <= 0."""
 
 def relu_backward(dout: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """ReLU backward: dout where not x <= 0, into `out` when given (may be dout)."""
+
+def relu_backward_mask(dout: np.ndarray, mask: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """ReLU backward from the book's mask: dout where not mask, into `out` when given (may be dout)."""
 
 # --- register_runtime.cpp ------------------------------------------------------------
 

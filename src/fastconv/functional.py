@@ -242,34 +242,62 @@ def avg_pool2d_backward(dout, x, pool_h: int, pool_w: int, stride=None, pad=0) -
 
 # --- activation ----------------------------------------------------------------
 
-def relu(x) -> np.ndarray:
-    """``x`` where ``x > 0``, else 0 (the book's Relu: NaN passes through). Any shape."""
+def relu(x, return_mask: bool = False):
+    """``x`` where ``x > 0``, else 0 (the book's Relu: NaN passes through). Any shape.
+
+    ``return_mask=True`` also returns the book's ``Relu.mask``, the bool array ``x <= 0``,
+    computed in the same pass; ``relu_backward(dout, mask=mask)`` then needs no ``x``.
+    """
     (arr,) = P.arrays(("x",), (x,))
     dt = P.compute_dtype(arr)
-    return current_backend().relu(P.as_float(arr, dt))
+    if return_mask:
+        P.check_alloc("ReLU mask", arr.shape, np.dtype(bool))
+    return current_backend().relu(P.as_float(arr, dt), return_mask)
 
 
-def relu_backward(dout, x, out: Optional[np.ndarray] = None) -> np.ndarray:
+def _check_out(out, shape: tuple, dt: np.dtype, inputs: dict) -> None:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dt:
+        raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}; expected {shape} {dt}")
+    if not (out.flags.writeable and out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError("out must be writeable, C-contiguous and aligned")
+    d = inputs.pop("dout")
+    same_as_dout = (out.__array_interface__["data"][0] == d.__array_interface__["data"][0]
+                    and out.strides == d.strides)
+    if not same_as_dout and np.may_share_memory(out, d):
+        raise ValueError("out overlaps dout without being exactly dout")
+    for name, a in inputs.items():
+        if np.may_share_memory(out, a):
+            raise ValueError(f"out overlaps {name}")
+
+
+def relu_backward(dout, x=None, out: Optional[np.ndarray] = None, *, mask=None) -> np.ndarray:
     """``dout`` where ``x > 0`` (NaN in x passes the gradient, as in the book), else 0.
 
+    Give either ``x`` (the forward input) or ``mask`` (the book's ``Relu.mask``, a bool array
+    True where ``x <= 0``, e.g. from ``relu(x, return_mask=True)``). With ``mask`` the result
+    has dout's dtype rule alone, as the book's ``dout[mask] = 0`` does.
     ``out``: a writeable C-contiguous array of the result's shape and dtype to write into and
     return (it may be ``dout`` itself, which is what the book's ``Relu.backward`` does).
     """
+    if (x is None) == (mask is None):
+        raise TypeError("relu_backward needs exactly one of x and mask")
+    if mask is not None:
+        (d,) = P.arrays(("dout",), (dout,))
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+            raise TypeError(f"mask must be a bool numpy.ndarray (the book's Relu.mask), got {type(mask).__name__}"
+                            + (f" of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else ""))
+        if mask.shape != d.shape:
+            raise ValueError(f"dout has shape {d.shape} but mask has shape {mask.shape}")
+        dt = P.compute_dtype(d)
+        if out is not None:
+            _check_out(out, d.shape, dt, {"dout": d, "mask": mask})
+        return current_backend().relu_backward_mask(P.as_float(d, dt), np.asarray(mask, order="C"), out)
     d, arr = P.arrays(("dout", "x"), (dout, x))
     if d.shape != arr.shape:
         raise ValueError(f"dout has shape {d.shape} but x has shape {arr.shape}")
     dt = P.compute_dtype(d, arr)
     if out is not None:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-        if out.shape != arr.shape or out.dtype != dt:
-            raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}; expected {arr.shape} {dt}")
-        if not (out.flags.writeable and out.flags.c_contiguous and out.flags.aligned):
-            raise ValueError("out must be writeable, C-contiguous and aligned")
-        same_as_dout = (out.__array_interface__["data"][0] == d.__array_interface__["data"][0]
-                        and out.strides == d.strides)
-        if not same_as_dout and np.may_share_memory(out, d):
-            raise ValueError("out overlaps dout without being exactly dout")
-        if np.may_share_memory(out, arr):
-            raise ValueError("out overlaps x")
+        _check_out(out, arr.shape, dt, {"dout": d, "x": arr})
     return current_backend().relu_backward(P.as_float(d, dt), P.as_float(arr, dt), out)

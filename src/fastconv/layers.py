@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _params as P
 from . import functional as F
 
 __all__ = ["Convolution", "Pooling", "AvgPooling", "Relu"]
@@ -94,30 +93,23 @@ class AvgPooling(_Pool2d):
 
 
 class Relu:
-    """The book's ``Relu``: ``mask`` is True where the input was <= 0."""
+    """The book's ``Relu``: ``mask`` is the bool array ``x <= 0`` of the last forward input."""
 
     def __init__(self):
-        self.x = None
-
-    @property
-    def mask(self):
-        # Derived on demand: the fast path never needs the boolean array.
-        return None if self.x is None else np.asarray(self.x) <= 0
+        self.mask = None
 
     def forward(self, x):
-        out = F.relu(x)
-        self.x = x
+        out, self.mask = F.relu(x, return_mask=True)
         return out
 
     def backward(self, dout):
         """Like the book (``dout[self.mask] = 0; return dout``): zeroes ``dout`` in place and
-        returns it, when it is a writeable C-contiguous array of the result dtype; otherwise
-        (read-only, strided, another dtype, a list) returns a new array."""
-        if self.x is None:
+        returns it, when it is a writeable C-contiguous float32/float64 array; otherwise
+        (read-only, strided, integer, a list) returns a new array."""
+        if self.mask is None:
             raise RuntimeError("Relu.backward called before forward")
-        x = np.asarray(self.x)
-        if (isinstance(dout, np.ndarray) and dout.shape == x.shape
-                and dout.dtype == P.compute_dtype(dout, x) and dout.flags.writeable
-                and dout.flags.c_contiguous and dout.flags.aligned and not np.may_share_memory(dout, x)):
-            return F.relu_backward(dout, x, out=dout)
-        return F.relu_backward(dout, x)
+        if (isinstance(dout, np.ndarray) and dout.shape == self.mask.shape
+                and dout.dtype in (np.float32, np.float64) and dout.flags.writeable
+                and dout.flags.c_contiguous and dout.flags.aligned and not np.may_share_memory(dout, self.mask)):
+            return F.relu_backward(dout, mask=self.mask, out=dout)
+        return F.relu_backward(dout, mask=self.mask)

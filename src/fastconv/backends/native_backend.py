@@ -43,12 +43,20 @@ def avg_pool2d_backward(dout: np.ndarray, shape, win: Window) -> np.ndarray:
     return _core.avg_pool2d_backward(dout, tuple(shape), *win)
 
 
-def relu(x: np.ndarray) -> np.ndarray:
+def relu(x: np.ndarray, return_mask: bool = False):
     # Elementwise: the kernel sees a flat view, so any shape (0-d included) keeps its shape.
-    return _core.relu_forward(x.reshape(-1)).reshape(x.shape)
+    mask = np.empty(x.shape, dtype=bool) if return_mask else None
+    y = _core.relu_forward(x.reshape(-1), None if mask is None else mask.reshape(-1)).reshape(x.shape)
+    return (y, mask) if return_mask else y
 
 
 def relu_backward(dout: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     flat_out = None if out is None else out.reshape(-1)
     dx = _core.relu_backward(dout.reshape(-1), x.reshape(-1), flat_out)
     return dx.reshape(x.shape) if out is None else out
+
+
+def relu_backward_mask(dout: np.ndarray, mask: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    flat_out = None if out is None else out.reshape(-1)
+    dx = _core.relu_backward_mask(dout.reshape(-1), mask.reshape(-1), flat_out)
+    return dx.reshape(dout.shape) if out is None else out

@@ -129,13 +129,19 @@ def avg_pool2d_backward(dout: np.ndarray, shape, win: Window) -> np.ndarray:
     return _scatter_windows(taps, shape, win)
 
 
-def relu(x: np.ndarray) -> np.ndarray:
+def relu(x: np.ndarray, return_mask: bool = False):
     # The book's Relu: zero where x <= 0, so NaN passes through.
-    return np.where(x <= 0, x.dtype.type(0), x)
+    mask = np.asarray(x <= 0)  # an array even for 0-d x
+    y = np.where(mask, x.dtype.type(0), x)
+    return (y, mask) if return_mask else y
 
 
 def relu_backward(dout: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-    dx = np.where(x <= 0, dout.dtype.type(0), dout)
+    return relu_backward_mask(dout, x <= 0, out)
+
+
+def relu_backward_mask(dout: np.ndarray, mask: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    dx = np.where(mask, dout.dtype.type(0), dout)
     if out is None:
         return dx
     out[...] = dx

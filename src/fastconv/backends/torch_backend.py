@@ -110,16 +110,23 @@ def avg_pool2d_backward(dout: np.ndarray, shape, win: Window) -> np.ndarray:
             d, x, [win.kh, win.kw], list(g["stride"]), list(g["padding"]), False, True, None))
 
 
-def relu(x: np.ndarray) -> np.ndarray:
+def relu(x: np.ndarray, return_mask: bool = False):
     with torch.no_grad():
         t = _t(x)
-        return _np(torch.where(t <= 0, torch.zeros((), dtype=t.dtype), t))
+        off = t <= 0
+        y = _np(torch.where(off, torch.zeros((), dtype=t.dtype), t))
+    return (y, off.numpy().copy()) if return_mask else y
 
 
 def relu_backward(dout: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     with torch.no_grad():
+        return relu_backward_mask(dout, (_t(x) <= 0).numpy(), out)
+
+
+def relu_backward_mask(dout: np.ndarray, mask: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    with torch.no_grad():
         d = _t(dout)
-        dx = _np(torch.where(_t(x) <= 0, torch.zeros((), dtype=d.dtype), d))
+        dx = _np(torch.where(_t(mask), torch.zeros((), dtype=d.dtype), d))
     if out is None:
         return dx
     out[...] = dx
@@ -160,3 +167,4 @@ for _name, _shapes in _SHAPES.items():
     globals()[_name] = _translate_errors(_empty_guard(globals()[_name], _shapes))
 relu = _translate_errors(relu)
 relu_backward = _translate_errors(relu_backward)
+relu_backward_mask = _translate_errors(relu_backward_mask)
