@@ -361,19 +361,34 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
 
     // --- plan of dx ---
     // Per (image, channel block): dcol = W^T (rows of those channels) . dout_n, then col2im
-    // into those channels only -- channel blocks never share a pixel, so no races. Blocks
-    // sized so one block's dcol (all pixels) fits the budget: full-width GEMMs waste least on
-    // edge tiles; only when one channel alone is too big are the output rows chunked too.
-    // Unfused, enough blocks per image to feed every thread.
+    // into those channels only -- channel blocks never share a pixel, so no races. A block's
+    // dcol is capped by the budget, so wide blocks come with output-row chunks. The block
+    // count trades the GEMM's tile efficiency (M = block rows over MR, N = chunk pixels over
+    // NR) against packing dout_n once per block: in vector-cycles per image, the GEMM takes
+    // ~C*khw*FN*P / (2 L eff) and each pack ~FN*P / L, so minimise C*khw / (2 eff) + blocks.
+    // Unfused, the batch needs 8 items to feed the threads (a fixed number, like the dW
+    // groups: the row chunks set the order of col2im's sums, which must not depend on threads).
     const index_t budget = kDcolBudgetBytes / index_t(sizeof(T));
-    index_t c_block = std::clamp<index_t>(budget / std::max<index_t>(khw * P, 1), 1, std::max<index_t>(p.c, 1));
-    if (!fused && p.n * ceil_div(p.c, c_block) < 2 * threads)
-        c_block = std::max<index_t>(1, ceil_div(p.c, ceil_div(2 * threads, std::max<index_t>(p.n, 1))));
-    c_block = ceil_div(p.c, std::max<index_t>(ceil_div(p.c, c_block), 1));  // even blocks
-    c_block = std::max<index_t>(c_block, 1);
+    const index_t C1 = std::max<index_t>(p.c, 1), OH1 = std::max<index_t>(p.oh, 1);
+    const index_t min_blocks = fused ? 1 : std::min(C1, ceil_div(8, std::max<index_t>(p.n, 1)));
+    index_t c_block = C1, oh_chunk = 1;
+    double best = -1.0;
+    for (index_t blocks = min_blocks; blocks <= C1; ++blocks) {
+        const index_t cb = ceil_div(C1, blocks);
+        if (blocks > min_blocks && cb == ceil_div(C1, blocks - 1)) continue;  // same block size
+        const index_t rows = cb * khw;
+        const index_t chunk = std::clamp<index_t>(budget / std::max<index_t>(rows * p.ow, 1), 1, OH1);
+        const index_t npx = std::max<index_t>(chunk * p.ow, 1);
+        const double eff = double(rows) / double(round_up(rows, kern.mr)) * double(npx) / double(round_up(npx, kern.nr));
+        const double cost = double(C1 * khw) / (2.0 * eff) + double(ceil_div(C1, cb));
+        if (best < 0 || cost < best) {
+            best = cost;
+            c_block = cb;
+            oh_chunk = chunk;
+        }
+    }
     const index_t c_blocks = ceil_div(p.c, c_block);
     const index_t max_rows = c_block * khw;
-    const index_t oh_chunk = std::clamp<index_t>(budget / std::max<index_t>(max_rows * p.ow, 1), 1, std::max<index_t>(p.oh, 1));
     const index_t px_chunk = oh_chunk * p.ow;
     const index_t dcol_elems = round_up(max_rows * px_chunk, 64);
 
