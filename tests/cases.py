@@ -122,6 +122,13 @@ CASES = [
     # Large planes: the forward splits each image's pixels into several GEMM column chunks and
     # the backward processes output rows in chunks (one channel's dcol exceeds its scratch).
     Case("large_plane_5x5", 2, 1, 80, 80, 3, 5, 5, 1, (2, 1), poolable=False),
+    # Backward paths chosen by size (conv.cpp): batch >= 8 runs each image's dx right after its
+    # dW; stride 1 with C*kh*kw <= 64 takes the dot-product weight gradient (here with padding,
+    # several channels, and with the output rows split into units when the batch is small);
+    # the dx plan picks channel blocks and output-row chunks by a cost model.
+    Case("fused_dx_row_chunks", 9, 24, 20, 20, 5, 3, 3, 1, 1, poolable=False),
+    Case("dots_fused_pad", 10, 3, 9, 8, 7, 3, 3, 1, (1, 2)),
+    Case("dots_row_units_pad", 2, 3, 12, 9, 7, 3, 3, 1, (2, 1)),
     Case("batch0", 0, 3, 6, 6, 2, 3, 3, 1, 1),
     Case("batch0_C1_s2", 0, 1, 5, 5, 1, 2, 2, 2),
     # ch07 SimpleConvNet: (100, 1, 28, 28) images, 30 filters 5x5 -> (100, 30, 24, 24),
