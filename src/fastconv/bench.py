@@ -8,8 +8,10 @@ same harness. The method follows ``PERF.md``:
 * fresh random inputs (standard normal, never zeros), made once per case and dtype;
 * every timed function is warmed up for ~0.25 s first (OpenBLAS and PyTorch worker threads
   keep spinning for a while after each call and slow whatever runs next);
-* medians over repeats; ratios (vs NumPy, vs PyTorch, vs the FMA peak and the copy
-  bandwidth measured in the same process) rather than absolute times;
+* medians over repeats, taken in rounds that alternate the backends (numpy, native, torch,
+  numpy, ...), so a load change on a shared machine hits every backend of a row alike;
+* ratios (vs NumPy, vs PyTorch, vs the FMA peak and the copy bandwidth measured in the same
+  process) rather than absolute times;
 * every benchmarked result is checked once against the NumPy backend's result.
 
 ``python -m fastconv.bench --help`` lists the options. The case table (:data:`CASES`) and the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fnmatch
 import gc
 import json
@@ -367,8 +370,9 @@ class Workload:
 class Settings:
     """How long to warm up and time each (case, dtype, op, backend)."""
 
+    rounds: int = 3            # alternate the backends this many times; each round below
     warmup_s: float = 0.25     # run the function this long before timing (at least once)
-    budget_s: float = 0.5      # aim for this much timed work ...
+    budget_s: float = 0.5      # aim for this much timed work, over all rounds ...
     min_reps: int = 5          # ... but at least this many samples
     max_reps: int = 200
     slow_call_s: float = math.inf  # calls slower than this need only min_reps_slow samples
@@ -377,7 +381,7 @@ class Settings:
 
 
 NORMAL = Settings()
-QUICK = Settings(warmup_s=0.05, budget_s=0.12, min_reps=3, max_reps=30,
+QUICK = Settings(rounds=1, warmup_s=0.05, budget_s=0.12, min_reps=3, max_reps=30,
                  slow_call_s=0.08, min_reps_slow=1, peak_s=0.1)
 
 
@@ -500,33 +504,58 @@ class Result:
 
 def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], settings: Settings,
         progress: Callable[[str], None] = lambda msg: None) -> List[Result]:
-    """Time every (case, dtype, op, backend); NumPy runs first and is the reference."""
+    """Time every (case, dtype, op, backend); NumPy runs first and is the reference.
+
+    The backends of one (case, dtype, op) are timed in ``settings.rounds`` alternating rounds,
+    each with its own warm-up and a share of the budget; a backend's samples are pooled.
+    """
     backends = sorted(backends, key=BACKEND_ORDER.index)
-    jobs = [(c, dt, op, be) for c in cases for dt in dtypes for op in c.ops for be in backends]
+    rows = [(c, dt, op) for c in cases for dt in dtypes for op in c.ops]
+    rounds = max(settings.rounds, 1)
+    per_round = dataclasses.replace(settings, warmup_s=settings.warmup_s / rounds ** 0.5,
+                                    budget_s=settings.budget_s / rounds,
+                                    min_reps=max(1, math.ceil(settings.min_reps / rounds)),
+                                    max_reps=max(1, math.ceil(settings.max_reps / rounds)),
+                                    min_reps_slow=max(1, math.ceil(settings.min_reps_slow / rounds)))
+    total = len(rows) * len(backends) * rounds
     results: List[Result] = []
     workload = None
-    for i, (case, dtype, op, backend) in enumerate(jobs, 1):
-        progress(f"[{i}/{len(jobs)}] {case.name} {SHORT_DTYPE[dtype]} {op} {backend} ...")
+    step = 0
+    for case, dtype, op in rows:
         if workload is None or (workload.case, workload.dtype) != (case, dtype):
             workload = None
             gc.collect()
             workload = Workload(case, dtype)
         item = np.dtype(dtype).itemsize
-        res = Result(case.name, op, dtype, backend, flop=case.flop(op), bytes=case.bytes_moved(op, item))
-        try:
-            fn = workload.fn(op)
-            with fastconv.use_backend(backend):
-                res.samples_s, first, res.warmup_calls = time_callable(fn, settings)
-            if backend == "numpy":
-                workload.offer_reference(op, first)
-                res.check = "ref"
-            else:
-                chk = workload.check(op, first)
-                res.check, res.max_rel_err, res.message = ("ok" if chk.ok else "FAIL"), chk.max_rel_err, chk.message
-            del first
-        except Exception as exc:  # report it in the table and carry on with the other backends
-            res.check, res.message = "ERROR", f"{type(exc).__name__}: {exc}"
-        results.append(res)
+        row = {be: Result(case.name, op, dtype, be, flop=case.flop(op), bytes=case.bytes_moved(op, item))
+               for be in backends}
+        fn = workload.fn(op)
+        for r in range(rounds):
+            for backend in backends:
+                step += 1
+                res = row[backend]
+                if res.check == "ERROR":  # failed in an earlier round: reported once
+                    continue
+                progress(f"[{step}/{total}] {case.name} {SHORT_DTYPE[dtype]} {op} {backend}"
+                         + (f" (round {r + 1}/{rounds})" if rounds > 1 else "") + " ...")
+                try:
+                    with fastconv.use_backend(backend):
+                        samples, first, calls = time_callable(fn, per_round)
+                    res.samples_s += samples
+                    res.warmup_calls += calls
+                    if r == 0:  # check the first result only
+                        if backend == "numpy":
+                            workload.offer_reference(op, first)
+                            res.check = "ref"
+                        else:
+                            chk = workload.check(op, first)
+                            res.check, res.max_rel_err, res.message = (("ok" if chk.ok else "FAIL"),
+                                                                       chk.max_rel_err, chk.message)
+                    del first
+                except Exception as exc:  # report it in the table and carry on with the others
+                    res.check, res.message = "ERROR", f"{type(exc).__name__}: {exc}"
+                    res.samples_s = []
+        results.extend(row.values())
     return results
 
 
