@@ -379,7 +379,8 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
         const index_t rows = cb * khw;
         const index_t chunk = std::clamp<index_t>(budget / std::max<index_t>(rows * p.ow, 1), 1, OH1);
         const index_t npx = std::max<index_t>(chunk * p.ow, 1);
-        const double eff = double(rows) / double(round_up(rows, kern.mr)) * double(npx) / double(round_up(npx, kern.nr));
+        const double eff = double(rows) / double(round_up(rows, kern.mr)) *  // full tiles in M and N
+                           double(npx) / double(round_up(npx, kern.nr));
         const double cost = double(C1 * khw) / (2.0 * eff) + double(ceil_div(C1, cb));
         if (best < 0 || cost < best) {
             best = cost;
@@ -411,7 +412,8 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
                 [&](index_t pc, index_t kc, index_t jc, index_t ncol, T* dst) {
                     gemm::pack_b_rows(d + px0, P, npx, kern.nr, pc, kc, jc, ncol, dst);
                 },
-                dcol, npx, false, static_cast<const T*>(nullptr), gemm_scratch);
+                dcol, npx, false, static_cast<const T*>(nullptr), gemm_scratch,
+                gemm::BRows<T>{d + px0, P});  // dout_n's rows are B: no copy of full panels
             col2im_rows(p, dcol, c0, nc, oh0, noh, dx_n);
         }
     };

@@ -133,7 +133,8 @@ struct Pool2x2Avx512<float> {
 };
 
 template <class T>
-void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restrict out, std::int64_t* __restrict argmax) {
+void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
+                       std::int64_t* __restrict argmax) {
     using K = Pool2x2Avx512<T>;
     constexpr int L = K::L;
     const index_t W = p.w, OH = p.oh, OW = p.ow;

@@ -45,9 +45,18 @@ index_t scratch_elems(const MicroKernel<T>& kern, index_t M, index_t N, index_t 
     return round_up(mc * kc, 64) + round_up(kc * nc, 64);
 }
 
+// B_rows: optionally, B is already a row-major matrix (element (p, j) at rows.b[p*rows.ld + j]);
+// its full NR-wide panels are then read in place and only a partial last panel is packed.
+template <class T>
+struct BRows {
+    const T* b = nullptr;
+    index_t ld = 0;
+};
+
 template <class T, class PackA, class PackB>
 void gemm_blocked(const MicroKernel<T>& kern, index_t M, index_t N, index_t K, PackA&& pack_a,
-                  PackB&& pack_b, T* c, index_t ldc, bool accumulate, const T* bias, T* scratch) {
+                  PackB&& pack_b, T* c, index_t ldc, bool accumulate, const T* bias, T* scratch,
+                  const BRows<T>& b_rows = {}) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {  // empty sum: C = (accumulate ? C : 0) + bias
         for (index_t i = 0; i < M; ++i) {
@@ -63,21 +72,30 @@ void gemm_blocked(const MicroKernel<T>& kern, index_t M, index_t N, index_t K, P
     T* b_buf = scratch + round_up(round_up(std::min(M, kern.mc), mr) * kc_max, 64);
     for (index_t jc = 0; jc < N; jc += kern.nc) {
         const index_t nc = std::min(kern.nc, N - jc);
+        // With B in place, only the columns past the last full panel are packed.
+        const index_t packed_from = b_rows.b ? nc / nr * nr : 0;
         for (index_t pc = 0; pc < K; pc += kc_max) {
             const index_t kc = std::min(kc_max, K - pc);
-            pack_b(pc, kc, jc, nc, b_buf);
+            if (packed_from < nc) pack_b(pc, kc, jc + packed_from, nc - packed_from, b_buf);
             const bool acc = accumulate || pc > 0;
             const bool last = pc + kc >= K;
             for (index_t ic = 0; ic < M; ic += kern.mc) {
                 const index_t mc = std::min(kern.mc, M - ic);
                 pack_a(ic, mc, pc, kc, a_buf);
                 for (index_t jr = 0; jr < nc; jr += nr) {
-                    const T* b_panel = b_buf + (jr / nr) * kc * nr;
+                    const bool in_place = jr < packed_from;
+                    const T* b_panel = in_place ? b_rows.b + pc * b_rows.ld + jc + jr
+                                                : b_buf + ((jr - packed_from) / nr) * kc * nr;
                     const int n = static_cast<int>(std::min(nr, nc - jr));
                     for (index_t ir = 0; ir < mc; ir += mr) {
                         const int m = static_cast<int>(std::min(mr, mc - ir));
-                        kern.run(kc, a_buf + (ir / mr) * kc * mr, b_panel, c + (ic + ir) * ldc + jc + jr, ldc, m, n,
-                                 acc, (last && bias) ? bias + ic + ir : nullptr);
+                        const T* a_panel = a_buf + (ir / mr) * kc * mr;
+                        T* c_tile = c + (ic + ir) * ldc + jc + jr;
+                        const T* tile_bias = (last && bias) ? bias + ic + ir : nullptr;
+                        if (in_place)
+                            kern.run_b_rows(kc, a_panel, b_panel, b_rows.ld, c_tile, ldc, m, n, acc, tile_bias);
+                        else
+                            kern.run(kc, a_panel, b_panel, c_tile, ldc, m, n, acc, tile_bias);
                     }
                 }
             }

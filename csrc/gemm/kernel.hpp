@@ -21,6 +21,11 @@ constexpr int kMaxNr = 64;
 template <class T>
 using MicroKernelFn = void (*)(index_t k, const T* a, const T* b, T* c, index_t ldc, int m, int n,
                                bool accumulate, const T* bias);
+// The same tile with B read in place: element (p, j) at b[p*ldb + j], any alignment, all NR
+// columns readable (callers pack partial panels instead).
+template <class T>
+using MicroKernelRowsFn = void (*)(index_t k, const T* a, const T* b, index_t ldb, T* c, index_t ldc, int m,
+                                   int n, bool accumulate, const T* bias);
 
 template <class T>
 struct MicroKernel {
@@ -31,6 +36,7 @@ struct MicroKernel {
     // block of A in L2, a KC x NC block of B in L3.
     index_t kc, mc, nc;
     MicroKernelFn<T> run;
+    MicroKernelRowsFn<T> run_b_rows;
 };
 
 // Every kernel compiled into this build for T, best first; `usable` filters by CPU.

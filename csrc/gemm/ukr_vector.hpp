@@ -47,18 +47,34 @@ struct VectorTile {
 
     static void run(index_t k, const T* __restrict a, const T* __restrict b, T* __restrict c, index_t ldc,
                     int m, int n, bool accumulate, const T* __restrict bias) {
+        tile<true>(k, a, b, NR, c, ldc, m, n, accumulate, bias);
+    }
+    static void run_b_rows(index_t k, const T* __restrict a, const T* __restrict b, index_t ldb, T* __restrict c,
+                           index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
+        tile<false>(k, a, b, ldb, c, ldc, m, n, accumulate, bias);
+    }
+
+    // kPacked: b is a 64-byte aligned packed panel (ldb == NR), loaded aligned.
+    template <bool kPacked>
+    static void tile(index_t k, const T* __restrict a, const T* __restrict b, index_t ldb, T* __restrict c,
+                     index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
         V acc[MR][NV];
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
             for (int j = 0; j < NV; ++j) acc[i][j] = V{};
 
-        const V* bv = reinterpret_cast<const V*>(__builtin_assume_aligned(b, 64));
+        if constexpr (kPacked) b = static_cast<const T*>(__builtin_assume_aligned(b, 64));
         a = static_cast<const T*>(__builtin_assume_aligned(a, 64));
         for (index_t p = 0; p < k; ++p) {
             V bj[NV];
 #pragma GCC unroll 8
-            for (int j = 0; j < NV; ++j) bj[j] = bv[j];
+            for (int j = 0; j < NV; ++j) {
+                if constexpr (kPacked)
+                    bj[j] = reinterpret_cast<const V*>(b)[j];
+                else
+                    bj[j] = load(b + j * L);
+            }
 #pragma GCC unroll 32
             for (int i = 0; i < MR; ++i) {
                 const V ai = splat(a[i]);
@@ -66,7 +82,7 @@ struct VectorTile {
                 for (int j = 0; j < NV; ++j) acc[i][j] += ai * bj[j];
             }
             a += MR;
-            bv += NV;
+            b += kPacked ? index_t(NR) : ldb;
         }
 
         if (m == MR && n == NR) {
@@ -100,10 +116,14 @@ template <class T, int MR, int NR>
 struct ScalarTile {
     static void run(index_t k, const T* __restrict a, const T* __restrict b, T* __restrict c, index_t ldc,
                     int m, int n, bool accumulate, const T* __restrict bias) {
+        run_b_rows(k, a, b, NR, c, ldc, m, n, accumulate, bias);
+    }
+    static void run_b_rows(index_t k, const T* __restrict a, const T* __restrict b, index_t ldb, T* __restrict c,
+                           index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
         T acc[MR][NR] = {};
         for (index_t p = 0; p < k; ++p)
             for (int i = 0; i < MR; ++i)
-                for (int j = 0; j < NR; ++j) acc[i][j] += a[p * MR + i] * b[p * NR + j];
+                for (int j = 0; j < NR; ++j) acc[i][j] += a[p * MR + i] * b[p * ldb + j];
         for (int i = 0; i < m; ++i)
             for (int j = 0; j < n; ++j)
                 c[i * ldc + j] = (accumulate ? c[i * ldc + j] : T(0)) + acc[i][j] + (bias ? bias[i] : T(0));
