@@ -364,8 +364,9 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
     // into those channels only -- channel blocks never share a pixel, so no races. A block's
     // dcol is capped by the budget, so wide blocks come with output-row chunks. The block
     // count trades the GEMM's tile efficiency (M = block rows over MR, N = chunk pixels over
-    // NR) against packing dout_n once per block: in vector-cycles per image, the GEMM takes
-    // ~C*khw*FN*P / (2 L eff) and each pack ~FN*P / L, so minimise C*khw / (2 eff) + blocks.
+    // NR) against streaming dout_n (the GEMM's B) once per block: in vector-cycles per image,
+    // the GEMM takes ~C*khw*FN*P / (2 L eff) and each pass over dout_n ~FN*P / L, so minimise
+    // C*khw / (2 eff) + blocks (NOTES section 20, measured when B was still packed).
     // Unfused, the batch needs 8 items to feed the threads (a fixed number, like the dW
     // groups: the row chunks set the order of col2im's sums, which must not depend on threads).
     const index_t budget = kDcolBudgetBytes / index_t(sizeof(T));
