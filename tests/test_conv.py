@@ -233,3 +233,18 @@ def test_non_finite_inputs_propagate_like_the_definition(special, backend, dtype
     finite = np.isfinite(ref)
     assert_close(out[finite], ref[finite], naive.conv2d(np.abs(np.nan_to_num(x, posinf=0.0)), np.abs(w),
                                                         None, (2, 1), (1, 1))[finite], 19, dtype, "finite outputs")
+
+
+@pytest.mark.parametrize("W", [3, 5, 8, 9, 10, 11, 16, 17, 23, 40])
+def test_stride2_rows_every_width(W, backend, dtype):
+    """Stride-2 columns are packed with an even/odd shuffle for float32 (conv.cpp copy_stride2):
+    full vectors, the scalar tail, pads on both sides; small integers make the sums exact."""
+    rng = rng_for("stride2", W, np.dtype(dtype).name)
+    x = small_ints(rng, (2, 3, 7, W), dtype)
+    w = small_ints(rng, (4, 3, 3, 3), dtype)
+    b = small_ints(rng, (4,), dtype)
+    for pad in (0, 1, (0, 2)):
+        if W + 2 * (pad[1] if isinstance(pad, tuple) else pad) < 3:
+            continue
+        out = fastconv.conv2d(x, w, b, 2, pad)
+        assert_exact(out, naive.conv2d(x, w, b, 2, pad).astype(dtype), f"stride-2 conv, width {W}, pad {pad}")
