@@ -43,30 +43,6 @@ FUZZ_EXAMPLES = 400
 STATS: Counter = Counter()
 WHY = bool(os.environ.get("FASTCONV_FUZZ_WHY"))  # also count the reference's refusal messages
 
-# Contract violations whose fix lies outside the files this suite's author may change; each is
-# described, with the fix, in the hardening report. They are counted (see the session summary)
-# instead of failing, unless FASTCONV_EXPECT_FIXED=1 -- set it once the fixes are in.
-EXPECT_FIXED = os.environ.get("FASTCONV_EXPECT_FIXED", "1") not in ("", "0")  # fixes are merged: plain tests
-KNOWN_BUGS = {
-    "torch-runtime-error": "the torch backend lets torch's RuntimeError out (allocation failures, shapes "
-                           "PyTorch refuses): fix = size checks in functional.py + empty-shape guards in "
-                           "torch_backend.py",
-    "numpy-window-loop": "the numpy (reference) backend loops over every tap of a huge window even when the "
-                         "result is empty (hangs for ~2**31 taps): fix = return early from _windows / "
-                         "_scatter_windows when the result has no elements. Such cases skip the reference.",
-    "native-pool-tables": "native max/avg pooling allocates kh*kw*8 + kw*16 bytes of tap tables per plane, "
-                          "inside the OpenMP region (std::bad_alloc there is std::terminate; under ASan any "
-                          "failed operator new aborts): fix = no per-plane allocations in plane_kernels.hpp, "
-                          "exceptions caught in parallel_for. Such calls skip the native backend.",
-    "numpy-zero-size-reshape": "the numpy (reference) backend raises 'cannot reshape array of size 0' for "
-                               "zero filters (W of shape (0, C, kh, kw)) or an empty im2col: fix = reshape "
-                               "with explicit sizes in numpy_backend.conv2d / conv2d_backward / col2im.",
-    "torch-empty-shape": "the torch backend returns an empty result of the wrong shape when an output size "
-                         "exceeds 32 bits (PyTorch's pooling computes it in int32): fix = return "
-                         "np.zeros(expected shape) for empty results in torch_backend.py",
-}
-
-
 # Semantic differences of the torch (comparison) backend from the reference, tolerated always.
 KNOWN_DIFFERENCES = {
     "torch-nan-argmax": "PyTorch's max pooling reports the LAST NaN of a window as its argmax (fastconv: the "
@@ -76,13 +52,6 @@ KNOWN_DIFFERENCES = {
                                "like the book's im2col) multiplies the padding's zeros: inf * 0 = NaN; PyTorch "
                                "skips padding taps and returns +-inf.",
 }
-
-
-def known_bug(backend, exc):
-    """The KNOWN_BUGS key an unexpected exception belongs to, or None."""
-    if backend == "torch" and type(exc) is RuntimeError:
-        return "torch-runtime-error"
-    return None
 
 
 fuzz_settings = settings(
@@ -139,7 +108,7 @@ def _memory_cap():
 @pytest.fixture(scope="module", autouse=True)
 def _report_counts(request):
     """Prints how many examples ran (per function: reference returned / raised), how many
-    backend calls were compared, and how often each known bug was met."""
+    backend calls were compared, and how often each known difference of PyTorch was met."""
     yield
     if not STATS:
         return
@@ -388,15 +357,6 @@ def run(backend, fn, args, kwargs, mutable=False):
     except ALLOWED as exc:
         assert str(exc).strip(), f"{type(exc).__name__} without a message [{backend}]"
         res = (None, exc)
-    except Exception as exc:
-        bug = None if EXPECT_FIXED else known_bug(backend, exc)
-        if bug is None:
-            raise
-        STATS[f"known bug {bug}"] += 1
-        if WHY:
-            STATS[f"why {bug}: {getattr(fn, '__qualname__', fn)}: {str(exc).splitlines()[0][:90]}"] += 1
-        note(f"known bug {bug}: {type(exc).__name__}: {exc}")
-        res = (None, exc)
     check_unmodified(snaps, backend)
     return res
 
@@ -429,56 +389,24 @@ def assert_same(got, ref, what):
     np.testing.assert_allclose(g[fin], r[fin], rtol=rtol, atol=atol, err_msg=what)
 
 
-def reference_may_hang(kh, kw):
-    kh, kw = _int(kh), _int(kw)
-    return not EXPECT_FIXED and kh is not None and kw is not None and kh * kw > 10**6
-
-
-class ReferenceSkipped(Exception):
-    pass
-
-
-POOL_FUNCS = ("max_pool2d", "avg_pool2d", "max_pool2d_backward", "layer_pool", "layer_avgpool")
-
-
-def native_pool_tables_too_big(name, kh, kw):
-    kh, kw = _int(kh), _int(kw)
-    return (not EXPECT_FIXED and name in POOL_FUNCS and kh is not None and kw is not None and kh > 0 and kw > 0
-            and kh * kw * 8 + kw * 16 > 64 << 20)
-
-
-def compare_backends(name, fn, args, kwargs=None, *, window=(1, 1)):
+def compare_backends(name, fn, args, kwargs=None):
     """Runs fn on the reference and every other backend; checks the contract."""
     kwargs = kwargs or {}
-    if reference_may_hang(*window):
-        STATS["known bug numpy-window-loop"] += 1
-        ref, ref_exc = None, ReferenceSkipped("numpy-window-loop")
-    else:
-        ref, ref_exc = run("numpy", fn, args, kwargs)
-        if not EXPECT_FIXED and isinstance(ref_exc, ValueError) and "cannot reshape array of size 0" in str(ref_exc):
-            STATS["known bug numpy-zero-size-reshape"] += 1
-            ref_exc = ReferenceSkipped(str(ref_exc))
+    ref, ref_exc = run("numpy", fn, args, kwargs)
     STATS[f"{name}:{'raised' if ref_exc else 'ok'}"] += 1
     if WHY and ref_exc is not None:
         STATS[f"why {name}: {type(ref_exc).__name__}: {str(ref_exc)[:60]}"] += 1
     event(f"reference {'raised ' + type(ref_exc).__name__ if ref_exc else 'returned'}")
     for backend in OTHERS:
-        if backend == "native" and native_pool_tables_too_big(name, *window):
-            STATS["known bug native-pool-tables"] += 1
-            continue
         got, exc = run(backend, fn, args, kwargs)
         STATS["calls"] += 1
         if exc is not None:
             note(f"{backend} raised {type(exc).__name__}: {exc}")
             continue
-        if (backend == "torch" and not EXPECT_FIXED and ref_exc is None and isinstance(got, np.ndarray)
-                and isinstance(ref, np.ndarray) and got.shape != ref.shape and got.size == 0):
-            STATS["known bug torch-empty-shape"] += 1  # see KNOWN_BUGS
-            continue
         if ref_exc is not None:
             # The reference could not run it (e.g. its own workspace did not fit): nothing to
             # compare, but it must not be a validation error every backend shares.
-            assert isinstance(ref_exc, (MemoryError, ReferenceSkipped)) or "too big" in str(ref_exc) or "Maximum allowed" in str(
+            assert isinstance(ref_exc, MemoryError) or "too big" in str(ref_exc) or "Maximum allowed" in str(
                 ref_exc), f"{name}: reference refused ({ref_exc!r}) but {backend} returned a result"
             continue
         try:
@@ -580,8 +508,7 @@ def test_fuzz_im2col(g, xs, fam):
     FAMILY["value"] = fam
     x = make_array((g["N"], g["C"], g["H"], g["W"]), xs)
     _note(x=x, g=g)
-    compare_backends("im2col", fastconv.im2col, (x, g["kh"], g["kw"]), dict(stride=g["stride"], pad=g["pad"]),
-                     window=(g["kh"], g["kw"]))
+    compare_backends("im2col", fastconv.im2col, (x, g["kh"], g["kw"]), dict(stride=g["stride"], pad=g["pad"]))
 
 
 @fuzz_settings
@@ -596,8 +523,7 @@ def test_fuzz_col2im(g, cs, data, fam):
     shape = {"tuple": shape, "list": list(shape), "array": np.array(shape, dtype=object), "short": shape[1:],
              "float": (g["N"], g["C"], float(g["H"]), g["W"]), "negative": (-1,) + shape[1:]}[form]
     _note(col=col, shape=shape, g=g)
-    compare_backends("col2im", fastconv.col2im, (col, shape, g["kh"], g["kw"]), dict(stride=g["stride"], pad=g["pad"]),
-                     window=(g["kh"], g["kw"]))
+    compare_backends("col2im", fastconv.col2im, (col, shape, g["kh"], g["kw"]), dict(stride=g["stride"], pad=g["pad"]))
 
 
 @st.composite
@@ -623,8 +549,7 @@ def test_fuzz_conv2d(g, data, fam):
     FAMILY["value"] = fam
     x, w, b, _ = data.draw(conv_arrays(g))
     _note(x=x, w=w, b=b, g=g)
-    compare_backends("conv2d", fastconv.conv2d, (x, w, b), dict(stride=g["stride"], pad=g["pad"]),
-                     window=w.shape[2:] if w.ndim == 4 else (1, 1))
+    compare_backends("conv2d", fastconv.conv2d, (x, w, b), dict(stride=g["stride"], pad=g["pad"]))
 
 
 @fuzz_settings
@@ -633,8 +558,7 @@ def test_fuzz_conv2d_backward(g, data, fam):
     FAMILY["value"] = fam
     x, w, _, dout = data.draw(conv_arrays(g))
     _note(x=x, w=w, dout=dout, g=g)
-    compare_backends("conv2d_backward", fastconv.conv2d_backward, (dout, x, w), dict(stride=g["stride"], pad=g["pad"]),
-                     window=w.shape[2:] if w.ndim == 4 else (1, 1))
+    compare_backends("conv2d_backward", fastconv.conv2d_backward, (dout, x, w), dict(stride=g["stride"], pad=g["pad"]))
 
 
 @fuzz_settings
@@ -644,7 +568,7 @@ def test_fuzz_max_pool2d(g, xs, ri, fam):
     x = make_array((g["N"], g["C"], g["H"], g["W"]), xs)
     _note(x=x, g=g)
     compare_backends("max_pool2d", fastconv.max_pool2d, (x, g["kh"], g["kw"]),
-                     dict(stride=g["stride"], pad=g["pad"], return_indices=ri), window=(g["kh"], g["kw"]))
+                     dict(stride=g["stride"], pad=g["pad"], return_indices=ri))
 
 
 def _indices(data, g, x_shape, x):
@@ -661,7 +585,7 @@ def _indices(data, g, x_shape, x):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     plane = int(x_shape[2]) * int(x_shape[3]) if len(x_shape) == 4 else 1
     idx = rng.integers(0, max(plane, 1), size=out_shape) if plane < 2**62 else np.zeros(out_shape, np.int64)
-    if kind == "forward" and isinstance(x, np.ndarray) and not reference_may_hang(g["kh"], g["kw"]):
+    if kind == "forward" and isinstance(x, np.ndarray):
         try:
             with fastconv.use_backend("numpy"):
                 _, idx = fastconv.max_pool2d(x, g["kh"], g["kw"], g["stride"], g["pad"], return_indices=True)
@@ -699,7 +623,7 @@ def test_fuzz_max_pool2d_backward(g, data, fam):
     idx = _indices(data, g, x_shape, x) if "indices" in mode else None
     _note(x=x, dout=dout, mode=mode, idx=idx, g=g)
     compare_backends("max_pool2d_backward", fastconv.max_pool2d_backward, (dout, first, g["kh"], g["kw"]),
-                     dict(stride=g["stride"], pad=g["pad"], indices=idx), window=(g["kh"], g["kw"]))
+                     dict(stride=g["stride"], pad=g["pad"], indices=idx))
 
 
 @fuzz_settings
@@ -708,8 +632,7 @@ def test_fuzz_avg_pool2d(g, xs, fam):
     FAMILY["value"] = fam
     x = make_array((g["N"], g["C"], g["H"], g["W"]), xs)
     _note(x=x, g=g)
-    compare_backends("avg_pool2d", fastconv.avg_pool2d, (x, g["kh"], g["kw"]), dict(stride=g["stride"], pad=g["pad"]),
-                     window=(g["kh"], g["kw"]))
+    compare_backends("avg_pool2d", fastconv.avg_pool2d, (x, g["kh"], g["kw"]), dict(stride=g["stride"], pad=g["pad"]))
 
 
 @fuzz_settings
@@ -721,7 +644,7 @@ def test_fuzz_avg_pool2d_backward(g, data, fam):
     first = make_array(x_shape, data.draw(array_spec())) if data.draw(st.booleans()) else x_shape
     _note(first=first, dout=dout, g=g)
     compare_backends("avg_pool2d_backward", fastconv.avg_pool2d_backward, (dout, first, g["kh"], g["kw"]),
-                     dict(stride=g["stride"], pad=g["pad"]), window=(g["kh"], g["kw"]))
+                     dict(stride=g["stride"], pad=g["pad"]))
 
 
 @st.composite
@@ -796,20 +719,12 @@ def test_fuzz_layers(kind, data, fam):
 
     _note(kind=kind, x=x, w=w, b=b, dout=dout, g=g)
     ref_layer = make()
-    window = (w.shape[2:] if w.ndim == 4 else (1, 1)) if kind == "conv" else (g["kh"], g["kw"])
-    if reference_may_hang(*window):
-        STATS["known bug numpy-window-loop"] += 1
-        ref_out, ref_exc = None, ReferenceSkipped("numpy-window-loop")
-    else:
-        ref_out, ref_exc = _layer_step("numpy", ref_layer, "forward", x)
+    ref_out, ref_exc = _layer_step("numpy", ref_layer, "forward", x)
     ref_back = ref_exc2 = None
     if ref_exc is None:
         ref_back, ref_exc2 = _layer_step("numpy", ref_layer, "backward", dout)
     STATS[f"layer_{kind}:{'ok' if ref_exc is None and ref_exc2 is None else 'raised'}"] += 1
     for backend in OTHERS:
-        if backend == "native" and native_pool_tables_too_big(f"layer_{kind}", *window):
-            STATS["known bug native-pool-tables"] += 1
-            continue
         layer = make()
         out, exc = _layer_step(backend, layer, "forward", x)
         STATS["calls"] += 1
