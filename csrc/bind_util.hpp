@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "params.hpp"
+#include "scratch.hpp"
 
 namespace fastconv::bind {
 
@@ -69,9 +70,12 @@ const T* cdata(const py::array& a) {
     return static_cast<const T*>(a.data());
 }
 
+// Uninitialised, or NaN-poisoned in debug mode so that an element no kernel wrote shows.
 template <class T>
 py::array_t<T> new_array(const std::vector<index_t>& shape) {
-    return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+    py::array_t<T> a(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+    if (debug_poison()) fill_poison(a.mutable_data(), static_cast<index_t>(a.size()));
+    return a;
 }
 
 // Calls f(T{}) with T = float or double.

@@ -54,6 +54,12 @@ bool openmp_enabled() {
 #endif
 }
 
+namespace {
+std::atomic<bool> g_debug_poison{false};
+}
+void set_debug_poison(bool on) { g_debug_poison.store(on); }
+bool debug_poison() { return g_debug_poison.load(std::memory_order_relaxed); }
+
 namespace gemm {
 namespace {
 std::atomic<std::int64_t> g_scratch_now{0}, g_scratch_peak{0};

@@ -33,6 +33,10 @@ struct PlaneKernels {
 
 // Readable zero-filled elements weight_grad_dots needs past `len` (its widest vector).
 constexpr std::int64_t kDotsPad = 16;
+// Pooling blocks: outputs per max-pooling row sweep (its tap numbers live on the stack), and
+// the largest window (taps per side, taps in all) whose lookup tables live on the stack.
+constexpr std::int64_t kPoolRowBlock = 256;
+constexpr std::int64_t kWindowTableMax = 64;
 
 // Internal linkage: each per-ISA translation unit must keep its own copy (one shared weak
 // symbol would let the linker hand the AVX-512 build to every caller).
@@ -50,7 +54,7 @@ namespace planes {
 // windows up to kMax taps per side / in all; larger windows compute them on demand.
 class SmallWindowTables {
    public:
-    static constexpr index_t kMax = 64;
+    static constexpr index_t kMax = kWindowTableMax;
     SmallWindowTables(index_t OW, index_t W, index_t kh, index_t kw, index_t sw, index_t pw)
         : OW_(OW), W_(W), kw_(kw), sw_(sw), pw_(pw), cols_cached_(kw <= kMax), offsets_cached_(kh * kw <= kMax) {
         if (cols_cached_)
@@ -180,7 +184,7 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
 #endif
     // The sweep tracks the winning tap as a 32-bit number (one vector of selects instead of
     // two for 64-bit positions); positions are formed once per output at the end.
-    constexpr index_t kRow = 256;
+    constexpr index_t kRow = kPoolRowBlock;
     std::int32_t tap[kRow];
     // No heap allocation here (this runs inside parallel regions, once per plane): the usual
     // small windows get their divisions hoisted into stack tables, large ones compute in place.

@@ -2,6 +2,9 @@
 #include "bind_util.hpp"
 #include "conv.hpp"
 #include "im2col.hpp"
+#include "parallel.hpp"
+
+#include <algorithm>
 
 namespace fastconv::bind {
 
@@ -93,6 +96,63 @@ py::tuple conv2d_backward_py(const py::array& dout, const py::array& x, const py
     });
 }
 
+py::dict gemm_plan_dict(const gemm::GemmPlan& g) {
+    py::dict d;
+    d["m_max"] = g.m_max;
+    d["n_max"] = g.n_max;
+    d["k_max"] = g.k_max;
+    d["kc"] = g.kc;
+    d["mc"] = g.mc;
+    d["nc"] = g.nc;
+    d["scratch_elems"] = g.scratch_elems();
+    return d;
+}
+
+template <class T>
+py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
+    const ConvForwardPlan<T> f = plan_conv_forward<T>(p, threads);
+    const ConvBackwardPlan<T> b = plan_conv_backward<T>(p, threads);
+    py::dict fwd, bwd, d;
+    fwd["layout"] = f.layout == ForwardLayout::image_tiles ? "image_tiles" : "batch_chunks";
+    fwd["chunk"] = f.chunk;
+    fwd["items"] = f.items;
+    fwd["gemm"] = gemm_plan_dict(f.gemm);
+    fwd["thread_elems"] = f.thread_elems;
+    bwd["weight_grad"] = b.use_dots ? "dots" : "gemm";
+    bwd["rows_per_unit"] = b.rows_per_unit;
+    bwd["px_per_unit"] = b.px_per_unit;
+    bwd["units"] = b.units;
+    bwd["groups"] = b.groups;
+    bwd["wgrad_gemm"] = gemm_plan_dict(b.wgrad_gemm);
+    bwd["c_block"] = b.c_block;
+    bwd["oh_chunk"] = b.oh_chunk;
+    bwd["dx_gemm"] = gemm_plan_dict(b.dx_gemm);
+    bwd["fused"] = b.fused;
+    bwd["thread_elems"] = std::max(b.wgrad_thread_elems, b.dx_thread_elems);
+    d["kernel"] = f.kern->name;
+    d["mr"] = f.kern->mr;
+    d["nr"] = f.kern->nr;
+    d["threads"] = threads;
+    d["forward"] = fwd;
+    d["backward"] = bwd;
+    return d;
+}
+
+py::dict conv2d_plan_py(const std::vector<index_t>& x_shape, const std::vector<index_t>& w_shape, index_t sh,
+                        index_t sw, index_t ph, index_t pw, const std::string& dtype) {
+    if (x_shape.size() != 4 || w_shape.size() != 4)
+        throw std::invalid_argument("conv2d_plan: x_shape and w_shape must have 4 entries");
+    if (x_shape[1] != w_shape[1])
+        throw std::invalid_argument("conv2d_plan: channel mismatch: x has C=" + std::to_string(x_shape[1]) +
+                                    " but W expects C=" + std::to_string(w_shape[1]));
+    const Conv2dParams p =
+        make_params(x_shape[0], x_shape[1], x_shape[2], x_shape[3], w_shape[0],
+                    window(w_shape[2], w_shape[3], sh, sw, ph, pw));
+    if (dtype == "float32") return conv_plan_dict<float>(p, num_threads());
+    if (dtype == "float64") return conv_plan_dict<double>(p, num_threads());
+    throw std::invalid_argument("conv2d_plan: dtype must be 'float32' or 'float64', got '" + dtype + "'");
+}
+
 }  // namespace
 
 void register_conv(py::module_& m) {
@@ -105,6 +165,9 @@ void register_conv(py::module_& m) {
           "Convolution forward (N, OC, OH, OW); b may be None.");
     m.def("conv2d_backward", &conv2d_backward_py, "dout"_a, "x"_a, "w"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,
           "Convolution backward: (dx, dW, db).");
+    m.def("conv2d_plan", &conv2d_plan_py, "x_shape"_a, "w_shape"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a, "dtype"_a,
+          "The plans conv2d_forward and conv2d_backward would build for these shapes now (kernel, layout, "
+          "blocks, work items, scratch per thread).");
 }
 
 }  // namespace fastconv::bind

@@ -1,51 +1,104 @@
 // Bindings for threads, GEMM kernels (exposed for tests and benchmarks) and build facts.
 #include <algorithm>
+#include <optional>
 
 #include "bind_util.hpp"
 #include "gemm/driver.hpp"
 #include "parallel.hpp"
+#include "plane_kernels.hpp"
 
 namespace fastconv::bind {
 
 namespace {
 
+// Work items: blocks of MC rows x NC columns, each a full-depth driver call. scratch_elems < 0:
+// each thread's slice as planned; otherwise that many elements (tests of the scratch checks).
 template <class T>
-py::array gemm_typed(const py::array& a, const py::array& b) {
+py::array gemm_typed(const py::array& a, const py::array& b, index_t scratch_elems) {
     const index_t M = a.shape(0), K = a.shape(1), N = b.shape(1);
     auto c = new_array<T>({M, N});
     T* cp = c.mutable_data();
     const T *ap = cdata<T>(a), *bp = cdata<T>(b);
     py::gil_scoped_release release;
     const gemm::MicroKernel<T>& kern = gemm::active_kernel<T>();
-    // Work items: blocks of MC rows x NC columns, each a full-depth driver call.
-    const index_t mb = gemm::ceil_div(M, kern.mc), nb = gemm::ceil_div(N, kern.nc);
+    const gemm::GemmPlan plan = gemm::plan_gemm(kern, std::min(M, kern.mc), std::min(N, kern.nc), K);
+    const index_t mb = gemm::ceil_div(M, plan.mc), nb = gemm::ceil_div(N, plan.nc);
     const int threads = num_threads();
-    const index_t per = gemm::round_up(gemm::scratch_elems(kern, std::min(M, kern.mc), std::min(N, kern.nc), K), 64);
-    gemm::AlignedBuffer<T> scratch(per * threads);
+    ThreadScratch<T> scratch(scratch_elems < 0 ? plan.scratch_elems() : scratch_elems, threads, "gemm");
+    const Span<T> out{cp, M * N};
     parallel_for_flush(mb * nb, [&](index_t item) {
-        const index_t i0 = (item / nb) * kern.mc, j0 = (item % nb) * kern.nc;
-        const index_t m = std::min(kern.mc, M - i0), n = std::min(kern.nc, N - j0);
+        const index_t i0 = (item / nb) * plan.mc, j0 = (item % nb) * plan.nc;
+        const index_t m = std::min(plan.mc, M - i0), n = std::min(plan.nc, N - j0);
         gemm::gemm_blocked(
-            kern, m, n, K,
-            [&](index_t ic, index_t mc, index_t pc, index_t kc, T* dst) {
+            kern, plan, m, n, K,
+            [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
                 gemm::pack_a_rows(ap + i0 * K, K, m, kern.mr, ic, mc, pc, kc, dst);
             },
-            [&](index_t pc, index_t kc, index_t jc, index_t nc, T* dst) {
+            [&](index_t pc, index_t kc, index_t jc, index_t nc, Span<T> dst) {
                 gemm::pack_b_rows(bp + j0, N, n, kern.nr, pc, kc, jc, nc, dst);
             },
-            cp + i0 * N + j0, N, false, static_cast<const T*>(nullptr), scratch.get() + thread_index() * per);
+            out.from(i0 * N + j0, "gemm"), N, false, static_cast<const T*>(nullptr), scratch.mine());
     }, 1, threads);
+    scratch.verify();
     return c;
 }
 
-py::array gemm_py(const py::array& a, const py::array& b) {
+py::array gemm_py(const py::array& a, const py::array& b, index_t scratch_elems) {
     const Dtype dt = float_dtype(a, "a");
     same_dtype(dt, float_dtype(b, "b"), "gemm");
     expect_ndim(a, 2, "a");
     expect_ndim(b, 2, "b");
     if (a.shape(1) != b.shape(0))
         throw std::invalid_argument("gemm: inner dimensions differ: a " + shape_str(a) + " . b " + shape_str(b));
-    return dispatch(dt, [&](auto tag) -> py::array { return gemm_typed<decltype(tag)>(a, b); });
+    return dispatch(dt, [&](auto tag) -> py::array { return gemm_typed<decltype(tag)>(a, b, scratch_elems); });
+}
+
+// One micro-kernel call on a tile, the way XNNPACK's gemm-microkernel-tester drives its
+// kernels: a (k*MR) and, when ldb == 0, b (k*NR) are packed panels, copied to 64-byte aligned
+// scratch; with ldb > 0, b is k rows of ldb elements read in place (run_b_rows), copied one
+// element off alignment. c (rows >= m, row stride = its width) is updated in place.
+template <class T>
+void ukernel_typed(const std::string& name, index_t k, const py::array& a, const py::array& b, py::array& c, int m,
+                   int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb) {
+    const gemm::MicroKernel<T>* kern = nullptr;
+    for (const auto& cand : gemm::all_kernels<T>())
+        if (name == cand.name && gemm::cpu_supports(cand.isa)) kern = &cand;
+    if (!kern) throw std::invalid_argument("ukernel: no usable kernel named '" + name + "'");
+    if (k < 0 || m < 1 || m > kern->mr || n < 1 || n > kern->nr)
+        throw std::invalid_argument("ukernel: need k >= 0, 1 <= m <= MR, 1 <= n <= NR");
+    expect_shape(a, {k * kern->mr}, "a");
+    if (ldb == 0)
+        expect_shape(b, {k * kern->nr}, "b");
+    else if (ldb < kern->nr)
+        throw std::invalid_argument("ukernel: ldb must be 0 (packed) or >= NR");
+    else
+        expect_shape(b, {k, ldb}, "b");
+    expect_ndim(c, 2, "c");
+    if (c.shape(0) < m || c.shape(1) < n) throw std::invalid_argument("ukernel: c is smaller than the tile");
+    if (bias) expect_shape(*bias, {kern->mr}, "bias");
+    gemm::AlignedBuffer<T> a_buf(k * kern->mr), b_buf(b.size() + 1);
+    std::copy(cdata<T>(a), cdata<T>(a) + a.size(), a_buf.get());
+    T* b_at = b_buf.get() + (ldb == 0 ? 0 : 1);
+    std::copy(cdata<T>(b), cdata<T>(b) + b.size(), b_at);
+    T* cp = static_cast<T*>(c.mutable_data());
+    const T* bp = bias ? cdata<T>(*bias) : nullptr;
+    if (ldb == 0)
+        kern->run(k, a_buf.get(), b_at, cp, c.shape(1), m, n, accumulate, bp);
+    else
+        kern->run_b_rows(k, a_buf.get(), b_at, ldb, cp, c.shape(1), m, n, accumulate, bp);
+}
+
+void ukernel_py(const std::string& name, index_t k, const py::array& a, const py::array& b, py::array& c, int m,
+                int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb) {
+    const Dtype dt = float_dtype(c, "c");
+    same_dtype(dt, float_dtype(a, "a"), "ukernel");
+    same_dtype(dt, float_dtype(b, "b"), "ukernel");
+    if (bias) same_dtype(dt, float_dtype(*bias, "bias"), "ukernel");
+    if (!c.writeable()) throw std::invalid_argument("ukernel: c must be writeable");
+    dispatch(dt, [&](auto tag) {
+        ukernel_typed<decltype(tag)>(name, k, a, b, c, m, n, accumulate, bias, ldb);
+        return 0;
+    });
 }
 
 template <class T>
@@ -98,7 +151,24 @@ void register_runtime(py::module_& m) {
     using namespace pybind11::literals;
     m.def("set_num_threads", &set_num_threads, "n"_a, "Threads for every native kernel.");
     m.def("get_num_threads", &num_threads, "Threads the native kernels use.");
-    m.def("gemm", &gemm_py, "a"_a, "b"_a, "a @ b with fastconv's own blocked GEMM (2-D, C-contiguous).");
+    m.def("gemm", &gemm_py, "a"_a, "b"_a, "scratch_elems"_a = -1,
+          "a @ b with fastconv's own blocked GEMM (2-D, C-contiguous). scratch_elems (tests only): give each "
+          "thread that many elements of scratch instead of what the plan books.");
+    m.def("set_debug_poison", &set_debug_poison, "on"_a,
+          "Debug mode for tests: outputs and scratch start as NaN, and writes past a thread's scratch slice "
+          "raise RuntimeError after the call.");
+    m.def("get_debug_poison", &debug_poison);
+    m.def(
+        "plane_kernel_limits",
+        [] {
+            py::dict d;
+            d["row_block"] = kPoolRowBlock;
+            d["window_table"] = kWindowTableMax;
+            return d;
+        },
+        "Blocking constants of the pooling kernels (tests aim their shapes at them).");
+    m.def("ukernel", &ukernel_py, "name"_a, "k"_a, "a"_a, "b"_a, "c"_a, "m"_a, "n"_a, "accumulate"_a, "bias"_a,
+          "ldb"_a = 0, "One micro-kernel call on packed panels (ldb = 0) or B rows read in place (tests).");
     m.def(
         "gemm_kernels",
         [] {

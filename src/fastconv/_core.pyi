@@ -81,8 +81,39 @@ def set_num_threads(n: SupportsIndex) -> None:
 def get_num_threads() -> int:
     """Threads the native kernels use."""
 
-def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b with fastconv's own blocked GEMM (2-D, C-contiguous)."""
+def gemm(a: np.ndarray, b: np.ndarray, scratch_elems: SupportsIndex = -1) -> np.ndarray:
+    """a @ b with fastconv's own blocked GEMM (2-D, C-contiguous).
+
+    scratch_elems (tests only): give each thread that many elements of scratch instead of what
+    the plan books; too few raise RuntimeError before anything is written.
+    """
+
+def conv2d_plan(
+    x_shape: Sequence[int], w_shape: Sequence[int], sh: SupportsIndex, sw: SupportsIndex,
+    ph: SupportsIndex, pw: SupportsIndex, dtype: str,
+) -> Dict[str, Any]:
+    """The plans conv2d_forward and conv2d_backward would build for these shapes now.
+
+    ``{"kernel", "mr", "nr", "threads", "forward": {...}, "backward": {...}}``: layout, blocks,
+    work items, the GEMM plans (``m_max, n_max, k_max, kc, mc, nc, scratch_elems``) and the
+    scratch per thread.
+    """
+
+def set_debug_poison(on: bool) -> None:
+    """Debug mode for tests: outputs and scratch start as NaN, and writes past a thread's
+    scratch slice raise RuntimeError after the call."""
+
+def get_debug_poison() -> bool: ...
+
+def ukernel(
+    name: str, k: SupportsIndex, a: np.ndarray, b: np.ndarray, c: np.ndarray, m: SupportsIndex,
+    n: SupportsIndex, accumulate: bool, bias: Optional[np.ndarray], ldb: SupportsIndex = 0,
+) -> None:
+    """One micro-kernel call on packed panels (ldb = 0) or B rows read in place (tests)."""
+
+def plane_kernel_limits() -> Dict[str, int]:
+    """Blocking constants of the pooling kernels: ``row_block`` (outputs per row sweep) and
+    ``window_table`` (the largest window whose tap tables live on the stack)."""
 
 def gemm_kernels() -> List[str]:
     """GEMM kernel families (ISAs) this CPU can run, best first."""
