@@ -1,0 +1,320 @@
+"""Seeded shapes at the sizes users run, aimed at every blocking constant of every kernel family.
+
+The constants come from the kernel table itself (``_core.gemm_kernel_table()``,
+``_core.plane_kernel_limits()``), so a retuned kernel moves its tests with it. For each family
+and dtype the convolution shapes put each GEMM's dimensions -- forward (M filters, N pixels, K
+patch), weight gradient (M filters, N patch, K unit pixels) and dx (M block rows, N chunk
+pixels, K filters) -- just below, at and above KC, MC and NC, as the plan of the call reports
+them (``_core.conv2d_plan``); random real-size layers (batch 1-17, strides 1-5 per axis,
+kernels up to 11x11, pads up to the kernel) add the remainders of MR and NR and the short last
+work items. ``coverage()`` tells which targets a shape list reached, so a test can fail when
+the generator stops reaching one.
+
+A shape is a plain dict (printed on failure): N, C, H, W, FN, kh, kw, sh, sw, ph, pw, plus
+``family``, ``dtype`` and ``why`` (the target it was drawn for).
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from fastconv import _core
+from support import SEED, rng_for, under_asan
+
+DTYPE_NAMES = ("float32", "float64")
+MAX_KERNEL = 11
+# Work per shape: forward multiply-adds x 2 and the reference's im2col matrix.
+MAX_FLOP = 400e6
+MAX_IM2COL = 6e6
+
+
+def families() -> List[str]:
+    return list(_core.gemm_kernels())
+
+
+def kernel_of(family: str, dtype: str) -> Dict:
+    """The table entry set_gemm_kernel(family) selects for dtype: the first of its ISA."""
+    table = _core.gemm_kernel_table(usable_only=True)[DTYPE_NAMES.index(dtype)]
+    return next(k for k in table if k["isa"] == family)
+
+
+@contextlib.contextmanager
+def forced(family: str) -> Iterator[None]:
+    before = _core.build_info()["gemm_selection"]
+    _core.set_gemm_kernel(family)
+    try:
+        yield
+    finally:
+        _core.set_gemm_kernel(before)
+
+
+# --- geometry --------------------------------------------------------------------
+
+def out_size(n: int, k: int, s: int, p: int) -> int:
+    return (n + 2 * p - k) // s + 1
+
+
+def in_size(out: int, k: int, s: int, p: int, rng) -> int:
+    """An input size whose output size is `out` (any of the s sizes that give it)."""
+    base = (out - 1) * s + k - 2 * p
+    size = base + int(rng.integers(0, s))
+    return max(size, 1)
+
+
+def conv_shape(rng, *, N, C, kh, kw, FN, OH, OW, sh=None, sw=None, ph=None, pw=None, why="") -> Optional[Dict]:
+    """A valid layer with these output sizes (stride and pad drawn when not given)."""
+    sh = int(rng.integers(1, 6)) if sh is None else sh
+    sw = int(rng.integers(1, 6)) if sw is None else sw
+    ph = int(rng.integers(0, kh + 1)) if ph is None else ph
+    pw = int(rng.integers(0, kw + 1)) if pw is None else pw
+    H, W = in_size(OH, kh, sh, ph, rng), in_size(OW, kw, sw, pw, rng)
+    # Every window must touch the image, and the padded input must hold the kernel.
+    if H + 2 * ph < kh or W + 2 * pw < kw or ph >= H + kh - 1 or pw >= W + kw - 1:
+        return None
+    if out_size(H, kh, sh, ph) != OH or out_size(W, kw, sw, pw) != OW:
+        return None
+    return dict(N=N, C=C, H=H, W=W, FN=FN, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, why=why)
+
+
+def cost_ok(s: Dict) -> bool:
+    OH, OW = out_size(s["H"], s["kh"], s["sh"], s["ph"]), out_size(s["W"], s["kw"], s["sw"], s["pw"])
+    K, P = s["C"] * s["kh"] * s["kw"], OH * OW
+    return 2.0 * s["N"] * s["FN"] * K * P <= MAX_FLOP and s["N"] * P * K <= MAX_IM2COL
+
+
+def patches(K: int) -> List[Tuple[int, int, int]]:
+    """(C, kh, kw) with C * kh * kw == K, kernels up to 11 x 11."""
+    return [(K // (a * b), a, b) for a in range(1, MAX_KERNEL + 1) for b in range(1, MAX_KERNEL + 1)
+            if K % (a * b) == 0]
+
+
+def planes(P: int, max_side: int = 1100) -> List[Tuple[int, int]]:
+    """(OH, OW) with OH * OW == P, sides up to max_side when P allows."""
+    both = [(a, P // a) for a in range(1, P + 1) if P % a == 0]
+    return [hw for hw in both if max(hw) <= max_side] or both
+
+
+def plan_of(s: Dict, dtype: str) -> Dict:
+    return _core.conv2d_plan([s["N"], s["C"], s["H"], s["W"]], [s["FN"], s["C"], s["kh"], s["kw"]],
+                             s["sh"], s["sw"], s["ph"], s["pw"], dtype)
+
+
+def gemm_dims(s: Dict, dtype: str) -> Dict[str, Tuple[int, int, int]]:
+    """(M, N, K) of the largest call of each GEMM in the plan of s."""
+    plan = plan_of(s, dtype)
+    fwd, bwd = plan["forward"]["gemm"], plan["backward"]
+    dims = {"fwd": (fwd["m_max"], fwd["n_max"], fwd["k_max"])}
+    if bwd["weight_grad"] == "gemm":
+        g = bwd["wgrad_gemm"]
+        dims["wgrad"] = (g["m_max"], g["n_max"], g["k_max"])
+    g = bwd["dx_gemm"]
+    dims["dx"] = (g["m_max"], g["n_max"], g["k_max"])
+    return dims
+
+
+# --- targeted shapes -----------------------------------------------------------------
+
+ROLES = ("fwd", "wgrad", "dx")
+DIMS = {"m": 0, "n": 1, "k": 2}
+CONST = {"m": "mc", "n": "nc", "k": "kc"}
+
+
+def _candidates(role: str, dim: str, value: int, rng) -> Iterator[Dict]:
+    """Layers likely to give GEMM `role` the size `value` in `dim` (the plan decides)."""
+    small = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
+    for _ in range(40):
+        if role == "fwd" and dim == "k" or role == "wgrad" and dim == "n":
+            C, kh, kw = patches(value)[small(0, len(patches(value)) - 1)]
+            OH, OW = small(3, 12), small(3, 12)
+            yield conv_shape(rng, N=small(1, 3), C=C, kh=kh, kw=kw, FN=small(4, 40), OH=OH, OW=OW,
+                             why=f"{role}.{dim}={value}")
+        elif dim == "m" and role in ("fwd", "wgrad"):
+            kh, kw = small(1, 5), small(1, 5)
+            yield conv_shape(rng, N=small(1, 9), C=small(1, 24), kh=kh, kw=kw, FN=value, OH=small(4, 20),
+                             OW=small(4, 20), why=f"{role}.{dim}={value}")
+        elif role == "dx" and dim == "k":
+            kh, kw = small(1, 5), small(1, 5)
+            yield conv_shape(rng, N=small(1, 9), C=small(1, 12), kh=kh, kw=kw, FN=value, OH=small(4, 20),
+                             OW=small(4, 20), why=f"{role}.{dim}={value}")
+        elif role == "fwd" and dim == "n":
+            # A whole image per item: batch 8 feeds the threads, P a multiple of NR or >= NC.
+            OH, OW = planes(value)[small(0, len(planes(value)) - 1)]
+            kh, kw = small(1, 3), small(1, 3)
+            yield conv_shape(rng, N=8, C=small(1, 3), kh=kh, kw=kw, FN=small(4, 12), OH=OH, OW=OW, sh=1, sw=1,
+                             why=f"{role}.{dim}={value}")
+        elif role == "wgrad" and dim == "k":
+            # Whole images per unit (batch >= 8) of `value` pixels, through the GEMM (K > 64).
+            OH, OW = planes(value)[small(0, len(planes(value)) - 1)]
+            kh, kw = small(2, 4), small(2, 4)
+            C = max(1, 65 // (kh * kw) + small(0, 2))
+            yield conv_shape(rng, N=8 + small(0, 1), C=C, kh=kh, kw=kw, FN=small(4, 24), OH=OH, OW=OW,
+                             why=f"{role}.{dim}={value}")
+        elif role == "dx" and dim == "m":
+            C, kh, kw = patches(value)[small(0, len(patches(value)) - 1)]
+            yield conv_shape(rng, N=8 + small(0, 2), C=C, kh=kh, kw=kw, FN=small(4, 24), OH=small(3, 10),
+                             OW=small(3, 10), why=f"{role}.{dim}={value}")
+        elif role == "dx" and dim == "n":
+            # One chunk of `value` pixels: few block rows, so the whole image fits the dcol budget.
+            OH, OW = planes(value)[small(0, len(planes(value)) - 1)]
+            kh, kw = small(1, 3), small(1, 3)
+            yield conv_shape(rng, N=small(1, 9), C=small(1, 3), kh=kh, kw=kw, FN=small(4, 12), OH=OH, OW=OW,
+                             why=f"{role}.{dim}={value}")
+
+
+def targets(family: str, dtype: str) -> List[Tuple[str, str, int]]:
+    """(role, dim, value) the tier must reach for this family and dtype."""
+    kern = kernel_of(family, dtype)
+    out = []
+    for role, dim in itertools.product(ROLES, DIMS):
+        c = kern[CONST[dim]]
+        values = [c - 1, c, c + 1]
+        if role == "fwd" and dim == "n":
+            values = [c - kern["nr"], c]  # items never exceed NC: the plan splits larger images
+        if dim == "k" and role == "fwd":
+            values.append(2 * c + 1)  # three depth blocks, resumed mid-window
+        out += [(role, dim, v) for v in values]
+    return out
+
+
+def targeted_shapes(family: str, dtype: str) -> List[Dict]:
+    shapes = []
+    with forced(family):
+        for role, dim, value in targets(family, dtype):
+            rng = rng_for("real-sizes", family, dtype, role, dim, value)
+            for s in _candidates(role, dim, value, rng):
+                if s is None or not cost_ok(s):
+                    continue
+                dims = gemm_dims(s, dtype)
+                if role in dims and dims[role][DIMS[dim]] == value:
+                    shapes.append(dict(s, family=family, dtype=dtype))
+                    break
+        # Images of NC + 1 pixels: per-image items whose last tile is partial.
+        rng = rng_for("real-sizes-partial", family, dtype)
+        OH, OW = planes(kernel_of(family, dtype)["nc"] + 1)[-1 if rng.integers(2) else 0]
+        s = conv_shape(rng, N=int(rng.integers(1, 4)), C=2, kh=3, kw=2, FN=int(rng.integers(3, 20)), OH=OH, OW=OW,
+                       sh=1, sw=1, ph=1, pw=1, why="fwd partial last tile")
+        shapes.append(dict(s, family=family, dtype=dtype))
+    return shapes
+
+
+# --- random real-size layers -------------------------------------------------------------
+
+def random_shapes(family: str, dtype: str, count: int) -> List[Dict]:
+    rng = rng_for("real-sizes-random", family, dtype)
+    shapes: List[Dict] = []
+    while len(shapes) < count:
+        kh, kw = int(rng.integers(1, MAX_KERNEL + 1)), int(rng.integers(1, MAX_KERNEL + 1))
+        C = int(rng.choice([1, 3, int(rng.integers(2, 64)), int(rng.integers(64, 301))]))
+        FN = int(rng.choice([int(rng.integers(1, 64)), int(rng.integers(64, 301))]))
+        OH, OW = int(rng.integers(1, 60)), int(rng.integers(1, 60))
+        s = conv_shape(rng, N=int(rng.integers(1, 18)), C=C, kh=kh, kw=kw, FN=FN, OH=OH, OW=OW,
+                       why="random")
+        if s is not None and max(s["H"], s["W"]) <= 227 and cost_ok(s):
+            shapes.append(dict(s, family=family, dtype=dtype))
+    return shapes
+
+
+# Known crashes before the plans (issue "Memory-safe at every size"), kept as fixed cases.
+REGRESSIONS = [
+    dict(N=2, C=3, H=227, W=227, FN=96, kh=11, kw=11, sh=4, sw=4, ph=0, pw=0, why="AlexNet conv1, training"),
+    dict(N=2, C=300, H=14, W=14, FN=24, kh=3, kw=5, sh=1, sw=1, ph=1, pw=3, why="silent wrong dW (batch 2)"),
+    dict(N=1, C=3, H=75, W=75, FN=32, kh=3, kw=3, sh=2, sw=2, ph=0, pw=0, why="RGB stride 2, odd image"),
+]
+
+
+def tier(slice_name: Optional[str] = None) -> List[Dict]:
+    """The shapes of one run: 'full' (the normal build) or 'asan' (the sanitizer build, a slice:
+    every family's targets in one dtype each, fewer random layers). FASTCONV_REAL_SIZES
+    overrides the choice."""
+    slice_name = slice_name or os.environ.get("FASTCONV_REAL_SIZES") or ("asan" if under_asan() else "full")
+    out: List[Dict] = []
+    for i, family in enumerate(families()):
+        for j, dtype in enumerate(DTYPE_NAMES):
+            in_slice = slice_name == "full" or (i + j) % 2 == 0
+            if in_slice:
+                out += targeted_shapes(family, dtype)
+            out += random_shapes(family, dtype, 30 if slice_name == "full" else 3)
+            out += [dict(r, family=family, dtype=dtype) for r in REGRESSIONS if slice_name == "full" or j == 0]
+    return out
+
+
+def coverage(shapes: List[Dict]) -> Dict[Tuple[str, str], List[Tuple[str, str, int]]]:
+    """For each (family, dtype) among the shapes, the targets none of them reached."""
+    missing = {}
+    for family in families():
+        for dtype in DTYPE_NAMES:
+            mine = [s for s in shapes if s["family"] == family and s["dtype"] == dtype]
+            if not mine:
+                continue
+            with forced(family):
+                reached = set()
+                for s in mine:
+                    for role, dims in gemm_dims(s, dtype).items():
+                        for dim, idx in DIMS.items():
+                            reached.add((role, dim, dims[idx]))
+            missing[(family, dtype)] = [t for t in targets(family, dtype) if t not in reached]
+    return missing
+
+
+def describe(s: Dict) -> str:
+    return (f"{s.get('family')} {s.get('dtype')} x=({s['N']}, {s['C']}, {s['H']}, {s['W']}) "
+            f"W=({s['FN']}, {s['C']}, {s['kh']}, {s['kw']}) stride=({s['sh']}, {s['sw']}) "
+            f"pad=({s['ph']}, {s['pw']}) [{s['why']}] FASTCONV_TEST_SEED={SEED}")
+
+
+# --- pooling ---------------------------------------------------------------------------
+
+def pool_shapes(family: str, dtype: str, count: int) -> List[Dict]:
+    """Pooling windows at the plane kernels' blocks: rows of row_block +- 1 outputs, windows of
+    window_table +- 1 taps (in all and per side), the 2x2 stride-2 fast path on odd planes, plus
+    random real-size windows. Pads at most half the window (the pooling rule)."""
+    lim = _core.plane_kernel_limits()
+    rng = rng_for("real-sizes-pool", family, dtype)
+    shapes = []
+
+    def add(N, C, H, W, kh, kw, sh, sw, ph, pw, why):
+        if H + 2 * ph >= kh and W + 2 * pw >= kw and 2 * ph <= kh and 2 * pw <= kw:
+            shapes.append(dict(N=N, C=C, H=H, W=W, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, why=why,
+                               family=family, dtype=dtype))
+
+    row = lim["row_block"]
+    for OW in (row - 1, row, row + 1, 2 * row + 1):
+        sw = int(rng.integers(1, 3))
+        add(2, 3, int(rng.integers(3, 9)), (OW - 1) * sw + 1, 3, 3, 1, sw, 1, 1, f"pool row {OW}")
+    taps = lim["window_table"]
+    for kh, kw in ((7, 9), (8, 8), (5, 13), (1, taps + 1), (taps + 1, 1)):
+        add(1, 2, kh + int(rng.integers(0, 9)), kw + int(rng.integers(0, 9)), kh, kw,
+            int(rng.integers(1, 4)), int(rng.integers(1, 4)), kh // 2, kw // 2, f"window {kh}x{kw}")
+    for H, W in ((24, 24), (25, 23), (7, 129), (112, 113)):
+        add(int(rng.integers(1, 5)), int(rng.integers(1, 9)), H, W, 2, 2, 2, 2, 0, 0, "2x2 stride 2")
+    while len(shapes) < count:
+        kh, kw = int(rng.integers(1, 8)), int(rng.integers(1, 8))
+        add(int(rng.integers(1, 18)), int(rng.integers(1, 65)), int(rng.integers(kh, 120)),
+            int(rng.integers(kw, 120)), kh, kw, int(rng.integers(1, 6)), int(rng.integers(1, 6)),
+            int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)), "random")
+    return shapes
+
+
+def pool_tier(slice_name: Optional[str] = None) -> List[Dict]:
+    slice_name = slice_name or os.environ.get("FASTCONV_REAL_SIZES") or ("asan" if under_asan() else "full")
+    out = []
+    for i, family in enumerate(families()):
+        for j, dtype in enumerate(DTYPE_NAMES):
+            if slice_name == "full" or (i + j) % 2 == 0:
+                out += pool_shapes(family, dtype, 21 if slice_name == "full" else 15)
+    return out
+
+
+def describe_pool(s: Dict) -> str:
+    return (f"{s['family']} {s['dtype']} x=({s['N']}, {s['C']}, {s['H']}, {s['W']}) window {s['kh']}x{s['kw']} "
+            f"stride=({s['sh']}, {s['sw']}) pad=({s['ph']}, {s['pw']}) [{s['why']}] FASTCONV_TEST_SEED={SEED}")
+
+
+def random_array(rng, shape, dtype) -> np.ndarray:
+    return rng.standard_normal(shape).astype(dtype)
+
+

@@ -1,0 +1,153 @@
+"""The real-size tier: native against the NumPy reference on shapes that cross every blocking
+constant of every kernel family (tests/real_sizes.py draws them from the kernel table), with
+each family forced in turn and outputs and scratch poisoned, so an element no kernel wrote, or a
+write past a thread's scratch slice, fails the test.
+
+The normal run takes the 'full' tier; the sanitizer build (tools/sanitize.sh) a slice of it
+('asan'); FASTCONV_REAL_SIZES=full|asan chooses. A failure prints the shape and the seed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _core
+import real_sizes
+from support import assert_close, assert_exact, rng_for
+
+CONV = real_sizes.tier()
+POOL = real_sizes.pool_tier()
+
+
+def _id(i, s):
+    return f"{i}-{s['family']}-{s['dtype']}-{s['why'].replace(' ', '_')}"
+
+
+@pytest.fixture
+def poisoned():
+    _core.set_debug_poison(True)
+    yield
+    _core.set_debug_poison(False)
+
+
+def _ref(fn, *args, **kwargs):
+    """The numpy backend in float64 on the (already rounded) inputs."""
+    with fastconv.use_backend("numpy"):
+        return fn(*[a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args], **kwargs)
+
+
+def _native(family, fn, *args, **kwargs):
+    with real_sizes.forced(family), fastconv.use_backend("native"):
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("s", CONV, ids=[_id(i, s) for i, s in enumerate(CONV)])
+def test_conv_forward_backward(s, poisoned):
+    rng = rng_for("real-size-conv", real_sizes.describe(s))
+    dt = np.dtype(s["dtype"])
+    x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
+    w = rng.standard_normal((s["FN"], s["C"], s["kh"], s["kw"])).astype(dt)
+    b = rng.standard_normal(s["FN"]).astype(dt)
+    stride, pad = (s["sh"], s["sw"]), (s["ph"], s["pw"])
+    what = real_sizes.describe(s)
+    K = s["C"] * s["kh"] * s["kw"]
+
+    out = _native(s["family"], fastconv.conv2d, x, w, b, stride, pad)
+    assert_close(out, _ref(fastconv.conv2d, x, w, b, stride, pad),
+                 _ref(fastconv.conv2d, np.abs(x), np.abs(w), np.abs(b), stride, pad), K + 1, dt, f"forward {what}")
+
+    dout = rng.standard_normal(out.shape).astype(dt)
+    dx, dw, db = _native(s["family"], fastconv.conv2d_backward, dout, x, w, stride, pad)
+    ref = _ref(fastconv.conv2d_backward, dout, x, w, stride, pad)
+    absref = _ref(fastconv.conv2d_backward, np.abs(dout), np.abs(x), np.abs(w), stride, pad)
+    pixels = s["N"] * out.shape[2] * out.shape[3]
+    assert_close(dx, ref[0], absref[0], s["FN"] * s["kh"] * s["kw"], dt, f"dx {what}")
+    assert_close(dw, ref[1], absref[1], pixels, dt, f"dW {what}")
+    assert_close(db, ref[2], absref[2], pixels, dt, f"db {what}")
+
+
+def test_tier_reaches_every_blocking_constant():
+    """Every (GEMM, dimension) just below, at and above KC/MC/NC, for each family and dtype in
+    the tier, as the calls' own plans report -- so the tier cannot drift away from the blocks."""
+    missing = {k: v for k, v in real_sizes.coverage(CONV).items() if v}
+    assert not missing, f"targets no shape of the tier reaches: {missing}"
+    assert {s["family"] for s in CONV} == set(_core.gemm_kernels())
+
+
+def test_tier_reaches_every_plan_branch():
+    """Both forward layouts, both weight-gradient algorithms, fused and unfused dx, and weight
+    gradient units shorter at the end of an image (the AlexNet overflow) occur in the tier."""
+    seen = set()
+    for s in CONV:
+        with real_sizes.forced(s["family"]):
+            plan = real_sizes.plan_of(s, s["dtype"])
+        fwd, bwd = plan["forward"], plan["backward"]
+        seen.add(fwd["layout"])
+        seen.add(bwd["weight_grad"])
+        seen.add("fused" if bwd["fused"] else "unfused")
+        OH = real_sizes.out_size(s["H"], s["kh"], s["sh"], s["ph"])
+        if OH % bwd["rows_per_unit"]:
+            seen.add("short last unit")
+        P = OH * real_sizes.out_size(s["W"], s["kw"], s["sw"], s["pw"])
+        if fwd["layout"] == "image_tiles" and P % plan["nr"]:
+            seen.add("partial last tile per image")
+    assert seen >= {"image_tiles", "batch_chunks", "dots", "gemm", "fused", "unfused", "short last unit",
+                    "partial last tile per image"}, seen
+
+
+@pytest.mark.parametrize("s", POOL, ids=[_id(i, s) for i, s in enumerate(POOL)])
+def test_pooling(s, poisoned):
+    rng = rng_for("real-size-pool", real_sizes.describe_pool(s))
+    dt = np.dtype(s["dtype"])
+    x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
+    args = (s["kh"], s["kw"], (s["sh"], s["sw"]), (s["ph"], s["pw"]))
+    what = real_sizes.describe_pool(s)
+
+    out, idx = _native(s["family"], fastconv.max_pool2d, x, *args, return_indices=True)
+    with fastconv.use_backend("numpy"):
+        ref_out, ref_idx = fastconv.max_pool2d(x, *args, return_indices=True)
+    assert_exact(out, ref_out, f"max forward {what}")
+    assert_exact(idx, ref_idx, f"max indices {what}")
+    dout = rng.standard_normal(out.shape).astype(dt)
+    dx = _native(s["family"], fastconv.max_pool2d_backward, dout, x, *args, indices=idx)
+    with fastconv.use_backend("numpy"):
+        ref_dx = fastconv.max_pool2d_backward(dout.astype(np.float64), x.astype(np.float64), *args,
+                                              indices=ref_idx)
+    taps = s["kh"] * s["kw"]
+    assert_close(dx, ref_dx, _ref(fastconv.max_pool2d_backward, np.abs(dout), x, *args, indices=ref_idx),
+                 taps, dt, f"max backward {what}")
+
+    avg = _native(s["family"], fastconv.avg_pool2d, x, *args)
+    assert_close(avg, _ref(fastconv.avg_pool2d, x, *args), _ref(fastconv.avg_pool2d, np.abs(x), *args),
+                 taps, dt, f"avg forward {what}")
+    davg = _native(s["family"], fastconv.avg_pool2d_backward, dout, x, *args)
+    assert_close(davg, _ref(fastconv.avg_pool2d_backward, dout, x, *args),
+                 _ref(fastconv.avg_pool2d_backward, np.abs(dout), x, *args), taps, dt, f"avg backward {what}")
+
+
+def test_pool_tier_reaches_the_plane_blocks():
+    lim = _core.plane_kernel_limits()
+    rows = {real_sizes.out_size(s["W"], s["kw"], s["sw"], s["pw"]) for s in POOL}
+    taps = {s["kh"] * s["kw"] for s in POOL} | {max(s["kh"], s["kw"]) for s in POOL}
+    r, t = lim["row_block"], lim["window_table"]
+    assert {r - 1, r, r + 1} <= rows, sorted(rows)
+    assert {t - 1, t, t + 1} <= taps, sorted(taps)
+
+
+IM2COL = [s for s in CONV if s["why"] == "random"][::3]
+
+
+@pytest.mark.parametrize("s", IM2COL, ids=[_id(i, s) for i, s in enumerate(IM2COL)])
+def test_im2col_col2im(s, poisoned):
+    rng = rng_for("real-size-im2col", real_sizes.describe(s))
+    dt = np.dtype(s["dtype"])
+    x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
+    args = (s["kh"], s["kw"], (s["sh"], s["sw"]), (s["ph"], s["pw"]))
+    what = real_sizes.describe(s)
+    col = _native(s["family"], fastconv.im2col, x, *args)
+    with fastconv.use_backend("numpy"):
+        assert_exact(col, fastconv.im2col(x, *args), f"im2col {what}")
+    back = _native(s["family"], fastconv.col2im, col, x.shape, *args)
+    assert_close(back, _ref(fastconv.col2im, col, x.shape, *args), _ref(fastconv.col2im, np.abs(col), x.shape, *args),
+                 s["kh"] * s["kw"], dt, f"col2im {what}")
