@@ -226,19 +226,22 @@ REGRESSIONS = [
 ]
 
 
-def tier(slice_name: Optional[str] = None) -> List[Dict]:
-    """The shapes of one run: 'full' (the normal build) or 'asan' (the sanitizer build, a slice:
-    every family's targets in one dtype each, fewer random layers). FASTCONV_REAL_SIZES
-    overrides the choice."""
-    slice_name = slice_name or os.environ.get("FASTCONV_REAL_SIZES") or ("asan" if under_asan() else "full")
+def slice_name() -> str:
+    """'full' in the normal build, 'asan' under the sanitizer build; FASTCONV_REAL_SIZES overrides."""
+    return os.environ.get("FASTCONV_REAL_SIZES") or ("asan" if under_asan() else "full")
+
+
+def tier(name: Optional[str] = None) -> List[Dict]:
+    """The convolution shapes of one run: every family's targets in both dtypes, the known
+    crashes, and random real-size layers -- 30 per family and dtype in the 'full' tier, 4 in
+    the 'asan' slice (the sanitizer build runs ~3x slower)."""
+    name = name or slice_name()
     out: List[Dict] = []
-    for i, family in enumerate(families()):
-        for j, dtype in enumerate(DTYPE_NAMES):
-            in_slice = slice_name == "full" or (i + j) % 2 == 0
-            if in_slice:
-                out += targeted_shapes(family, dtype)
-            out += random_shapes(family, dtype, 30 if slice_name == "full" else 3)
-            out += [dict(r, family=family, dtype=dtype) for r in REGRESSIONS if slice_name == "full" or j == 0]
+    for family in families():
+        for dtype in DTYPE_NAMES:
+            out += targeted_shapes(family, dtype)
+            out += random_shapes(family, dtype, 30 if name == "full" else 4)
+            out += [dict(r, family=family, dtype=dtype) for r in REGRESSIONS]
     return out
 
 
@@ -299,14 +302,10 @@ def pool_shapes(family: str, dtype: str, count: int) -> List[Dict]:
     return shapes
 
 
-def pool_tier(slice_name: Optional[str] = None) -> List[Dict]:
-    slice_name = slice_name or os.environ.get("FASTCONV_REAL_SIZES") or ("asan" if under_asan() else "full")
-    out = []
-    for i, family in enumerate(families()):
-        for j, dtype in enumerate(DTYPE_NAMES):
-            if slice_name == "full" or (i + j) % 2 == 0:
-                out += pool_shapes(family, dtype, 21 if slice_name == "full" else 15)
-    return out
+def pool_tier(name: Optional[str] = None) -> List[Dict]:
+    name = name or slice_name()
+    return [s for family in families() for dtype in DTYPE_NAMES
+            for s in pool_shapes(family, dtype, 30 if name == "full" else 16)]
 
 
 def describe_pool(s: Dict) -> str:

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import layers
+from support import seed_note
 
 BACKENDS = fastconv.available_backends()
 OTHERS = [b for b in BACKENDS if b != "numpy"]
@@ -389,6 +390,18 @@ def assert_same(got, ref, what):
     np.testing.assert_allclose(g[fin], r[fin], rtol=rtol, atol=atol, err_msg=what)
 
 
+def _check_refusal(backend, exc, what):
+    """A backend raised where the reference returned: only running out of memory is allowed,
+    and for PyTorch its own refusals (sizes past its int limits); anything else fails."""
+    if isinstance(exc, MemoryError):
+        STATS[f"{backend} out of memory where the reference ran"] += 1
+    elif backend == "torch" and "PyTorch refused the call" in str(exc):
+        STATS["known difference torch-refused"] += 1
+    else:
+        raise AssertionError(f"{what}: {backend} raised {type(exc).__name__}: {exc} where the reference "
+                             f"returned a result {seed_note()}")
+
+
 def compare_backends(name, fn, args, kwargs=None):
     """Runs fn on the reference and every other backend; checks the contract."""
     kwargs = kwargs or {}
@@ -402,6 +415,9 @@ def compare_backends(name, fn, args, kwargs=None):
         STATS["calls"] += 1
         if exc is not None:
             note(f"{backend} raised {type(exc).__name__}: {exc}")
+            # Where the reference returned, a backend may only run out of memory.
+            if ref_exc is None:
+                _check_refusal(backend, exc, name)
             continue
         if ref_exc is not None:
             # The reference could not run it (e.g. its own workspace did not fit): nothing to
@@ -728,10 +744,14 @@ def test_fuzz_layers(kind, data, fam):
         layer = make()
         out, exc = _layer_step(backend, layer, "forward", x)
         STATS["calls"] += 1
+        if ref_exc is None and exc is not None:
+            _check_refusal(backend, exc, f"{kind}.forward")
         if exc is not None or ref_exc is not None:
             continue
         back, exc2 = _layer_step(backend, layer, "backward", dout)
         grads = {k: getattr(layer, k) for k in ("dW", "db") if hasattr(layer, k)}
+        if ref_exc2 is None and exc2 is not None:
+            _check_refusal(backend, exc2, f"{kind}.backward")
         try:
             assert_same(out, ref_out, f"{kind}.forward[{backend}]")
             if exc2 is None and ref_exc2 is None:

@@ -321,9 +321,10 @@ class Workload:
         """Keep ``result`` (just computed by the NumPy backend) as the reference."""
         self._ref.setdefault(op, result)
 
-    def check(self, op: str, result) -> Check:
-        """Compare ``result`` of ``op`` with the NumPy backend's."""
-        ref = self.reference(op)
+    def check(self, op: str, result, ref=None) -> Check:
+        """Compare ``result`` of ``op`` with the NumPy backend's (or with ``ref``, another
+        backend's result, when the NumPy backend's own result is the one being checked)."""
+        ref = self.reference(op) if ref is None else ref
         tol = TOLERANCE[self.dtype]
         if op == "conv-fwd" or op == "pool-bwd":
             pairs = [("out" if op == "conv-fwd" else "dx", result, ref)]

@@ -1,0 +1,39 @@
+"""Every shape of fastconv-bench's case table, at a reduced batch, native against the NumPy
+reference with outputs and scratch poisoned. The table's shapes are the ones users time, so
+they run in every build, the sanitizer build included (tools/sanitize.sh runs tests/)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _core, bench
+
+BATCH = 2
+CASES = [dataclasses.replace(c, x_shape=(min(c.x_shape[0], BATCH),) + c.x_shape[1:])
+         for c in bench.CASES if c.kind in ("conv", "pool")]
+
+
+@pytest.fixture
+def poisoned():
+    _core.set_debug_poison(True)
+    yield
+    _core.set_debug_poison(False)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bench_case_native_matches_numpy(case, dtype, poisoned):
+    wl = bench.Workload(case, dtype)
+    for op in case.ops:
+        with fastconv.use_backend("native"):
+            result = wl.fn(op)()
+        check = wl.check(op, result)
+        assert check.ok, f"{case.name} (batch {case.x_shape[0]}) {dtype} {op}: {check.message}"
+
+
+def test_every_conv_and_pool_case_is_here():
+    assert {c.name for c in CASES} == {c.name for c in bench.CASES if c.kind in ("conv", "pool")}
+    assert np.all([c.x_shape[0] <= BATCH for c in CASES])
