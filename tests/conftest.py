@@ -53,7 +53,7 @@ settings.load_profile(os.environ.get("FASTCONV_HYPOTHESIS_PROFILE", "fastconv"))
 def pytest_report_header(config):
     return [
         f"fastconv test seed: FASTCONV_TEST_SEED={SEED} (set the variable to change or replay it)",
-        f"fastconv backends under test: {', '.join(BACKENDS)}; threads: {fastconv.get_num_threads()}",
+        f"fastconv backends under test: {', '.join(BACKENDS + _FAMILIES)}; threads: {fastconv.get_num_threads()}",
     ]
 
 
@@ -74,11 +74,21 @@ def rng(request) -> np.random.Generator:
     return rng_for(request.node.nodeid)
 
 
-@pytest.fixture(params=BACKENDS)
+# The native backend once per GEMM kernel family: "native" (the auto choice) and
+# "native:<isa>" for every other family this CPU runs, forced for the test.
+_FAMILIES = [f"native:{isa}" for isa in fastconv._core.gemm_kernels()[1:]] if "native" in BACKENDS else []
+
+
+@pytest.fixture(params=BACKENDS + _FAMILIES)
 def backend(request):
-    """Run the test with this backend as the process default (restored afterwards)."""
-    fastconv.set_backend(request.param)
-    return request.param
+    """Run the test with this backend as the process default (restored afterwards); the
+    native variants force their kernel family. The test sees the backend's name."""
+    name, _, isa = request.param.partition(":")
+    fastconv.set_backend(name)
+    if isa:
+        fastconv._core.set_gemm_kernel(isa)
+        request.addfinalizer(lambda: fastconv._core.set_gemm_kernel("auto"))
+    return name
 
 
 @pytest.fixture(params=DTYPES, ids=dtype_id)
