@@ -151,3 +151,24 @@ def test_im2col_col2im(s, poisoned):
     back = _native(s["family"], fastconv.col2im, col, x.shape, *args)
     assert_close(back, _ref(fastconv.col2im, col, x.shape, *args), _ref(fastconv.col2im, np.abs(col), x.shape, *args),
                  s["kh"] * s["kw"], dt, f"col2im {what}")
+
+
+def test_explain_plan_matches_the_scratch_the_call_allocates(rng):
+    """explain_plan's forward scratch per thread is what conv2d allocates (the high-water mark),
+    and its backward names the weight-gradient algorithm the shape gets."""
+    x = rng.standard_normal((3, 20, 30, 31)).astype(np.float32)
+    w = rng.standard_normal((40, 20, 3, 5)).astype(np.float32)
+    plan = fastconv.explain_plan(x.shape, w.shape, stride=(1, 2), pad=(1, 2))
+    assert plan["kernel"] == real_sizes.kernel_of(_core.gemm_kernels()[0], "float32")["name"]
+    with fastconv.use_backend("native"):
+        _core.reset_scratch_peak()
+        fastconv.conv2d(x, w, None, (1, 2), (1, 2))
+        peak = _core.scratch_bytes()[1]
+    threads = plan["threads"]
+    assert peak == threads * ((plan["forward"]["thread_elems"] + 63) // 64 * 64) * 4, (peak, plan)
+    assert plan["backward"]["weight_grad"] == "gemm"  # stride 2: never the dot products
+    assert fastconv.explain_plan((1, 1, 28, 28), (30, 1, 5, 5), dtype=np.float64)["backward"]["weight_grad"] == "dots"
+    with pytest.raises(ValueError, match="channel mismatch"):
+        fastconv.explain_plan((1, 2, 8, 8), (4, 3, 3, 3))
+    with pytest.raises(ValueError, match="smaller than kernel"):
+        fastconv.explain_plan((1, 2, 2, 2), (4, 2, 3, 3))

@@ -44,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
 from . import layers
 from .backends import available_backends, get_backend, set_backend, use_backend
 from .functional import (
-    avg_pool2d, avg_pool2d_backward, col2im, conv2d, conv2d_backward, im2col,
+    avg_pool2d, avg_pool2d_backward, col2im, conv2d, conv2d_backward, explain_plan, im2col,
     max_pool2d, max_pool2d_backward, relu, relu_backward,
 )
 from ._config import get_num_threads, set_num_threads, show_config
@@ -54,7 +54,7 @@ __version__ = _core.__version__
 __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-    "relu", "relu_backward", "layers",
+    "relu", "relu_backward", "explain_plan", "layers",
     "available_backends", "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "show_config", "__version__",
 ]

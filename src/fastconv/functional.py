@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from . import _core
 from . import _params as P
 from .backends import current_backend
 
@@ -301,3 +302,23 @@ def relu_backward(dout, x=None, out: Optional[np.ndarray] = None, *, mask=None) 
     if out is not None:
         _check_out(out, arr.shape, dt, {"dout": d, "x": arr})
     return current_backend().relu_backward(P.as_float(d, dt), P.as_float(arr, dt), out)
+
+
+def explain_plan(x_shape, w_shape, stride=1, pad=0, dtype="float32") -> dict:
+    """The plan the native backend builds for a convolution of these shapes, now (with the
+    current thread count and GEMM kernel family): no computation, nothing allocated.
+
+    Returns a dict: ``kernel`` (the GEMM micro-kernel), ``mr``/``nr``, ``threads``,
+    ``forward`` (layout, pixels per item, items, its GEMM's blocks and largest call, scratch
+    elements per thread) and ``backward`` (the weight-gradient algorithm, ``"gemm"`` or
+    ``"dots"``, its units and groups, the dx channel blocks and row chunks, both GEMMs).
+    """
+    x_shape, w_shape = P.shape4(x_shape, "x_shape"), P.shape4(w_shape, "w_shape")
+    if x_shape[1] != w_shape[1]:
+        raise ValueError(f"channel mismatch: x_shape has C={x_shape[1]} but w_shape expects C={w_shape[1]}")
+    win = P.window(w_shape[2], w_shape[3], stride, pad)
+    P.check_fits(win, x_shape[2], x_shape[3])
+    name = np.dtype(dtype).name
+    if name not in ("float32", "float64"):
+        raise TypeError(f"dtype must be float32 or float64, got {name}")
+    return _core.conv2d_plan(list(x_shape), list(w_shape), win.sh, win.sw, win.ph, win.pw, name)
