@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 import fastconv  # noqa: E402
-from support import BACKENDS, DTYPES, SEED, dtype_id, rng_for
+from support import BACKENDS, DTYPES, NATIVE_FAMILIES, SEED, dtype_id, rng_for
 
 # On a failure hypothesis writes a patch file with libcst, whose import emits a
 # DeprecationWarning (mypy_extensions.TypedDict) that `filterwarnings = error` would turn into
@@ -53,7 +53,7 @@ settings.load_profile(os.environ.get("FASTCONV_HYPOTHESIS_PROFILE", "fastconv"))
 def pytest_report_header(config):
     return [
         f"fastconv test seed: FASTCONV_TEST_SEED={SEED} (set the variable to change or replay it)",
-        f"fastconv backends under test: {', '.join(BACKENDS + _FAMILIES)}; threads: {fastconv.get_num_threads()}",
+        f"fastconv backends under test: {', '.join(BACKENDS + NATIVE_FAMILIES)}; threads: {fastconv.get_num_threads()}",
     ]
 
 
@@ -74,12 +74,7 @@ def rng(request) -> np.random.Generator:
     return rng_for(request.node.nodeid)
 
 
-# The native backend once per GEMM kernel family: "native" (the auto choice) and
-# "native:<isa>" for every other family this CPU runs, forced for the test.
-_FAMILIES = [f"native:{isa}" for isa in fastconv._core.gemm_kernels()[1:]] if "native" in BACKENDS else []
-
-
-@pytest.fixture(params=BACKENDS + _FAMILIES)
+@pytest.fixture(params=BACKENDS + NATIVE_FAMILIES)
 def backend(request):
     """Run the test with this backend as the process default (restored afterwards); the
     native variants force their kernel family. The test sees the backend's name."""

@@ -6,6 +6,7 @@ test can be replayed exactly: the seed is printed in the report header and in ev
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 
@@ -26,6 +27,28 @@ except ImportError:
 BACKENDS = [b for b in ("native", "numpy", "torch") if b in fastconv.available_backends()]
 
 DTYPES = (np.float32, np.float64)
+
+# The native backend once per GEMM kernel family: "native" (the auto choice) and
+# "native:<isa>" for every other family this CPU runs.
+NATIVE_FAMILIES = ([f"native:{isa}" for isa in fastconv._core.gemm_kernels()[1:]]
+                   if "native" in BACKENDS else [])
+
+
+@contextlib.contextmanager
+def backend_context(name: str):
+    """use_backend(name), where "native:<isa>" also forces that GEMM kernel family."""
+    backend, _, isa = name.partition(":")
+    if not isa:
+        with fastconv.use_backend(backend):
+            yield
+        return
+    before = fastconv._core.build_info()["gemm_selection"]
+    fastconv._core.set_gemm_kernel(isa)
+    try:
+        with fastconv.use_backend(backend):
+            yield
+    finally:
+        fastconv._core.set_gemm_kernel(before)
 
 
 def rng_for(*keys) -> np.random.Generator:

@@ -32,10 +32,10 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import layers
-from support import seed_note
+from support import NATIVE_FAMILIES, backend_context, seed_note
 
 BACKENDS = fastconv.available_backends()
-OTHERS = [b for b in BACKENDS if b != "numpy"]
+OTHERS = [b for b in BACKENDS if b != "numpy"] + NATIVE_FAMILIES
 ALLOWED = (ValueError, TypeError, MemoryError)
 WATCHDOG_SECONDS = 120
 SCALE = float(os.environ.get("FASTCONV_FUZZ_SCALE", "1"))
@@ -352,7 +352,7 @@ def run(backend, fn, args, kwargs, mutable=False):
     try:
         # NumPy's warnings about inf - inf or 0 * inf in the reference are expected (the suite
         # turns warnings into errors).
-        with watchdog(), fastconv.use_backend(backend), np.errstate(all="ignore"):
+        with watchdog(), backend_context(backend), np.errstate(all="ignore"):
             out = fn(*args, **kwargs)
         res = (out, None)
     except ALLOWED as exc:

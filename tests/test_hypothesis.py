@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import fastconv
 import naive
-from support import assert_close, assert_exact, coord_encoded, small_ints
+from support import NATIVE_FAMILIES, assert_close, assert_exact, backend_context, coord_encoded, small_ints
 
 
 @st.composite
@@ -35,7 +35,7 @@ def geometries(draw, pool: bool = False):
     return N, C, H, W, FN, kh, kw, stride, pad
 
 
-backends = st.sampled_from(["native", "numpy"])
+backends = st.sampled_from(["native", "numpy"] + NATIVE_FAMILIES)
 seeds = st.integers(0, 2**32 - 1)
 dtypes = st.sampled_from([np.float32, np.float64])
 
@@ -44,7 +44,7 @@ dtypes = st.sampled_from([np.float32, np.float64])
 def test_im2col_and_col2im_exact(g, backend, dtype):
     N, C, H, W, FN, kh, kw, stride, pad = g
     x = coord_encoded((N, C, H, W), dtype)
-    with fastconv.use_backend(backend):
+    with backend_context(backend):
         col = fastconv.im2col(x, kh, kw, stride, pad)
         assert_exact(col, naive.im2col(x, kh, kw, stride, pad).astype(dtype), "im2col")
         c = small_ints(np.random.default_rng(col.size), col.shape, dtype, high=20)
@@ -59,7 +59,7 @@ def test_conv_forward_backward_float64(g, backend, seed):
     x = rng.standard_normal((N, C, H, W))
     w = rng.standard_normal((FN, C, kh, kw))
     b = rng.standard_normal(FN)
-    with fastconv.use_backend(backend):
+    with backend_context(backend):
         out = fastconv.conv2d(x, w, b, stride, pad)
         dout = rng.standard_normal(out.shape)
         dx, dw, db = fastconv.conv2d_backward(dout, x, w, stride, pad)
@@ -80,7 +80,7 @@ def test_conv_exact_on_integers_float32(g, backend, seed):
     x = small_ints(rng, (N, C, H, W), np.float32)
     w = small_ints(rng, (FN, C, kh, kw), np.float32)
     b = small_ints(rng, (FN,), np.float32)
-    with fastconv.use_backend(backend):
+    with backend_context(backend):
         out = fastconv.conv2d(x, w, b, stride, pad)
         dout = small_ints(rng, out.shape, np.float32)
         dx, dw, db = fastconv.conv2d_backward(dout, x, w, stride, pad)
@@ -104,7 +104,7 @@ def test_max_pool(g, backend, seed, dtype, specials):
     if specials in ("nan", "neginf") and x.size:
         mask = rng.random(x.shape) < (0.3 if specials == "nan" else 0.7)
         x[mask] = np.nan if specials == "nan" else -np.inf
-    with fastconv.use_backend(backend):
+    with backend_context(backend):
         out, idx = fastconv.max_pool2d(x, kh, kw, stride, pad, return_indices=True)
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx = fastconv.max_pool2d_backward(dout, x.shape, kh, kw, stride, pad, indices=idx)
@@ -129,7 +129,7 @@ def test_avg_pool(g, backend, seed, dtype):
     N, C, H, W, _, kh, kw, stride, pad = g
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    with fastconv.use_backend(backend):
+    with backend_context(backend):
         out = fastconv.avg_pool2d(x, kh, kw, stride, pad)
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx = fastconv.avg_pool2d_backward(dout, x.shape, kh, kw, stride, pad)
@@ -148,8 +148,8 @@ def test_native_matches_numpy_backend(g, seed, dtype):
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     w = rng.standard_normal((FN, C, kh, kw)).astype(dtype)
     results = {}
-    for name in ("numpy", "native"):
-        with fastconv.use_backend(name):
+    for name in ["numpy", "native"] + NATIVE_FAMILIES:
+        with backend_context(name):
             out = fastconv.conv2d(x, w, None, stride, pad)
             grads = fastconv.conv2d_backward(np.cos(out), x, w, stride, pad)
             results[name] = (out,) + tuple(grads)
@@ -166,7 +166,7 @@ def test_relu_any_shape(shape, seed, backend):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)
     d = rng.standard_normal(shape)
-    with fastconv.use_backend(backend):
+    with backend_context(backend):
         out = fastconv.relu(x)
         dx = fastconv.relu_backward(d, x)
     assert out.shape == x.shape and dx.shape == x.shape

@@ -31,6 +31,14 @@ def poisoned():
     _core.set_debug_poison(False)
 
 
+def _window_input(s, key, what):
+    """(generator, dtype, random input, window arguments) of a shape without filters."""
+    rng = rng_for(key, what)
+    dt = np.dtype(s["dtype"])
+    x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
+    return rng, dt, x, (s["kh"], s["kw"], (s["sh"], s["sw"]), (s["ph"], s["pw"]))
+
+
 def _ref(fn, *args, **kwargs):
     """The numpy backend in float64 on the (already rounded) inputs."""
     with fastconv.use_backend("numpy"):
@@ -98,11 +106,8 @@ def test_tier_reaches_every_plan_branch():
 
 @pytest.mark.parametrize("s", POOL, ids=[_id(i, s) for i, s in enumerate(POOL)])
 def test_pooling(s, poisoned):
-    rng = rng_for("real-size-pool", real_sizes.describe_pool(s))
-    dt = np.dtype(s["dtype"])
-    x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
-    args = (s["kh"], s["kw"], (s["sh"], s["sw"]), (s["ph"], s["pw"]))
     what = real_sizes.describe_pool(s)
+    rng, dt, x, args = _window_input(s, "real-size-pool", what)
 
     out, idx = _native(s["family"], fastconv.max_pool2d, x, *args, return_indices=True)
     with fastconv.use_backend("numpy"):
@@ -140,11 +145,8 @@ IM2COL = [s for s in CONV if s["why"] == "random"][::3]
 
 @pytest.mark.parametrize("s", IM2COL, ids=[_id(i, s) for i, s in enumerate(IM2COL)])
 def test_im2col_col2im(s, poisoned):
-    rng = rng_for("real-size-im2col", real_sizes.describe(s))
-    dt = np.dtype(s["dtype"])
-    x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
-    args = (s["kh"], s["kw"], (s["sh"], s["sw"]), (s["ph"], s["pw"]))
     what = real_sizes.describe(s)
+    rng, dt, x, args = _window_input(s, "real-size-im2col", what)
     col = _native(s["family"], fastconv.im2col, x, *args)
     with fastconv.use_backend("numpy"):
         assert_exact(col, fastconv.im2col(x, *args), f"im2col {what}")

@@ -14,15 +14,19 @@ F = torch.nn.functional
 
 import fastconv  # noqa: E402
 from cases import CASES, POOL_CASES, params  # noqa: E402
-from support import assert_close, assert_exact, distinct, randn, rng_for, seed_note  # noqa: E402
+from support import NATIVE_FAMILIES, assert_close, assert_exact, distinct, randn, rng_for, seed_note  # noqa: E402
 
-OURS = ["native", "numpy"]
+OURS = ["native", "numpy"] + NATIVE_FAMILIES
 
 
 @pytest.fixture(params=OURS)
 def ours(request):
-    fastconv.set_backend(request.param)
-    return request.param
+    name, _, isa = request.param.partition(":")
+    fastconv.set_backend(name)
+    if isa:
+        fastconv._core.set_gemm_kernel(isa)
+        request.addfinalizer(lambda: fastconv._core.set_gemm_kernel("auto"))
+    return name
 
 
 def _t(a, grad=False):
