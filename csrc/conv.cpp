@@ -410,6 +410,19 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     plan.groups = std::max<index_t>(std::min<index_t>(plan.units, 8), 1);
     plan.wgrad_gemm = gemm::plan_gemm(*plan.kern, FN, K, plan.px_per_unit);
     plan.dots_elems = plan.use_dots ? DotsOperands<T>::elems(p, plan.rows_per_unit) : 0;
+    // Under 8 images the units are row chunks and each group keeps a full partial dW: on small
+    // planes (a batch of <= 64 pixels per group) their writes and reduction cost more than the
+    // GEMM (single 7x7x512 layer: 27 -> 8 ms; 56x56 stays: columns were +20 %, NOTES section
+    // 31). Column blocks need no partials, and each element's sum runs over images and pixels
+    // in the same order for any block size, so the blocks may follow the thread count.
+    const index_t nr = plan.kern->nr, panels = ceil_div(K, nr);
+    plan.by_columns = !plan.use_dots && p.n < 8 && P > 0 && p.n * P <= 64 * plan.groups && panels >= 8;
+    if (plan.by_columns) {
+        plan.col_block = ceil_div(panels, std::min<index_t>(panels, 4 * plan.threads)) * nr;
+        plan.col_items = ceil_div(K, plan.col_block);
+        plan.groups = 1;
+        plan.wgrad_gemm = gemm::plan_gemm(*plan.kern, FN, plan.col_block, P);
+    }
 }
 
 // Per (image, channel block): dcol = W^T (rows of those channels) . dout_n, then col2im into
@@ -539,13 +552,49 @@ void weight_grad_group(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, c
     }
 }
 
+// dW[:, k0:k0+nk] summed over every image in order, and nothing else (db is summed apart).
+template <class T>
+void weight_grad_columns(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* x,
+                         T* dw, index_t item, Span<T> scratch) {
+    const MicroKernel<T>& kern = *plan.kern;
+    const index_t FN = p.oc, K = p.patch(), P = p.out_plane();
+    const index_t k0 = item * plan.col_block, nk = std::min(plan.col_block, K - k0);
+    for (index_t f = 0; f < FN; ++f) std::fill(dw + f * K + k0, dw + f * K + k0 + nk, T(0));
+    const Span<T> block{dw + k0, FN * K - k0};
+    for (index_t n = 0; n < p.n; ++n) {
+        const T* img = x + n * p.c * p.in_plane();
+        const T* d = dout + n * FN * P;
+        gemm::gemm_blocked(
+            kern, plan.wgrad_gemm, FN, nk, P,
+            [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
+                gemm::pack_a_rows(d, P, FN, kern.mr, ic, mc, pc, kc, dst);
+            },
+            [&](index_t pc, index_t kc, index_t jc, index_t nc, Span<T> dst) {
+                pack_b_image_t(p, img, kern.nr, 0, pc, kc, k0 + jc, nc, dst);
+            },
+            block, K, true, static_cast<const T*>(nullptr), scratch);
+    }
+}
+
 }  // namespace
 
 template <class T>
 void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* w, T* dx, T* dw, T* db) {
     const ConvBackwardPlan<T> plan = plan_conv_backward<T>(p, num_threads());
     const index_t FN = p.oc, dw_size = FN * p.patch();
-    {
+    if (plan.by_columns) {
+        const index_t P = p.out_plane();
+        for (index_t f = 0; f < FN; ++f) {
+            T sum = T(0);
+            for (index_t n = 0; n < p.n; ++n) sum += lane_sum(dout + (n * FN + f) * P, P);
+            db[f] = sum;
+        }
+        ThreadScratch<T> scratch(plan.wgrad_thread_elems, plan.threads, "conv2d_backward dW columns");
+        parallel_for_flush(plan.col_items, [&](index_t item) {
+            weight_grad_columns(p, plan, dout, x, dw, item, scratch.mine());
+        }, 1, plan.threads);
+        scratch.verify();
+    } else {
         AlignedBuffer<T> partial((plan.groups - 1) * dw_size), partial_db(plan.groups * FN);
         ThreadScratch<T> scratch(plan.wgrad_thread_elems, plan.threads, "conv2d_backward dW");
         parallel_for_flush(plan.groups, [&](index_t g) {

@@ -118,7 +118,8 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     fwd["items"] = f.items;
     fwd["gemm"] = gemm_plan_dict(f.gemm);
     fwd["thread_elems"] = f.thread_elems;
-    bwd["weight_grad"] = b.use_dots ? "dots" : "gemm";
+    bwd["weight_grad"] = b.use_dots ? "dots" : b.by_columns ? "gemm_columns" : "gemm";
+    bwd["col_block"] = b.col_block;
     bwd["rows_per_unit"] = b.rows_per_unit;
     bwd["px_per_unit"] = b.px_per_unit;
     bwd["units"] = b.units;

@@ -108,7 +108,7 @@ def gemm_dims(s: Dict, dtype: str) -> Dict[str, Tuple[int, int, int]]:
     plan = plan_of(s, dtype)
     fwd, bwd = plan["forward"]["gemm"], plan["backward"]
     dims = {"fwd": (fwd["m_max"], fwd["n_max"], fwd["k_max"])}
-    if bwd["weight_grad"] == "gemm":
+    if bwd["weight_grad"] != "dots":
         g = bwd["wgrad_gemm"]
         dims["wgrad"] = (g["m_max"], g["n_max"], g["k_max"])
     g = bwd["dx_gemm"]
@@ -128,9 +128,12 @@ def _candidates(role: str, dim: str, value: int, rng) -> Iterator[Dict]:
     small = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
     for _ in range(40):
         if role == "fwd" and dim == "k" or role == "wgrad" and dim == "n":
+            # The weight gradient's N is the whole patch only with 8 images or more (smaller
+            # batches on small planes split it into column blocks).
             C, kh, kw = patches(value)[small(0, len(patches(value)) - 1)]
-            OH, OW = small(3, 12), small(3, 12)
-            yield conv_shape(rng, N=small(1, 3), C=C, kh=kh, kw=kw, FN=small(4, 40), OH=OH, OW=OW,
+            OH, OW = small(3, 8), small(3, 8)
+            N = small(8, 9) if role == "wgrad" else small(1, 3)
+            yield conv_shape(rng, N=N, C=C, kh=kh, kw=kw, FN=small(4, 40), OH=OH, OW=OW,
                              why=f"{role}.{dim}={value}")
         elif dim == "m" and role in ("fwd", "wgrad"):
             kh, kw = small(1, 5), small(1, 5)

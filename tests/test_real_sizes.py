@@ -84,7 +84,7 @@ def test_tier_reaches_every_blocking_constant():
 
 
 def test_tier_reaches_every_plan_branch():
-    """Both forward layouts, both weight-gradient algorithms, fused and unfused dx, and weight
+    """Both forward layouts, the three weight-gradient algorithms, fused and unfused dx, and weight
     gradient units shorter at the end of an image (the AlexNet overflow) occur in the tier."""
     seen = set()
     for s in CONV:
@@ -100,7 +100,7 @@ def test_tier_reaches_every_plan_branch():
         P = OH * real_sizes.out_size(s["W"], s["kw"], s["sw"], s["pw"])
         if fwd["layout"] == "image_tiles" and P % plan["nr"]:
             seen.add("partial last tile per image")
-    assert seen >= {"image_tiles", "batch_chunks", "dots", "gemm", "fused", "unfused", "short last unit",
+    assert seen >= {"image_tiles", "batch_chunks", "dots", "gemm", "gemm_columns", "fused", "unfused", "short last unit",
                     "partial last tile per image"}, seen
 
 
@@ -168,7 +168,7 @@ def test_explain_plan_matches_the_scratch_the_call_allocates(rng):
         peak = _core.scratch_bytes()[1]
     threads = plan["threads"]
     assert peak == threads * ((plan["forward"]["thread_elems"] + 63) // 64 * 64) * 4, (peak, plan)
-    assert plan["backward"]["weight_grad"] == "gemm"  # stride 2: never the dot products
+    assert plan["backward"]["weight_grad"] == "gemm"  # stride 2: never the dot products; 3 x 930 px: rows
     assert fastconv.explain_plan((1, 1, 28, 28), (30, 1, 5, 5), dtype=np.float64)["backward"]["weight_grad"] == "dots"
     with pytest.raises(ValueError, match="channel mismatch"):
         fastconv.explain_plan((1, 2, 8, 8), (4, 3, 3, 3))
