@@ -168,10 +168,20 @@ void pack_b_image_t(const Conv2dParams& p, const T* __restrict img, int nr, inde
     }
 }
 
+#if defined(__GNUC__)
+#define FASTCONV_NOINLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define FASTCONV_NOINLINE __declspec(noinline)
+#else
+#define FASTCONV_NOINLINE
+#endif
+
+// Kept out of line: inlined into data_grad_item, GCC 12 made its sums 5 % longer in
+// instructions (AlexNet conv1 batch 8 backward +8 % wall; NOTES section 32).
 // Sums the dcol rows of channels [c0, c0+nc) for output rows [oh0, oh0+noh) into dx planes
 // (already holding earlier rows' sums). dcol row (c-c0, i, j) has noh*OW entries.
 template <class T>
-void col2im_rows(const Conv2dParams& p, const T* __restrict dcol, index_t c0, index_t nc, index_t oh0, index_t noh,
+FASTCONV_NOINLINE void col2im_rows(const Conv2dParams& p, const T* __restrict dcol, index_t c0, index_t nc, index_t oh0, index_t noh,
                  T* __restrict dx) {
     const Window& w = p.win;
     const index_t npx = noh * p.ow;
