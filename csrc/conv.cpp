@@ -418,7 +418,6 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     plan.units_per_image = ceil_div(p.oh, plan.rows_per_unit);
     plan.units = P == 0 ? 0 : p.n * plan.units_per_image;
     plan.groups = std::max<index_t>(std::min<index_t>(plan.units, 8), 1);
-    plan.wgrad_gemm = gemm::plan_gemm(*plan.kern, FN, K, plan.px_per_unit);
     plan.dots_elems = plan.use_dots ? DotsOperands<T>::elems(p, plan.rows_per_unit) : 0;
     // Under 8 images the units are row chunks and each group keeps a full partial dW: on small
     // planes (a batch of <= 64 pixels per group) their writes and reduction cost more than the
@@ -431,8 +430,9 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         plan.col_block = ceil_div(panels, std::min<index_t>(panels, 4 * plan.threads)) * nr;
         plan.col_items = ceil_div(K, plan.col_block);
         plan.groups = 1;
-        plan.wgrad_gemm = gemm::plan_gemm(*plan.kern, FN, plan.col_block, P);
     }
+    plan.wgrad_gemm = plan.by_columns ? gemm::plan_gemm(*plan.kern, FN, plan.col_block, P)
+                                      : gemm::plan_gemm(*plan.kern, FN, K, plan.px_per_unit);
 }
 
 // Per (image, channel block): dcol = W^T (rows of those channels) . dout_n, then col2im into

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -136,7 +135,6 @@ class AlignedBuffer {
     AlignedBuffer(const AlignedBuffer&) = delete;
     AlignedBuffer& operator=(const AlignedBuffer&) = delete;
     T* get() const { return ptr_; }
-    Span<T> span() const { return {ptr_, size_}; }
 
    private:
     T* ptr_;

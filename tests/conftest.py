@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 import fastconv  # noqa: E402
-from support import BACKENDS, DTYPES, NATIVE_FAMILIES, SEED, dtype_id, rng_for
+from support import BACKENDS, DTYPES, NATIVE_FAMILIES, SEED, dtype_id, rng_for, select_backend
 
 # On a failure hypothesis writes a patch file with libcst, whose import emits a
 # DeprecationWarning (mypy_extensions.TypedDict) that `filterwarnings = error` would turn into
@@ -78,12 +78,7 @@ def rng(request) -> np.random.Generator:
 def backend(request):
     """Run the test with this backend as the process default (restored afterwards); the
     native variants force their kernel family. The test sees the backend's name."""
-    name, _, isa = request.param.partition(":")
-    fastconv.set_backend(name)
-    if isa:
-        fastconv._core.set_gemm_kernel(isa)
-        request.addfinalizer(lambda: fastconv._core.set_gemm_kernel("auto"))
-    return name
+    return select_backend(request, request.param)
 
 
 @pytest.fixture(params=DTYPES, ids=dtype_id)

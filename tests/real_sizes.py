@@ -15,15 +15,12 @@ A shape is a plain dict (printed on failure): N, C, H, W, FN, kh, kw, sh, sw, ph
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import numpy as np
-
 from fastconv import _core
-from support import SEED, rng_for, under_asan
+from support import SEED, gemm_family, rng_for, under_asan
 
 DTYPE_NAMES = ("float32", "float64")
 MAX_KERNEL = 11
@@ -42,14 +39,7 @@ def kernel_of(family: str, dtype: str) -> Dict:
     return next(k for k in table if k["isa"] == family)
 
 
-@contextlib.contextmanager
-def forced(family: str) -> Iterator[None]:
-    before = _core.build_info()["gemm_selection"]
-    _core.set_gemm_kernel(family)
-    try:
-        yield
-    finally:
-        _core.set_gemm_kernel(before)
+forced = gemm_family  # the family the plans and kernels of a block use
 
 
 # --- geometry --------------------------------------------------------------------
@@ -314,9 +304,4 @@ def pool_tier(name: Optional[str] = None) -> List[Dict]:
 def describe_pool(s: Dict) -> str:
     return (f"{s['family']} {s['dtype']} x=({s['N']}, {s['C']}, {s['H']}, {s['W']}) window {s['kh']}x{s['kw']} "
             f"stride=({s['sh']}, {s['sw']}) pad=({s['ph']}, {s['pw']}) [{s['why']}] FASTCONV_TEST_SEED={SEED}")
-
-
-def random_array(rng, shape, dtype) -> np.ndarray:
-    return rng.standard_normal(shape).astype(dtype)
-
 

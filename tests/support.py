@@ -35,21 +35,36 @@ NATIVE_FAMILIES = ([f"native:{isa}" for isa in fastconv._core.gemm_kernels()[1:]
 
 
 @contextlib.contextmanager
-def backend_context(name: str):
-    """use_backend(name), where "native:<isa>" also forces that GEMM kernel family."""
-    backend, _, isa = name.partition(":")
-    if not isa:
-        with fastconv.use_backend(backend):
-            yield
-        return
+def gemm_family(isa: str):
+    """Force a GEMM kernel family for the block, then restore the previous selection."""
     before = fastconv._core.build_info()["gemm_selection"]
     fastconv._core.set_gemm_kernel(isa)
     try:
-        with fastconv.use_backend(backend):
-            yield
+        yield
     finally:
         fastconv._core.set_gemm_kernel(before)
 
+
+@contextlib.contextmanager
+def backend_context(name: str):
+    """use_backend(name), where "native:<isa>" also forces that GEMM kernel family."""
+    backend, _, isa = name.partition(":")
+    with contextlib.ExitStack() as stack:
+        if isa:
+            stack.enter_context(gemm_family(isa))
+        stack.enter_context(fastconv.use_backend(backend))
+        yield
+
+
+def select_backend(request, name: str) -> str:
+    """For fixtures: make `name` the process default backend for the test ("native:<isa>"
+    also forces the family until the test ends); returns the backend's plain name."""
+    backend, _, isa = name.partition(":")
+    fastconv.set_backend(backend)
+    if isa:
+        fastconv._core.set_gemm_kernel(isa)
+        request.addfinalizer(lambda: fastconv._core.set_gemm_kernel("auto"))
+    return backend
 
 def rng_for(*keys) -> np.random.Generator:
     """A generator determined by the session seed and the given keys (strings or ints)."""

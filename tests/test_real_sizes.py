@@ -14,7 +14,7 @@ import pytest
 import fastconv
 from fastconv import _core
 import real_sizes
-from support import assert_close, assert_exact, rng_for
+from support import assert_close, assert_exact, backend_context, rng_for
 
 CONV = real_sizes.tier()
 POOL = real_sizes.pool_tier()
@@ -46,7 +46,7 @@ def _ref(fn, *args, **kwargs):
 
 
 def _native(family, fn, *args, **kwargs):
-    with real_sizes.forced(family), fastconv.use_backend("native"):
+    with backend_context(f"native:{family}"):
         return fn(*args, **kwargs)
 
 

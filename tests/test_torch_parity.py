@@ -14,19 +14,16 @@ F = torch.nn.functional
 
 import fastconv  # noqa: E402
 from cases import CASES, POOL_CASES, params  # noqa: E402
-from support import NATIVE_FAMILIES, assert_close, assert_exact, distinct, randn, rng_for, seed_note  # noqa: E402
+from support import (  # noqa: E402
+    NATIVE_FAMILIES, assert_close, assert_exact, distinct, randn, rng_for, seed_note, select_backend,
+)
 
 OURS = ["native", "numpy"] + NATIVE_FAMILIES
 
 
 @pytest.fixture(params=OURS)
 def ours(request):
-    name, _, isa = request.param.partition(":")
-    fastconv.set_backend(name)
-    if isa:
-        fastconv._core.set_gemm_kernel(isa)
-        request.addfinalizer(lambda: fastconv._core.set_gemm_kernel("auto"))
-    return name
+    return select_backend(request, request.param)
 
 
 def _t(a, grad=False):
