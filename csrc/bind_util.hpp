@@ -27,13 +27,24 @@ inline std::string shape_str(const py::array& a) {
     return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
+// a's elements are T in native byte order. Compared by type number, not by identity: an
+// unpickled array (the book's load_params) carries an equal but distinct dtype object.
+template <class T>
+bool holds(const py::array& a) {
+    const py::dtype d = a.dtype(), want = py::dtype::of<T>();
+    if (d.is(want)) return true;
+    const char order = d.byteorder();
+    const char native = PY_BIG_ENDIAN ? '>' : '<';
+    return d.num() == want.num() && (order == '=' || order == '|' || order == native);
+}
+
 // The Python layer hands over C-contiguous float32/float64 arrays; anything else is a
 // programming error on the caller's side, reported as TypeError/ValueError, never a crash.
 inline Dtype float_dtype(const py::array& a, const char* name) {
     Dtype dt;
-    if (a.dtype().is(py::dtype::of<float>()))
+    if (holds<float>(a))
         dt = Dtype::f32;
-    else if (a.dtype().is(py::dtype::of<double>()))
+    else if (holds<double>(a))
         dt = Dtype::f64;
     else
         throw py::type_error(std::string(name) + " must be float32 or float64, got " +
@@ -63,6 +74,16 @@ inline void expect_shape(const py::array& a, const std::vector<index_t>& shape, 
         for (std::size_t d = 0; d < shape.size(); ++d) want += (d ? ", " : "") + std::to_string(shape[d]);
         throw std::invalid_argument(std::string(name) + " has shape " + shape_str(a) + ", expected " + want + ")");
     }
+}
+
+inline std::vector<index_t> full_shape(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
+
+// Throws unless `a` is a writeable, C-contiguous, aligned array of x's shape.
+inline void check_writable_like(const py::array& a, const py::array& x, const char* name) {
+    expect_shape(a, full_shape(x), name);
+    if (!a.writeable() || !(a.flags() & py::array::c_style) ||
+        reinterpret_cast<std::uintptr_t>(a.data()) % a.itemsize() != 0)
+        throw std::invalid_argument(std::string(name) + " must be a writeable, C-contiguous, aligned array");
 }
 
 template <class T>

@@ -7,6 +7,7 @@ namespace fastconv::bind {
 void register_conv(py::module_& m);
 void register_pool(py::module_& m);
 void register_runtime(py::module_& m);
+void register_layers(py::module_& m);
 }  // namespace fastconv::bind
 
 #ifndef FASTCONV_VERSION
@@ -19,4 +20,5 @@ PYBIND11_MODULE(_core, m) {
     fastconv::bind::register_conv(m);
     fastconv::bind::register_pool(m);
     fastconv::bind::register_runtime(m);
+    fastconv::bind::register_layers(m);
 }

@@ -3,6 +3,9 @@
 #include "gemm/driver.hpp"
 
 #include <algorithm>
+#include <cstddef>
+#include <thread>
+#include <vector>
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #endif
@@ -53,6 +56,58 @@ bool openmp_enabled() {
     return false;
 #endif
 }
+
+// --- OpenBLAS's parallel regions on fastconv's OpenMP team ---------------------------------
+// OpenBLAS (>= 0.3.27) lets its caller run the jobs of each parallel region
+// (openblas_set_threads_callback_function); fastconv/_blas.py installs this callback there.
+// NumPy's BLAS calls then run on the OpenMP team fastconv's kernels use, and no OpenBLAS
+// thread is left spinning on a core the next fastconv call needs, whatever the import order
+// (benchmarks/NOTES.md, section 33).
+namespace {
+using BlasDoJob = void (*)(int thread_num, void* jobdata, int dojob_data);
+std::atomic<std::int64_t> g_blas_regions{0};
+
+void run_blas_job(BlasDoJob dojob, int job, std::size_t elsize, void* jobdata, int dojob_data) {
+    dojob(job, static_cast<char*>(jobdata) + std::size_t(job) * elsize, dojob_data);
+}
+
+// Jobs [first, numjobs) on plain threads, job `mine` on the calling one.
+void run_blas_jobs_on_threads(BlasDoJob dojob, int mine, int first, int numjobs, std::size_t elsize, void* jobdata,
+                              int dojob_data) {
+    std::vector<std::thread> extra;
+    for (int job = first; job < numjobs; ++job)
+        extra.emplace_back(run_blas_job, dojob, job, elsize, jobdata, dojob_data);
+    run_blas_job(dojob, mine, elsize, jobdata, dojob_data);
+    for (auto& t : extra) t.join();
+}
+}  // namespace
+
+// OpenBLAS's level-3 jobs wait on each other's progress flags, so all `numjobs` must run at
+// once: a team smaller than asked for (nested region, OMP_THREAD_LIMIT) gets the missing jobs
+// on plain threads, and so does a forked child, which must not enter an OpenMP region.
+// `sync` is 1 in every release with the hook (exec_blas waits for the region).
+extern "C" void fastconv_blas_threads_callback(int /*sync*/, BlasDoJob dojob, int numjobs, std::size_t elsize,
+                                                void* jobdata, int dojob_data) {
+    g_blas_regions.fetch_add(1, std::memory_order_relaxed);
+    if (numjobs <= 1 || g_forked_child.load(std::memory_order_relaxed)) {
+        if (numjobs >= 1) run_blas_jobs_on_threads(dojob, 0, 1, numjobs, elsize, jobdata, dojob_data);
+        return;
+    }
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(numjobs)
+    {
+        const int team = omp_get_num_threads(), me = omp_get_thread_num();
+        run_blas_jobs_on_threads(dojob, me, me == 0 ? team : numjobs, numjobs, elsize, jobdata, dojob_data);
+    }
+#else
+    run_blas_jobs_on_threads(dojob, 0, 1, numjobs, elsize, jobdata, dojob_data);
+#endif
+}
+
+std::uintptr_t blas_threads_callback_address() {
+    return reinterpret_cast<std::uintptr_t>(&fastconv_blas_threads_callback);
+}
+std::int64_t blas_regions_run() { return g_blas_regions.load(std::memory_order_relaxed); }
 
 namespace {
 std::atomic<bool> g_debug_poison{false};

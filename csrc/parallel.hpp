@@ -23,6 +23,11 @@ int num_threads();
 void set_num_threads(int n);
 bool openmp_enabled();
 
+// The address of a callback with OpenBLAS's openblas_threads_callback signature that runs
+// OpenBLAS's parallel regions on fastconv's OpenMP team, and how many regions it has run.
+std::uintptr_t blas_threads_callback_address();
+std::int64_t blas_regions_run();
+
 #if defined(_OPENMP)
 inline int thread_index() { return omp_get_thread_num(); }
 #else

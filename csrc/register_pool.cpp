@@ -47,7 +47,7 @@ py::array max_pool2d_backward_py(const py::array& dout, const py::array& indices
     const Conv2dParams p = pool_params(shape, kh, kw, sh, sw, ph, pw);
     expect_shape(dout, {p.n, p.c, p.oh, p.ow}, "dout");
     expect_shape(indices, {p.n, p.c, p.oh, p.ow}, "indices");
-    if (!indices.dtype().is(py::dtype::of<std::int64_t>()) || !(indices.flags() & py::array::c_style) ||
+    if (!holds<std::int64_t>(indices) || !(indices.flags() & py::array::c_style) ||
         reinterpret_cast<std::uintptr_t>(indices.data()) % sizeof(std::int64_t) != 0)
         throw py::type_error("indices must be a C-contiguous, aligned int64 array");
     return dispatch(dt, [&](auto tag) -> py::array {
@@ -97,16 +97,6 @@ py::array avg_pool2d_backward_py(const py::array& dout, const std::vector<index_
         avg_pool2d_backward(p, g, d);
         return dx;
     });
-}
-
-std::vector<index_t> full_shape(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
-
-// Throws unless `a` is a writeable, C-contiguous, aligned array of x's shape.
-void check_writable_like(const py::array& a, const py::array& x, const char* name) {
-    expect_shape(a, full_shape(x), name);
-    if (!a.writeable() || !(a.flags() & py::array::c_style) ||
-        reinterpret_cast<std::uintptr_t>(a.data()) % a.itemsize() != 0)
-        throw std::invalid_argument(std::string(name) + " must be a writeable, C-contiguous, aligned array");
 }
 
 void check_bool(const py::array& a, const char* name) {

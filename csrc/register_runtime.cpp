@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "bind_util.hpp"
+#include "dense.hpp"
 #include "gemm/driver.hpp"
 #include "parallel.hpp"
 #include "plane_kernels.hpp"
@@ -11,8 +12,8 @@ namespace fastconv::bind {
 
 namespace {
 
-// Work items: blocks of MC rows x NC columns, each a full-depth driver call. scratch_elems < 0:
-// each thread's slice as planned; otherwise that many elements (tests of the scratch checks).
+// scratch_elems < 0: each thread's slice as planned; otherwise that many elements (tests of
+// the scratch checks).
 template <class T>
 py::array gemm_typed(const py::array& a, const py::array& b, index_t scratch_elems) {
     const index_t M = a.shape(0), K = a.shape(1), N = b.shape(1);
@@ -20,26 +21,7 @@ py::array gemm_typed(const py::array& a, const py::array& b, index_t scratch_ele
     T* cp = c.mutable_data();
     const T *ap = cdata<T>(a), *bp = cdata<T>(b);
     py::gil_scoped_release release;
-    const gemm::MicroKernel<T>& kern = gemm::active_kernel<T>();
-    const gemm::GemmPlan plan = gemm::plan_gemm(kern, std::min(M, kern.mc), std::min(N, kern.nc), K);
-    const index_t mb = gemm::ceil_div(M, plan.mc), nb = gemm::ceil_div(N, plan.nc);
-    const int threads = num_threads();
-    ThreadScratch<T> scratch(scratch_elems < 0 ? plan.scratch_elems() : scratch_elems, threads, "gemm");
-    const Span<T> out{cp, M * N};
-    parallel_for_flush(mb * nb, [&](index_t item) {
-        const index_t i0 = (item / nb) * plan.mc, j0 = (item % nb) * plan.nc;
-        const index_t m = std::min(plan.mc, M - i0), n = std::min(plan.nc, N - j0);
-        gemm::gemm_blocked(
-            kern, plan, m, n, K,
-            [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
-                gemm::pack_a_rows(ap + i0 * K, K, m, kern.mr, ic, mc, pc, kc, dst);
-            },
-            [&](index_t pc, index_t kc, index_t jc, index_t nc, Span<T> dst) {
-                gemm::pack_b_rows(bp + j0, N, n, kern.nr, pc, kc, jc, nc, dst);
-            },
-            out.from(i0 * N + j0, "gemm"), N, false, static_cast<const T*>(nullptr), scratch.mine());
-    }, 1, threads);
-    scratch.verify();
+    gemm_parallel<T>(M, N, K, {ap, K}, {bp, N}, {cp, M * N}, false, scratch_elems);
     return c;
 }
 
@@ -151,6 +133,10 @@ void register_runtime(py::module_& m) {
     using namespace pybind11::literals;
     m.def("set_num_threads", &set_num_threads, "n"_a, "Threads for every native kernel.");
     m.def("get_num_threads", &num_threads, "Threads the native kernels use.");
+    m.def("blas_threads_callback_address", &blas_threads_callback_address,
+          "Address of the callback (OpenBLAS's openblas_threads_callback signature) that runs OpenBLAS's "
+          "parallel regions on fastconv's OpenMP threads.");
+    m.def("blas_regions_run", &blas_regions_run, "OpenBLAS parallel regions run through that callback so far.");
     m.def("gemm", &gemm_py, "a"_a, "b"_a, "scratch_elems"_a = -1,
           "a @ b with fastconv's own blocked GEMM (2-D, C-contiguous). scratch_elems (tests only): give each "
           "thread that many elements of scratch instead of what the plan books.");

@@ -2,15 +2,15 @@
 
 Source: "Deep Learning from Scratch" (Koki Saitoh, O'Reilly Japan), repository
 oreilly-japan/deep-learning-from-scratch, files common/util.py (im2col, col2im),
-common/layers.py (Relu, Affine, SoftmaxWithLoss, Convolution, Pooling),
-common/functions.py (softmax, cross_entropy_error), ch07/simple_convnet.py (SimpleConvNet)
+common/layers.py (every class), common/functions.py (softmax, cross_entropy_error,
+sigmoid), common/optimizer.py (every optimiser), ch07/simple_convnet.py (SimpleConvNet)
 and ch08/deep_convnet.py (DeepConvNet). Written here from the book's algorithms, keeping
 their behaviour on purpose: im2col always returns float64, Pooling's output size ignores
 ``pad``, Relu.backward writes into ``dout``, Convolution keeps ``col``/``col_W`` from the
 forward pass.
 
-The networks take a ``layers`` namespace (this module, or one with fastconv's Convolution /
-Pooling / Relu swapped in) so the same code builds both variants.
+The networks take a ``layers`` namespace (this module's classes, or fastconv's swapped in) so
+the same code builds every variant.
 """
 from __future__ import annotations
 
@@ -68,6 +68,88 @@ def cross_entropy_error(y, t):
 
 
 # --- common/layers.py ------------------------------------------------------------------------
+
+
+class Sigmoid:
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        self.out = 1 / (1 + np.exp(-x))
+        return self.out
+
+    def backward(self, dout):
+        return dout * (1.0 - self.out) * self.out
+
+
+class Dropout:
+    def __init__(self, dropout_ratio=0.5):
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+
+    def forward(self, x, train_flg=True):
+        if train_flg:
+            self.mask = np.random.rand(*x.shape) > self.dropout_ratio
+            return x * self.mask
+        return x * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout):
+        return dout * self.mask
+
+
+class BatchNormalization:
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.input_shape = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.batch_size = None
+        self.xc = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
+
+    def forward(self, x, train_flg=True):
+        self.input_shape = x.shape
+        if x.ndim != 2:
+            x = x.reshape(x.shape[0], -1)
+        if self.running_mean is None:
+            self.running_mean = np.zeros(x.shape[1])
+            self.running_var = np.zeros(x.shape[1])
+        if train_flg:
+            mu = x.mean(axis=0)
+            xc = x - mu
+            var = np.mean(xc ** 2, axis=0)
+            std = np.sqrt(var + 10e-7)
+            xn = xc / std
+            self.batch_size = x.shape[0]
+            self.xc = xc
+            self.xn = xn
+            self.std = std
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            xc = x - self.running_mean
+            xn = xc / np.sqrt(self.running_var + 10e-7)
+        return (self.gamma * xn + self.beta).reshape(*self.input_shape)
+
+    def backward(self, dout):
+        if dout.ndim != 2:
+            dout = dout.reshape(dout.shape[0], -1)
+        dbeta = dout.sum(axis=0)
+        dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc += (2.0 / self.batch_size) * self.xc * dvar
+        dmu = np.sum(dxc, axis=0)
+        dx = dxc - dmu / self.batch_size
+        self.dgamma = dgamma
+        self.dbeta = dbeta
+        return dx.reshape(*self.input_shape)
 
 
 class Relu:
@@ -197,14 +279,17 @@ class Pooling:
         return col2im(dcol, self.x.shape, self.pool_h, self.pool_w, self.stride, self.pad)
 
 
-BOOK_LAYERS = types.SimpleNamespace(Convolution=Convolution, Pooling=Pooling, Relu=Relu)
+LAYER_NAMES = ("Convolution", "Pooling", "Relu", "Affine", "SoftmaxWithLoss", "Dropout", "Sigmoid",
+               "BatchNormalization")
+BOOK_LAYERS = types.SimpleNamespace(**{name: globals()[name] for name in LAYER_NAMES})
 
 
-def fastconv_layers():
-    """The namespace with fastconv's drop-ins in place of the book's conv/pool/relu."""
+def fastconv_layers(swap=("Convolution", "Pooling", "Relu")):
+    """The book's namespace with fastconv's drop-ins for the classes in ``swap`` ("all": every one)."""
     import fastconv.layers as L
 
-    return types.SimpleNamespace(Convolution=L.Convolution, Pooling=L.Pooling, Relu=L.Relu)
+    swap = LAYER_NAMES if swap == "all" else swap
+    return types.SimpleNamespace(**{name: getattr(L if name in swap else BOOK_LAYERS, name) for name in LAYER_NAMES})
 
 
 # --- networks --------------------------------------------------------------------------------
@@ -215,13 +300,13 @@ class _Net:
 
     param_layers: tuple = ()
 
-    def predict(self, x):
+    def predict(self, x, train_flg=False):
         for layer in self.layers:
-            x = layer.forward(x)
+            x = layer.forward(x, train_flg) if hasattr(layer, "dropout_ratio") else layer.forward(x)
         return x
 
     def loss(self, x, t):
-        return self.last_layer.forward(self.predict(x), t)
+        return self.last_layer.forward(self.predict(x, train_flg=True), t)
 
     def accuracy(self, x, t):
         y = np.argmax(self.predict(x), axis=1)
@@ -273,11 +358,11 @@ class SimpleConvNet(_Net):
             L.Convolution(params["W1"], params["b1"], 1, 0),
             L.Relu(),
             L.Pooling(pool_h=2, pool_w=2, stride=2),
-            Affine(params["W2"], params["b2"]),
+            L.Affine(params["W2"], params["b2"]),
             L.Relu(),
-            Affine(params["W3"], params["b3"]),
+            L.Affine(params["W3"], params["b3"]),
         ]
-        self.last_layer = SoftmaxWithLoss()
+        self.last_layer = L.SoftmaxWithLoss()
 
 
 # (filter_num, pad) of the six 3x3 convolutions, as in ch08 but with fewer filters; the fourth
@@ -302,10 +387,11 @@ def deep_convnet_params(rng, input_dim=(1, 28, 28), hidden_size=20, output_size=
 
 
 class DeepConvNet(_Net):
-    """ch08 structure (conv-relu-conv-relu-pool) x3 - affine - relu - affine - softmax, with
-    fewer filters and without Dropout (random masks would differ between the two builds)."""
+    """ch08 structure (conv-relu-conv-relu-pool) x3 - affine - relu - dropout - affine - dropout
+    - softmax, with fewer filters. Dropout draws from np.random: seed it alike before two
+    networks' training calls to compare them."""
 
-    param_layers = (0, 2, 5, 7, 10, 12, 15, 17)
+    param_layers = (0, 2, 5, 7, 10, 12, 15, 18)
 
     def __init__(self, params, layers=BOOK_LAYERS):
         self.params = params
@@ -316,6 +402,101 @@ class DeepConvNet(_Net):
             seq.append(L.Relu())
             if i % 2 == 1:
                 seq.append(L.Pooling(pool_h=2, pool_w=2, stride=2))
-        seq += [Affine(params["W7"], params["b7"]), L.Relu(), Affine(params["W8"], params["b8"])]
+        seq += [L.Affine(params["W7"], params["b7"]), L.Relu(), L.Dropout(0.5),
+                L.Affine(params["W8"], params["b8"]), L.Dropout(0.5)]
         self.layers = seq
-        self.last_layer = SoftmaxWithLoss()
+        self.last_layer = L.SoftmaxWithLoss()
+
+
+# --- common/optimizer.py ----------------------------------------------------------------------
+
+
+class SGD:
+    def __init__(self, lr=0.01):
+        self.lr = lr
+
+    def update(self, params, grads):
+        for key in params.keys():
+            params[key] -= self.lr * grads[key]
+
+
+class Momentum:
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = lr
+        self.momentum = momentum
+        self.v = None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params.keys():
+            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
+            params[key] += self.v[key]
+
+
+class Nesterov:
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = lr
+        self.momentum = momentum
+        self.v = None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params.keys():
+            params[key] += self.momentum * self.momentum * self.v[key]
+            params[key] -= (1 + self.momentum) * self.lr * grads[key]
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
+
+
+class AdaGrad:
+    def __init__(self, lr=0.01):
+        self.lr = lr
+        self.h = None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params.keys():
+            self.h[key] += grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class RMSprop:
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        self.lr = lr
+        self.decay_rate = decay_rate
+        self.h = None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params.keys():
+            self.h[key] *= self.decay_rate
+            self.h[key] += (1 - self.decay_rate) * grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class Adam:
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.iter = 0
+        self.m = None
+        self.v = None
+
+    def update(self, params, grads):
+        if self.m is None:
+            self.m = {key: np.zeros_like(val) for key, val in params.items()}
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        self.iter += 1
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        for key in params.keys():
+            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
+            self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
+            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+
+
+OPTIMIZER_NAMES = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam")

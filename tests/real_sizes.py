@@ -305,3 +305,26 @@ def describe_pool(s: Dict) -> str:
     return (f"{s['family']} {s['dtype']} x=({s['N']}, {s['C']}, {s['H']}, {s['W']}) window {s['kh']}x{s['kw']} "
             f"stride=({s['sh']}, {s['sw']}) pad=({s['ph']}, {s['pw']}) [{s['why']}] FASTCONV_TEST_SEED={SEED}")
 
+
+
+# --- dense layers (gemm_parallel) ------------------------------------------------------------
+
+def affine_shapes(family: str, dtype: str) -> List[Dict]:
+    """Affine layers (batch N, D inputs, H outputs) whose three GEMMs -- forward (N x H, depth
+    D), dx (N x D, depth H) and dW (D x H, depth N) -- put rows, columns and depth below, at and
+    above MR, NR, KC, MC and NC of the family's kernel, and give a thread no rows or a short
+    last item (N just above 2 MR splits the batch across two threads)."""
+    k = kernel_of(family, dtype)
+    mr, nr, kc, mc, nc = k["mr"], k["nr"], k["kc"], k["mc"], k["nc"]
+    picks = [
+        (1, 1, 1), (mr - 1, kc + 1, nr + 1), (2 * mr + 1, 2 * kc + 1, nr - 1), (mc - 1, kc, 2 * nr),
+        (mc, kc - 1, nr), (mc + 1, 3 * kc + 1, 3), (100, 4320, 100), (100, nc + 1, 10), (7, nc - 1, mr),
+        (kc + 1, mc + 1, nc + 1), (3, 5, nc), (2 * mc + 1, mr + 1, nr * 2 + 1),
+    ]
+    return [dict(family=family, dtype=dtype, N=N, D=D, H=H, why=f"N{N}-D{D}-H{H}") for N, D, H in picks]
+
+
+def affine_tier(name: Optional[str] = None) -> List[Dict]:
+    name = name or slice_name()
+    shapes = [s for f in families() for dt in DTYPE_NAMES for s in affine_shapes(f, dt)]
+    return shapes if name == "full" else shapes[::3]

@@ -186,14 +186,26 @@ def test_failed_call_keeps_previous_state(backend, rng):
 
 # --- whole networks --------------------------------------------------------------------------------
 
-def _pair_of_nets(net_cls, params):
-    """The book's network and the same network with fastconv's layers, on separate copies of
-    the same parameters."""
+SWAPS = [pytest.param(("Convolution", "Pooling", "Relu"), id="convpoolrelu"), pytest.param("all", id="all")]
+
+
+def _pair_of_nets(net_cls, params, swap="all"):
+    """The book's network and the same network with fastconv's layers (those in ``swap``), on
+    separate copies of the same parameters."""
     ref = net_cls(copy.deepcopy(params), book.BOOK_LAYERS)
-    fast = net_cls(copy.deepcopy(params), book.fastconv_layers())
+    fast = net_cls(copy.deepcopy(params), book.fastconv_layers(swap))
     assert any(isinstance(layer, Convolution) for layer in fast.layers)
     assert not any(isinstance(layer, Convolution) for layer in ref.layers)
+    if swap == "all":
+        assert all(type(layer).__module__ == "fastconv.layers" for layer in fast.layers + [fast.last_layer])
     return ref, fast
+
+
+def _seeded(fn, *args):
+    """Training calls draw Dropout masks from np.random, as the book does: the same seed before
+    both networks' calls gives both the same masks."""
+    np.random.seed(20240229)
+    return fn(*args)
 
 
 def _compare_nets(ref, fast, x, t, what):
@@ -201,9 +213,9 @@ def _compare_nets(ref, fast, x, t, what):
     np.testing.assert_array_equal(np.argmax(fast.predict(x), axis=1), np.argmax(ref.predict(x), axis=1),
                                   err_msg=f"{what}: predictions {seed_note()}")
     assert fast.accuracy(x, t) == ref.accuracy(x, t)
-    _close(fast.loss(x, t), ref.loss(x, t), f"{what}: loss", rtol=1e-11)
-    g_ref = ref.gradient(x, t)
-    g_fast = fast.gradient(x, t)
+    _close(_seeded(fast.loss, x, t), _seeded(ref.loss, x, t), f"{what}: loss", rtol=1e-11)
+    g_ref = _seeded(ref.gradient, x, t)
+    g_fast = _seeded(fast.gradient, x, t)
     assert sorted(g_fast) == sorted(g_ref)
     for key in g_ref:
         assert g_fast[key].shape == g_ref[key].shape, key
@@ -217,11 +229,12 @@ NETS = [
 ]
 
 
+@pytest.mark.parametrize("swap", SWAPS)
 @pytest.mark.parametrize("image_dtype", [np.float64, np.float32], ids=["x64", "x32"])
 @pytest.mark.parametrize("net_cls, make_params, batch", NETS)
-def test_network_matches_book(net_cls, make_params, batch, image_dtype, backend, rng):
+def test_network_matches_book(net_cls, make_params, batch, image_dtype, swap, backend, rng):
     params = make_params(rng)
-    ref, fast = _pair_of_nets(net_cls, params)
+    ref, fast = _pair_of_nets(net_cls, params, swap)
     x = rng.uniform(0, 1, size=(batch, 1, 28, 28)).astype(image_dtype)  # MNIST-like
     t = rng.integers(0, 10, size=batch)
     _compare_nets(ref, fast, x, t, f"{net_cls.__name__}[{backend}]")
@@ -247,7 +260,7 @@ def test_sgd_steps_and_load_params(net_cls, make_params, batch, backend, rng):
     x = rng.uniform(0, 1, size=(batch, 1, 28, 28))
     t = rng.integers(0, 10, size=batch)
     rebuilt = net_cls(copy.deepcopy(ref.params), book.BOOK_LAYERS)
-    _close(fast.loss(x, t), rebuilt.loss(x, t), "loss after in-place updates", rtol=1e-10)
+    _close(_seeded(fast.loss, x, t), _seeded(rebuilt.loss, x, t), "loss after in-place updates", rtol=1e-10)
     # load_params: brand-new arrays assigned to the layers (fast gets Fortran-ordered copies).
     new = make_params(rng)
     ref.load_params(copy.deepcopy(new))
@@ -256,12 +269,14 @@ def test_sgd_steps_and_load_params(net_cls, make_params, batch, backend, rng):
         assert fast.layers[idx].W is fast.params[f"W{i + 1}"]
     _compare_nets(ref, fast, x, t, f"{net_cls.__name__}[{backend}] after load_params")
     clean = net_cls(copy.deepcopy(new), book.BOOK_LAYERS)
-    _close(fast.loss(x, t), clean.loss(x, t), "loaded params equal a network built with them", rtol=1e-11)
+    _close(_seeded(fast.loss, x, t), _seeded(clean.loss, x, t), "loaded params equal a network built with them",
+           rtol=1e-11)
 
 
-def test_simpleconvnet_full_book_batch(rng):
+@pytest.mark.parametrize("swap", SWAPS)
+def test_simpleconvnet_full_book_batch(swap, rng):
     """The book's batch of 100 MNIST-sized images through SimpleConvNet (native backend)."""
-    ref, fast = _pair_of_nets(book.SimpleConvNet, book.simple_convnet_params(rng))
+    ref, fast = _pair_of_nets(book.SimpleConvNet, book.simple_convnet_params(rng), swap)
     x = rng.uniform(0, 1, size=(100, 1, 28, 28)).astype(np.float32)
     t = rng.integers(0, 10, size=100)
     _compare_nets(ref, fast, x, t, "SimpleConvNet batch 100")

@@ -72,11 +72,13 @@ print(os.environ.get("OPENBLAS_THREAD_TIMEOUT"), read, config()["blas_spin"], se
 
 @pytest.mark.parametrize("fastconv_first", [True, False])
 def test_openblas_spin_shortened_only_when_imported_before_numpy(fastconv_first):
-    """__init__ sets OPENBLAS_THREAD_TIMEOUT when NumPy is not loaded yet (NOTES section 14); the
-    value must reach OpenBLAS itself (its openblas_thread_timeout() reports what it read), and
-    show_config must say which case the process is in."""
+    """The fallback for an OpenBLAS without the threads callback (tests/test_blas_threads.py has
+    the callback): __init__ sets OPENBLAS_THREAD_TIMEOUT when NumPy is not loaded yet (NOTES
+    section 14); the value must reach OpenBLAS itself (its openblas_thread_timeout() reports what
+    it read), and show_config must say which case the process is in."""
     code = _BLAS_TIMEOUT_PROBE.format(first="import fastconv" if fastconv_first else "import numpy, fastconv")
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env["FASTCONV_BLAS_THREADS"] = "0"  # as where the hook is absent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          check=True, env=env).stdout.strip()
     variable, read, report = out.split("|")

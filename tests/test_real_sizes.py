@@ -174,3 +174,32 @@ def test_explain_plan_matches_the_scratch_the_call_allocates(rng):
         fastconv.explain_plan((1, 2, 8, 8), (4, 3, 3, 3))
     with pytest.raises(ValueError, match="smaller than kernel"):
         fastconv.explain_plan((1, 2, 2, 2), (4, 2, 3, 3))
+
+
+# --- dense layers ----------------------------------------------------------------------------
+
+AFFINE = real_sizes.affine_tier()
+
+
+@pytest.mark.parametrize("s", AFFINE, ids=[_id(i, s) for i, s in enumerate(AFFINE)])
+def test_affine_at_real_sizes(s, poisoned):
+    rng = rng_for("affine", s["why"], s["family"], s["dtype"])
+    dt = np.dtype(s["dtype"])
+    N, D, H = s["N"], s["D"], s["H"]
+    x, W, b = (rng.standard_normal(shape).astype(dt) for shape in ((N, D), (D, H), (H,)))
+    dout = rng.standard_normal((N, H)).astype(dt)
+    with backend_context(f"native:{s['family']}"):
+        out = fastconv.affine(x, W, b)
+        dx, dW, db = fastconv.affine_backward(dout, x, W)
+    x64, W64, d64 = x.astype(np.float64), W.astype(np.float64), dout.astype(np.float64)
+    what = f"{s['family']} {s['dtype']} {s['why']}"
+    assert_close(out, x64 @ W64 + b, np.abs(x64) @ np.abs(W64) + np.abs(b), D + 1, dt, f"affine {what}")
+    assert_close(dx, d64 @ W64.T, np.abs(d64) @ np.abs(W64.T), H, dt, f"affine dx {what}")
+    assert_close(dW, x64.T @ d64, np.abs(x64.T) @ np.abs(d64), N, dt, f"affine dW {what}")
+    assert_close(db, d64.sum(axis=0), np.abs(d64).sum(axis=0), N, dt, f"affine db {what}")
+
+
+def test_gemm_scratch_check_refuses_short_scratch():
+    a, b = np.ones((40, 300)), np.ones((300, 50))
+    with pytest.raises(RuntimeError, match="fastconv internal error in gemm"):
+        _core.gemm(a, b, scratch_elems=64)

@@ -178,4 +178,19 @@ void pack_b_rows(const T* b, index_t ldb, index_t N, int nr, index_t pc, index_t
     }
 }
 
+// B given transposed (element (p, j) at b[j*ldb + p]): each column of a panel is contiguous.
+template <class T>
+void pack_b_cols(const T* b, index_t ldb, index_t N, int nr, index_t pc, index_t kc, index_t jc, index_t nc,
+                 Span<T> out) {
+    out.need(panel_elems(nc, nr, kc), "pack_b_cols", "B panels");
+    T* dst = out.data;
+    for (index_t q0 = 0; q0 < nc; q0 += nr, dst += kc * nr) {
+        const index_t cols = std::min<index_t>(nr, N - (jc + q0));
+        for (index_t j = 0; j < nr; ++j) {
+            const T* src = b + (jc + q0 + j) * ldb + pc;
+            for (index_t p = 0; p < kc; ++p) dst[p * nr + j] = j < cols ? src[p] : T(0);
+        }
+    }
+}
+
 }  // namespace fastconv::gemm

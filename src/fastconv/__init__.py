@@ -20,9 +20,11 @@ if "OMP_WAIT_POLICY" not in os.environ:
 
 # The other half of the same fight: NumPy's OpenBLAS threads busy-wait 2**28 cycles (~0.1 s)
 # after each call, so every fastconv call that follows an Affine layer shares a core with a
-# spinner. 2**16 cycles (~25 us): SimpleConvNet step 31.4 -> 17.3 ms (benchmarks/NOTES.md,
-# section 14). OpenBLAS reads this once, when NumPy loads it, so it only takes effect when
-# fastconv is imported first; _BLAS_SPIN records which case this process is in.
+# spinner. Where OpenBLAS has the threads callback, _blas.install() below moves its work onto
+# fastconv's threads, whatever the import order. For an OpenBLAS without it: 2**16 cycles
+# (~25 us), SimpleConvNet step 31.4 -> 17.3 ms (benchmarks/NOTES.md, section 14). OpenBLAS reads
+# this once, when NumPy loads it, so it only takes effect when fastconv is imported first;
+# _BLAS_SPIN records which case this process is in.
 if "OPENBLAS_THREAD_TIMEOUT" in os.environ:
     _BLAS_SPIN = f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']} (set by the user)"
 elif "numpy" in sys.modules:
@@ -41,10 +43,17 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         f"folder itself does not work). Original error: {exc}"
     ) from exc
 
-from . import layers
+import numpy as _numpy  # noqa: E402,F401  (after the environment above: loads NumPy's OpenBLAS for _blas)
+
+from . import _blas
+
+if os.environ.get("FASTCONV_BLAS_THREADS", "1") != "0":  # "0": leave OpenBLAS's threads alone
+    _blas.install()  # NumPy's OpenBLAS runs its parallel regions on fastconv's OpenMP threads
+
+from . import layers, optimizer
 from .backends import available_backends, get_backend, set_backend, use_backend
 from .functional import (
-    avg_pool2d, avg_pool2d_backward, col2im, conv2d, conv2d_backward, explain_plan, im2col,
+    affine, affine_backward, avg_pool2d, avg_pool2d_backward, col2im, conv2d, conv2d_backward, explain_plan, im2col,
     max_pool2d, max_pool2d_backward, relu, relu_backward,
 )
 from ._config import get_num_threads, set_num_threads, show_config
@@ -54,7 +63,7 @@ __version__ = _core.__version__
 __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-    "relu", "relu_backward", "explain_plan", "layers",
+    "relu", "relu_backward", "affine", "affine_backward", "explain_plan", "layers", "optimizer",
     "available_backends", "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "show_config", "__version__",
 ]

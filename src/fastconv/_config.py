@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from . import _core
+from . import _blas, _core
 
 
 def set_num_threads(n: int) -> None:
@@ -26,6 +26,8 @@ def get_num_threads() -> int:
 def _blas_spin() -> str:
     from . import _BLAS_SPIN
 
+    if _blas.hooked():
+        return "moot: OpenBLAS runs on fastconv's threads (blas_threads below)"
     return _BLAS_SPIN
 
 
@@ -41,6 +43,7 @@ def config() -> dict:
         threads=get_num_threads(),
         backends=available_backends(),
         blas_spin=_blas_spin(),
+        blas_threads=_blas.status(),
     )
     return info
 

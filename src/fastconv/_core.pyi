@@ -75,6 +75,25 @@ def relu_backward_mask(dout: np.ndarray, mask: np.ndarray, out: Optional[np.ndar
 
 # --- register_runtime.cpp ------------------------------------------------------------
 
+def affine_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The book's Affine.forward on 2-D x: x @ W + b on fastconv's GEMM (one dtype throughout)."""
+
+def affine_backward(dout: np.ndarray, x: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The book's Affine.backward: (dout @ W.T, x.T @ dout, dout.sum(axis=0))."""
+
+def optimizer_update(rule: str, param: np.ndarray, grad: np.ndarray, state: List[np.ndarray], lr: float,
+                     momentum: float = 0.9, decay_rate: float = 0.99, beta1: float = 0.9,
+                     beta2: float = 0.999) -> None:
+    """One in-place pass of a book optimiser's update (sgd, momentum, nesterov, adagrad, rmsprop,
+    adam; for adam, lr is the bias-corrected lr_t); `state` holds v, h, or Adam's m and v."""
+
+def blas_threads_callback_address() -> int:
+    """Address of the callback (OpenBLAS's openblas_threads_callback signature) that runs
+    OpenBLAS's parallel regions on fastconv's OpenMP threads."""
+
+def blas_regions_run() -> int:
+    """OpenBLAS parallel regions run through that callback so far."""
+
 def set_num_threads(n: SupportsIndex) -> None:
     """Threads for every native kernel."""
 

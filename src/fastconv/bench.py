@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 import fastconv
-from fastconv import _config, _core
+from fastconv import _config, _core, bench_blas
 from fastconv import functional as F
 from fastconv import layers as L
 
@@ -173,16 +173,19 @@ class SimpleConvNetStep:
     weights have the step's dtype (the book's ``np.random.randn`` gives float64), which is the
     dtype everything after the first convolution computes in.
 
-    The convolution, ReLUs and pooling are fastconv's drop-in layers (they run on the current
-    backend); the Affine layers and the loss are the book's NumPy code, the same for every
-    backend. Calling the object returns ``(loss, grads)``, grads keyed W1, b1, ..., b3.
+    Every layer is fastconv's drop-in (``fastconv.layers``, on the current backend). With
+    ``numpy_affine=True`` the Affine layers and the loss are the book's NumPy code instead: the
+    step then calls NumPy's BLAS between fastconv calls, which is what the import-order
+    comparison (``fastconv.bench_blas``) times. Calling the object returns ``(loss, grads)``,
+    grads keyed W1, b1, ..., b3.
     """
 
     HIDDEN = 100
     CLASSES = 10
     POOL = 2
 
-    def __init__(self, case: Case, dtype, rng: np.random.Generator, weight_init_std: float = 0.01):
+    def __init__(self, case: Case, dtype, rng: np.random.Generator, weight_init_std: float = 0.01,
+                 numpy_affine: bool = False):
         dt = np.dtype(dtype)
         N = case.x_shape[0]
         OH, OW = case.out_hw
@@ -199,10 +202,14 @@ class SimpleConvNetStep:
             "W3": weight_init_std * randn(self.HIDDEN, self.CLASSES), "b3": 0.1 * randn(self.CLASSES),
         }
         p = self.params
+        self.numpy_affine = numpy_affine
         self.conv = L.Convolution(p["W1"], p["b1"], case.stride, case.pad)
         self.relu1 = L.Relu()
         self.pool = L.Pooling(self.POOL, self.POOL, stride=self.POOL)
+        self.affine1 = L.Affine(p["W2"], p["b2"])
         self.relu2 = L.Relu()
+        self.affine2 = L.Affine(p["W3"], p["b3"])
+        self.loss_layer = L.SoftmaxWithLoss()
 
     @classmethod
     def flop(cls, case: Case) -> int:
@@ -214,8 +221,19 @@ class SimpleConvNetStep:
         return 3 * case.conv_flop() + 3 * affine
 
     def __call__(self):
+        if self.numpy_affine:
+            return self._step_with_numpy_affine()
+        h = self.pool.forward(self.relu1.forward(self.conv.forward(self.x)))
+        score = self.affine2.forward(self.relu2.forward(self.affine1.forward(h)))
+        loss = self.loss_layer.forward(score, self.t)
+        dr = self.relu2.backward(self.affine2.backward(self.loss_layer.backward()))
+        self.conv.backward(self.relu1.backward(self.pool.backward(self.affine1.backward(dr))))
+        grads = {"W1": self.conv.dW, "b1": self.conv.db, "W2": self.affine1.dW, "b2": self.affine1.db,
+                 "W3": self.affine2.dW, "b3": self.affine2.db}
+        return float(loss), grads
+
+    def _step_with_numpy_affine(self):
         p, N = self.params, self.x.shape[0]
-        # forward
         h = self.pool.forward(self.relu1.forward(self.conv.forward(self.x)))
         flat = h.reshape(N, -1)
         r = self.relu2.forward(flat @ p["W2"] + p["b2"])
@@ -223,7 +241,6 @@ class SimpleConvNetStep:
         e = np.exp(score - score.max(axis=1, keepdims=True))
         y = e / e.sum(axis=1, keepdims=True)
         loss = -np.sum(np.log(y[np.arange(N), self.t] + 1e-7)) / N
-        # backward
         dscore = y.copy()
         dscore[np.arange(N), self.t] -= 1
         dscore /= N
@@ -790,6 +807,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="short warm-ups and few repeats (the whole run in well under a minute)")
     p.add_argument("--json", metavar="FILE", help="write every raw figure, machine info and peaks as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups (needs matplotlib)")
+    p.add_argument("--no-import-order", action="store_true",
+                   help="skip timing the training step in fresh processes with NumPy imported before and "
+                        "after fastconv (run when the train-step case is selected)")
     return p
 
 
@@ -839,6 +859,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(LEGEND)
     print(f"{len(results)} timings in {elapsed:.0f} s ({'--quick' if args.quick else 'full'} settings)")
+    import_order = None
+    if not args.no_import_order and any(c.kind == "train" for c in cases):
+        progress("timing the training step in fresh processes (import orders, OpenBLAS hook on/off) ...")
+        import_order = bench_blas.measure(n, repeats=15 if args.quick else 40, warm=settings.warmup_s)
+        if tty:
+            sys.stderr.write("\r\033[K")
+        print()
+        print(bench_blas.format_rows(import_order))
     failed = [r for r in results if r.failed]
     for r in failed:
         print(f"{r.check}: {r.case} {r.dtype} {r.op} {r.backend}: {r.message}")
@@ -846,7 +874,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"fastconv-bench: {len(failed)} of {len(results)} results FAILED or raised (details on stdout)",
               file=sys.stderr)
     if args.json:
-        write_json(args.json, results, peaks, info, threads, settings,
+        write_json(args.json, results, peaks, dict(info, import_order=import_order), threads, settings,
                    sys.argv[1:] if argv is None else argv)
         print(f"wrote {args.json}")
     if args.plot:

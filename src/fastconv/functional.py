@@ -19,7 +19,7 @@ from .backends import current_backend
 __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-    "relu", "relu_backward",
+    "relu", "relu_backward", "affine", "affine_backward",
 ]
 
 
@@ -302,6 +302,52 @@ def relu_backward(dout, x=None, out: Optional[np.ndarray] = None, *, mask=None) 
     if out is not None:
         _check_out(out, arr.shape, dt, {"dout": d, "x": arr})
     return current_backend().relu_backward(P.as_float(d, dt), P.as_float(arr, dt), out)
+
+
+# --- fully connected -------------------------------------------------------------
+
+def _affine_operands(x, W, x_name="x"):
+    x, w = P.arrays((x_name, "W"), (x, W))
+    P.check_ndim(w, 2, "W", "(D, H)")
+    if x.ndim < 1:
+        raise ValueError(f"{x_name} must have a batch axis, got a 0-d array")
+    rows = x.reshape(x.shape[0], -1) if x.shape[0] else x.reshape(0, int(np.prod(x.shape[1:])))
+    if rows.shape[1] != w.shape[0]:
+        raise ValueError(
+            f"{x_name} of shape {x.shape} flattens to {rows.shape[1]} features per row, "
+            f"but W of shape {w.shape} expects {w.shape[0]}")
+    return rows, w
+
+
+def affine(x, W, b) -> np.ndarray:
+    """The book's ``Affine.forward``: ``x.reshape(N, -1) @ W + b``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, ...) whose trailing axes flatten to D
+    W : array_like, shape (D, H);  b : array_like, shape (H,)
+
+    Returns
+    -------
+    ndarray, shape (N, H).
+    """
+    rows, w = _affine_operands(x, W)
+    (bias,) = P.arrays(("b",), (b,))
+    if bias.shape != (w.shape[1],):
+        raise ValueError(f"b must have shape ({w.shape[1]},) to match W {w.shape}, got {bias.shape}")
+    dt = P.compute_dtype(rows, w, bias)
+    P.check_alloc("affine result", (rows.shape[0], w.shape[1]), dt)
+    return current_backend().affine(P.as_float(rows, dt), P.as_float(w, dt), P.as_float(bias, dt))
+
+
+def affine_backward(dout, x, W) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`affine`: ``dx`` (x's shape), ``dW`` (D, H) and ``db`` (H,)."""
+    rows, w = _affine_operands(x, W)
+    (d,) = P.arrays(("dout",), (dout,))
+    _check_dout(d, (rows.shape[0], w.shape[1]), "affine")
+    dt = P.compute_dtype(d, rows, w)
+    dx, dw, db = current_backend().affine_backward(P.as_float(d, dt), P.as_float(rows, dt), P.as_float(w, dt))
+    return dx.reshape(np.shape(x)), dw, db
 
 
 def explain_plan(x_shape, w_shape, stride=1, pad=0, dtype="float32") -> dict:

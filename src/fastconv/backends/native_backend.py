@@ -60,3 +60,11 @@ def relu_backward_mask(dout: np.ndarray, mask: np.ndarray, out: Optional[np.ndar
     flat_out = None if out is None else out.reshape(-1)
     dx = _core.relu_backward_mask(dout.reshape(-1), mask.reshape(-1), flat_out)
     return dx.reshape(dout.shape) if out is None else out
+
+
+def affine(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _core.affine_forward(x, w, b)
+
+
+def affine_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray):
+    return _core.affine_backward(dout, x, w)

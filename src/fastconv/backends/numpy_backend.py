@@ -146,3 +146,11 @@ def relu_backward_mask(dout: np.ndarray, mask: np.ndarray, out: Optional[np.ndar
         return dx
     out[...] = dx
     return out
+
+
+def affine(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return x @ w + b
+
+
+def affine_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray):
+    return dout @ w.T, x.T @ dout, dout.sum(axis=0)

@@ -133,6 +133,17 @@ def relu_backward_mask(dout: np.ndarray, mask: np.ndarray, out: Optional[np.ndar
     return out
 
 
+def affine(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return _np(torch.addmm(_t(b), _t(x), _t(w)))
+
+
+def affine_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray):
+    with torch.no_grad():
+        d = _t(dout)
+        return _np(d @ _t(w).T), _np(_t(x).T @ d), _np(d.sum(dim=0))
+
+
 def _empty_guard(fn, result_shapes):
     """Results with no elements are built here (zeros: an empty sum): PyTorch refuses zero-size
     batches/channels/filters in places, and computes some empty shapes in 32 bits."""
@@ -165,6 +176,8 @@ _SHAPES = {
 }
 for _name, _shapes in _SHAPES.items():
     globals()[_name] = _translate_errors(_empty_guard(globals()[_name], _shapes))
+affine = _translate_errors(affine)
+affine_backward = _translate_errors(affine_backward)
 relu = _translate_errors(relu)
 relu_backward = _translate_errors(relu_backward)
 relu_backward_mask = _translate_errors(relu_backward_mask)

@@ -1,14 +1,13 @@
-"""The book's fully connected layers and loss, in plain NumPy.
-
-Counterparts of ``Affine``, ``SoftmaxWithLoss`` and ``Dropout`` in the book's ``common/layers.py``
-(and ``softmax`` / ``cross_entropy_error`` of ``common/functions.py``), with the same attributes
-(``W``, ``b``, ``dW``, ``db``, ``loss``, ``y``, ``t``, ``mask``). They are written here so that the
-example depends on nothing but NumPy and fastconv; the convolution, pooling and ReLU layers come
-from :mod:`fastconv.layers`.
-"""
+"""The book's fully connected layers and loss for the examples: fastconv's drop-ins
+(:mod:`fastconv.layers`), plus the book's ``softmax`` / ``cross_entropy_error`` of
+``common/functions.py``."""
 from __future__ import annotations
 
 import numpy as np
+
+from ..layers import Affine, Dropout, SoftmaxWithLoss
+
+__all__ = ["Affine", "Dropout", "SoftmaxWithLoss", "softmax", "cross_entropy_error"]
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -32,74 +31,3 @@ def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
         t = t.argmax(axis=1)
     n = y.shape[0]
     return float(-np.sum(np.log(y[np.arange(n), t] + 1e-7)) / n)
-
-
-class Affine:
-    """Fully connected layer ``x @ W + b``; flattens (N, C, H, W) input and restores it in backward."""
-
-    def __init__(self, W, b):
-        self.W = W
-        self.b = b
-        self.x = None
-        self.original_x_shape = None
-        self.dW = None
-        self.db = None
-
-    def forward(self, x):
-        self.original_x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
-        return self.x @ self.W + self.b
-
-    def backward(self, dout):
-        dx = dout @ self.W.T
-        self.dW = self.x.T @ dout
-        self.db = np.sum(dout, axis=0)
-        return dx.reshape(self.original_x_shape)
-
-
-class SoftmaxWithLoss:
-    """Softmax followed by the cross-entropy loss; ``backward`` returns ``(y - t) / N``."""
-
-    def __init__(self):
-        self.loss = None
-        self.y = None
-        self.t = None
-
-    def forward(self, x, t):
-        self.t = t
-        self.y = softmax(x)
-        self.loss = cross_entropy_error(self.y, t)
-        return self.loss
-
-    def backward(self, dout=1):
-        n = self.t.shape[0]
-        if self.t.size == self.y.size:  # one-hot labels
-            dx = self.y - self.t
-        else:
-            dx = self.y.copy()
-            dx[np.arange(n), self.t] -= 1
-        return dout * dx / n
-
-
-class Dropout:
-    """Dropout as in the book (not the "inverted" variant): zero a random ``dropout_ratio`` of
-    the units while training, scale everything by ``1 - dropout_ratio`` at test time.
-
-    ``rng`` is anything with ``rand`` (``np.random`` by default, like the book); the example gives
-    each network its own ``np.random.RandomState`` so that runs with different backends draw the
-    same masks.
-    """
-
-    def __init__(self, dropout_ratio=0.5, rng=None):
-        self.dropout_ratio = dropout_ratio
-        self.rng = np.random if rng is None else rng
-        self.mask = None
-
-    def forward(self, x, train_flg=True):
-        if train_flg:
-            self.mask = self.rng.rand(*x.shape) > self.dropout_ratio
-            return x * self.mask
-        return x * (1.0 - self.dropout_ratio)
-
-    def backward(self, dout):
-        return dout * self.mask

@@ -210,8 +210,8 @@ class DeepConvNet(ConvNetBase):
         self.params["W8"] = np.sqrt(2.0 / hidden_size) * rng.randn(hidden_size, output_size)
         self.params["b8"] = np.zeros(output_size)
         param_layers.append(len(self.layers))
-        self.layers += [Affine(self.params["W7"], self.params["b7"]), Relu(), Dropout(dropout_ratio, rng)]
+        self.layers += [Affine(self.params["W7"], self.params["b7"]), Relu(), Dropout(dropout_ratio, rng=rng)]
         param_layers.append(len(self.layers))
-        self.layers += [Affine(self.params["W8"], self.params["b8"]), Dropout(dropout_ratio, rng)]
+        self.layers += [Affine(self.params["W8"], self.params["b8"]), Dropout(dropout_ratio, rng=rng)]
         self.param_layers = tuple(param_layers)
         self.last_layer = SoftmaxWithLoss()

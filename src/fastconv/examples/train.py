@@ -261,7 +261,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="scale the channel and hidden sizes (default 1.0, the book's; 0.5 halves DeepConvNet's 16..64 channels)")
     m.add_argument("--epochs", type=int, help=f"passes over the training images (default: {DEFAULTS['epochs']})")
     m.add_argument("--batch-size", type=int, help=f"images per mini-batch (default: {DEFAULTS['batch_size']})")
-    m.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="adam", help="default: adam, as in ch07")
+    m.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"], default="adam", help="default: adam, as in ch07")
     m.add_argument("--lr", type=float, help="learning rate (default: "
                    + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + ")")
     m.add_argument("--seed", type=int, default=0, help="seeds the initial weights, batch order and dropout (default: 0)")

@@ -1,0 +1,72 @@
+"""The book's training step in fresh processes, NumPy imported before fastconv (the book's
+order) and after it, with and without fastconv's OpenBLAS hook (``fastconv._blas``).
+
+Two steps of the SimpleConvNet case: every layer fastconv's (no NumPy BLAS call in the step)
+and the same step with the book's NumPy Affine layers (NumPy's BLAS between fastconv calls,
+the thread fight the hook removes). Each configuration runs in its own interpreter, because
+the import order and OpenBLAS's spin setting are fixed when a process loads them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, List, Sequence
+
+_CHILD = r"""
+import json, sys, time
+{imports}
+import numpy as np
+from fastconv import _blas, bench
+case = bench.CASES_BY_NAME["simpleconvnet-train"]
+out = {{}}
+for label, numpy_affine in (("all fastconv layers", False), ("book's NumPy Affine", True)):
+    step = bench.SimpleConvNetStep(case, np.float64, np.random.default_rng(0), numpy_affine=numpy_affine)
+    _, _, reps = bench.warm_up(step, {warm})
+    times = []
+    for _ in range({repeats}):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    out[label] = sorted(times)[len(times) // 2]
+out["hooked"] = _blas.hooked()
+print(json.dumps(out))
+"""
+
+CONFIGS = (  # (label, imports, environment)
+    ("NumPy first (the book's order)", "import numpy\nimport fastconv", {}),
+    ("fastconv first", "import fastconv\nimport numpy", {}),
+    ("NumPy first, hook off", "import numpy\nimport fastconv", {"FASTCONV_BLAS_THREADS": "0"}),
+)
+
+
+def measure(threads: int, repeats: int = 40, warm: float = 0.5) -> List[Dict]:
+    """Median step time (s) of both steps in each configuration, one fresh process each."""
+    rows = []
+    for label, imports, extra in CONFIGS:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), **extra)
+        for key in ("OPENBLAS_THREAD_TIMEOUT", "FASTCONV_BLAS_THREADS"):
+            if key not in extra:
+                env.pop(key, None)
+        code = _CHILD.format(imports=imports, warm=warm, repeats=repeats)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"import-order run '{label}' failed:\n{proc.stderr.strip()}")
+        rows.append(dict(config=label, **json.loads(proc.stdout.strip().splitlines()[-1])))
+    return rows
+
+
+def format_rows(rows: Sequence[Dict]) -> str:
+    steps = ("all fastconv layers", "book's NumPy Affine")
+    base = rows[0]
+    width = max(len(r["config"]) for r in rows)
+    lines = [f"{'SimpleConvNet step, batch 100, f64 weights':<{width}}  " + "  ".join(f"{s:>24}" for s in steps)]
+    for r in rows:
+        cells = []
+        for s in steps:
+            ratio = base[s] / r[s] if r is not base else 1.0
+            cells.append(f"{r[s] * 1e3:8.2f} ms ({ratio:4.2f}x)".rjust(24))
+        lines.append(f"{r['config']:<{width}}  " + "  ".join(cells) + ("" if r["hooked"] else "  [no hook]"))
+    lines.append("(x: speed relative to the first row; each row is a fresh process; medians)")
+    return "\n".join(lines)
