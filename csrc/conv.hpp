@@ -7,10 +7,22 @@
 // that their shapes cross every block.
 #pragma once
 
+#include <string>
+
 #include "gemm/driver.hpp"
 #include "params.hpp"
 
 namespace fastconv {
+
+enum class ForwardAlgorithm {
+    implicit_gemm,  // one GEMM per item, B packed from the image (implicit im2col)
+    shifted_rows,   // stride 1: per tap, B is the zero-padded image shifted, read in place
+};
+
+// Tests force an algorithm over the whole case table ("auto" restores the cost rule); a
+// forced algorithm that cannot run a shape (shifted_rows at stride 2) falls back.
+void set_forward_algorithm(const std::string& name);
+std::string forward_algorithm_setting();
 
 enum class ForwardLayout {
     image_tiles,   // items (image, pixel chunk): the GEMM writes straight into NCHW
@@ -26,8 +38,13 @@ struct ConvForwardPlan {
     index_t per_image = 1;  // items per image (image_tiles)
     index_t items = 0;
     index_t c_block_elems = 0;  // batch_chunks: the item's output block
-    gemm::GemmPlan gemm;        // M = filters, N = chunk, K = patch
+    gemm::GemmPlan gemm;        // M = filters, N = chunk, K = patch (shifted_rows: K = channels)
     index_t thread_elems = 0;   // scratch per thread
+    // shifted_rows: items (image, block of `rows` output rows); each copies its rows' inputs,
+    // zero-padded, to a buffer of channel stride `channel_ld` and row pitch `pitch` (W + 2 pw),
+    // computes `rows * pitch` pixels per filter (the pad columns are computed and dropped).
+    ForwardAlgorithm algorithm = ForwardAlgorithm::implicit_gemm;
+    index_t rows = 0, row_items = 0, pitch = 0, channel_ld = 0, image_elems = 0;
 };
 
 template <class T>
@@ -56,6 +73,14 @@ template <class T>
 ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads);
 template <class T>
 ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads);
+
+// The shifted-rows forward (conv_shifted_rows.cpp): fills the plan's shifted_rows fields and
+// returns true when the algorithm can run the shape; runs a plan that chose it.
+template <class T>
+bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan);
+template <class T>
+void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* x, const T* w,
+                          const T* bias, T* out);
 
 // out (N, OC, OH, OW) = W (OC, C*KH*KW) x im2col(x) per image, + bias (nullable).
 template <class T>

@@ -20,7 +20,7 @@ import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from fastconv import _core
-from support import SEED, gemm_family, rng_for, under_asan
+from support import SEED, forward_algorithm, gemm_family, rng_for, under_asan
 
 DTYPE_NAMES = ("float32", "float64")
 MAX_KERNEL = 11
@@ -88,9 +88,12 @@ def planes(P: int, max_side: int = 1100) -> List[Tuple[int, int]]:
     return [hw for hw in both if max(hw) <= max_side] or both
 
 
-def plan_of(s: Dict, dtype: str) -> Dict:
-    return _core.conv2d_plan([s["N"], s["C"], s["H"], s["W"]], [s["FN"], s["C"], s["kh"], s["kw"]],
-                             s["sh"], s["sw"], s["ph"], s["pw"], dtype)
+def plan_of(s: Dict, dtype: str, algorithm: str = "implicit_gemm") -> Dict:
+    """The plan of the shape; the tier's forward targets are the implicit-GEMM plan's blocks (the
+    shifted-rows blocks have their own shapes, shifted_rows_shapes)."""
+    with forward_algorithm(algorithm):
+        return _core.conv2d_plan([s["N"], s["C"], s["H"], s["W"]], [s["FN"], s["C"], s["kh"], s["kw"]],
+                                 s["sh"], s["sw"], s["ph"], s["pw"], dtype)
 
 
 def gemm_dims(s: Dict, dtype: str) -> Dict[str, Tuple[int, int, int]]:
@@ -328,3 +331,35 @@ def affine_tier(name: Optional[str] = None) -> List[Dict]:
     name = name or slice_name()
     shapes = [s for f in families() for dt in DTYPE_NAMES for s in affine_shapes(f, dt)]
     return shapes if name == "full" else shapes[::3]
+
+
+# --- the shifted-rows forward ------------------------------------------------------------------
+
+def shifted_rows_shapes(family: str, dtype: str) -> List[Dict]:
+    """Stride-1 layers for the shifted-rows forward (run forced): channels per tap below, at and
+    above KC, filters around MC, items wider than NC (a 1,100-pixel row), several row items per
+    image with a short last one, 1x1 without padding, non-square kernels and pads."""
+    k = kernel_of(family, dtype)
+    kc, mc = k["kc"], k["mc"]
+
+    def layer(N, C, H, W, FN, kh, kw, ph, pw, why):
+        return dict(N=N, C=C, H=H, W=W, FN=FN, kh=kh, kw=kw, sh=1, sw=1, ph=ph, pw=pw, why=why,
+                    family=family, dtype=dtype)
+
+    return [
+        layer(2, kc - 1, 6, 7, 5, 3, 3, 1, 1, "C = KC - 1"),
+        layer(1, kc, 5, 9, 9, 3, 3, 1, 1, "C = KC"),
+        layer(2, kc + 1, 7, 5, 3, 3, 3, 1, 1, "C = KC + 1"),
+        layer(3, 16, 12, 13, mc - 1, 3, 3, 1, 1, "FN = MC - 1"),
+        layer(1, 16, 9, 10, mc + 1, 3, 3, 1, 1, "FN = MC + 1"),
+        layer(8, 8, 9, 1100, 4, 3, 3, 1, 1, "item wider than NC"),
+        layer(1, 24, 83, 61, 7, 3, 3, 1, 1, "row items, short last"),
+        layer(4, 40, 9, 11, 6, 1, 1, 0, 0, "1x1 pad 0"),
+        layer(2, 9, 11, 8, 5, 3, 5, 0, 2, "3x5 kernel, pad (0, 2)"),
+        layer(1, 1, 8, 8, 3, 5, 5, 4, 4, "C = 1, pad = kernel - 1"),
+    ]
+
+
+def shifted_rows_tier(name: Optional[str] = None) -> List[Dict]:
+    shapes = [s for f in families() for dt in DTYPE_NAMES for s in shifted_rows_shapes(f, dt)]
+    return shapes if (name or slice_name()) == "full" else shapes[::2]

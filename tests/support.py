@@ -45,6 +45,20 @@ def gemm_family(isa: str):
         fastconv._core.set_gemm_kernel(before)
 
 
+FORWARD_ALGORITHMS = ("implicit_gemm", "shifted_rows")
+
+
+@contextlib.contextmanager
+def forward_algorithm(name: str):
+    """Force the native convolution forward algorithm for the block ("auto": the cost rule)."""
+    before = fastconv._core.get_forward_algorithm()
+    fastconv._core.set_forward_algorithm(name)
+    try:
+        yield
+    finally:
+        fastconv._core.set_forward_algorithm(before)
+
+
 @contextlib.contextmanager
 def backend_context(name: str):
     """use_backend(name), where "native:<isa>" also forces that GEMM kernel family."""

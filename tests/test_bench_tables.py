@@ -9,6 +9,7 @@ import pytest
 
 import fastconv
 from fastconv import _core, bench
+from support import FORWARD_ALGORITHMS, forward_algorithm
 
 BATCH = 2
 CASES = [dataclasses.replace(c, x_shape=(min(c.x_shape[0], BATCH),) + c.x_shape[1:])
@@ -22,12 +23,16 @@ def poisoned():
     _core.set_debug_poison(False)
 
 
+# Convolutions with every forward algorithm forced too; pooling has one algorithm.
+RUNS = [(c, a) for c in CASES for a in (("auto",) + FORWARD_ALGORITHMS if c.kind == "conv" else ("auto",))]
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bench_case_native_matches_numpy(case, dtype, poisoned):
+@pytest.mark.parametrize("case, algorithm", RUNS, ids=[f"{c.name}-{a}" for c, a in RUNS])
+def test_bench_case_native_matches_numpy(case, dtype, algorithm, poisoned):
     wl = bench.Workload(case, dtype)
     for op in case.ops:
-        with fastconv.use_backend("native"):
+        with fastconv.use_backend("native"), forward_algorithm(algorithm):
             result = wl.fn(op)()
         check = wl.check(op, result)
         assert check.ok, f"{case.name} (batch {case.x_shape[0]}) {dtype} {op}: {check.message}"

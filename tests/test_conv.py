@@ -9,7 +9,8 @@ import pytest
 import fastconv
 import naive
 from cases import CASES, SMALL_CASES, params
-from support import assert_close, assert_exact, assert_result_array, randn, rng_for, seed_note, small_ints
+from support import (FORWARD_ALGORITHMS, assert_close, assert_exact, assert_result_array, backend_context,
+                     forward_algorithm, randn, rng_for, seed_note, small_ints)
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,6 +60,24 @@ def test_forward_matches_naive(case, backend, dtype, with_bias):
         assert_close(out, ref_b, abs_b, nterms, dtype, f"conv2d[{backend}] with bias")
     else:
         assert_close(out, ref_nb, abs_nb, nterms, dtype, f"conv2d[{backend}] without bias")
+
+
+@pytest.mark.parametrize("algorithm", FORWARD_ALGORITHMS)
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+@pytest.mark.parametrize("case", params(CASES))
+def test_every_forward_algorithm_matches_naive(case, family, algorithm, dtype):
+    """Each native forward algorithm forced over the case table, with every GEMM kernel family
+    (a forced shifted_rows falls back to implicit_gemm on strided shapes; the plan says which)."""
+    x, w, b, _ = _inputs(case, "normal", dtype)
+    with forward_algorithm(algorithm), backend_context(f"native:{family}"):
+        out = fastconv.conv2d(x, w, b, **case.geometry)
+        chosen = fastconv.explain_plan(case.x_shape, case.w_shape, dtype=dtype, **case.geometry)["forward"]
+    runs_shifted = (case.sh, case.sw) == (1, 1) and 0 not in case.out_shape
+    assert chosen["algorithm"] == (algorithm if runs_shifted else "implicit_gemm"), chosen
+    _, ref_b, *_ = _reference(case, "normal", dtype.name, False)
+    _, abs_b, *_ = _reference(case, "normal", dtype.name, True)
+    nterms = naive.conv_terms(case.x_shape, case.w_shape, case.stride, case.pad)[0]
+    assert_close(out, ref_b, abs_b, nterms, dtype, f"conv2d[{algorithm}, {family}]")
 
 
 @pytest.mark.parametrize("case", params(CASES))

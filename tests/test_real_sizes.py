@@ -14,7 +14,7 @@ import pytest
 import fastconv
 from fastconv import _core
 import real_sizes
-from support import assert_close, assert_exact, backend_context, rng_for
+from support import FORWARD_ALGORITHMS, assert_close, assert_exact, backend_context, forward_algorithm, rng_for
 
 CONV = real_sizes.tier()
 POOL = real_sizes.pool_tier()
@@ -61,9 +61,12 @@ def test_conv_forward_backward(s, poisoned):
     what = real_sizes.describe(s)
     K = s["C"] * s["kh"] * s["kw"]
 
-    out = _native(s["family"], fastconv.conv2d, x, w, b, stride, pad)
-    assert_close(out, _ref(fastconv.conv2d, x, w, b, stride, pad),
-                 _ref(fastconv.conv2d, np.abs(x), np.abs(w), np.abs(b), stride, pad), K + 1, dt, f"forward {what}")
+    ref = _ref(fastconv.conv2d, x, w, b, stride, pad)
+    absref = _ref(fastconv.conv2d, np.abs(x), np.abs(w), np.abs(b), stride, pad)
+    for algorithm in FORWARD_ALGORITHMS:  # the targets are implicit-GEMM blocks; both must agree
+        with forward_algorithm(algorithm):
+            out = _native(s["family"], fastconv.conv2d, x, w, b, stride, pad)
+        assert_close(out, ref, absref, K + 1, dt, f"forward ({algorithm}) {what}")
 
     dout = rng.standard_normal(out.shape).astype(dt)
     dx, dw, db = _native(s["family"], fastconv.conv2d_backward, dout, x, w, stride, pad)
@@ -203,3 +206,42 @@ def test_gemm_scratch_check_refuses_short_scratch():
     a, b = np.ones((40, 300)), np.ones((300, 50))
     with pytest.raises(RuntimeError, match="fastconv internal error in gemm"):
         _core.gemm(a, b, scratch_elems=64)
+
+
+# --- the shifted-rows forward ------------------------------------------------------------------
+
+SHIFTED = real_sizes.shifted_rows_tier()
+
+
+@pytest.mark.parametrize("s", SHIFTED, ids=[_id(i, s) for i, s in enumerate(SHIFTED)])
+def test_shifted_rows_forward(s, poisoned):
+    rng = rng_for("shifted-rows", real_sizes.describe(s))
+    dt = np.dtype(s["dtype"])
+    x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
+    w = rng.standard_normal((s["FN"], s["C"], s["kh"], s["kw"])).astype(dt)
+    b = rng.standard_normal(s["FN"]).astype(dt)
+    pad = (s["ph"], s["pw"])
+    with forward_algorithm("shifted_rows"):
+        out = _native(s["family"], fastconv.conv2d, x, w, b, 1, pad)
+    assert_close(out, _ref(fastconv.conv2d, x, w, b, 1, pad), _ref(fastconv.conv2d, np.abs(x), np.abs(w), np.abs(b), 1, pad),
+                 s["C"] * s["kh"] * s["kw"] + 1, dt, f"shifted-rows forward {real_sizes.describe(s)}")
+
+
+def test_shifted_rows_tier_reaches_its_blocks():
+    """Per family and dtype, the forced plans cross KC (channels per tap), MC (filters) and NC
+    (item pixels), and split an image into row items with a short last one."""
+    for family in _core.gemm_kernels():
+        for dtype in real_sizes.DTYPE_NAMES:
+            k = real_sizes.kernel_of(family, dtype)
+            seen = set()
+            for s in real_sizes.shifted_rows_shapes(family, dtype):
+                with real_sizes.forced(family):
+                    fwd = real_sizes.plan_of(s, dtype, "shifted_rows")["forward"]
+                assert fwd["algorithm"] == "shifted_rows", s
+                g = fwd["gemm"]
+                seen |= {name for name, hit in (("K > KC", g["k_max"] > k["kc"]), ("M > MC", g["m_max"] > k["mc"]),
+                                                ("N > NC", g["n_max"] > k["nc"])) if hit}
+                OH = real_sizes.out_size(s["H"], s["kh"], 1, s["ph"])
+                if fwd["rows"] < OH and OH % fwd["rows"]:
+                    seen.add("short last row item")
+            assert seen == {"K > KC", "M > MC", "N > NC", "short last row item"}, (family, dtype, seen)
