@@ -5,13 +5,20 @@ Trains ch07's SimpleConvNet with Adam on the 5,000 MNIST digits that ship with m
 the same steps as "Deep Learning from Scratch" (oreilly-japan/deep-learning-from-scratch),
 chapter 7. ``fastconv-train`` does the same with options; this file shows the pieces.
 
-    python examples/train_convnet.py
+    python examples/train_convnet.py [OUTPUT_DIR]
+
+params.pkl and accuracy.png go to OUTPUT_DIR (default: the current directory).
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 
 import fastconv
 from fastconv.examples import Adam, SimpleConvNet, load_mnist5k
 
+out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+out_dir.mkdir(parents=True, exist_ok=True)
 fastconv.set_backend("native")  # or "numpy" (the book's im2col algorithm), or "torch"
 
 data = load_mnist5k()  # float64 images (N, 1, 28, 28) in [0, 1], int labels; 4,000 train / 1,000 test
@@ -34,8 +41,8 @@ for epoch in range(1, epochs + 1):
     print(f"epoch {epoch}: loss {network.last_layer.loss:.4f}, "
           f"train acc {train_acc_list[-1]:.4f}, test acc {test_acc_list[-1]:.4f}")
 
-network.save_params("params.pkl")
-print("saved the parameters to params.pkl")
+network.save_params(out_dir / "params.pkl")
+print(f"saved the parameters to {out_dir / 'params.pkl'}")
 
 try:
     import matplotlib
@@ -51,5 +58,5 @@ else:
     plt.ylabel("accuracy")
     plt.ylim(0, 1.0)
     plt.legend(loc="lower right")
-    plt.savefig("accuracy.png")
-    print("saved the accuracy curves to accuracy.png")
+    plt.savefig(out_dir / "accuracy.png")
+    print(f"saved the accuracy curves to {out_dir / 'accuracy.png'}")

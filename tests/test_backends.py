@@ -212,3 +212,30 @@ def test_backend_results_do_not_depend_on_previous_backend(name, rng):
         assert_exact(fastconv.conv2d(x, w, None, 1, 1), first, f"{name} after switching")
     assert_close(first, naive.conv2d(x, w, None, 1, 1), naive.conv2d(np.abs(x), np.abs(w), None, 1, 1), 27,
                  np.float64, name)
+
+
+def test_missing_torch_says_how_to_install(monkeypatch):
+    """set_backend("torch") on a machine without PyTorch names the install command."""
+    import importlib
+
+    from fastconv import backends
+
+    real = importlib.import_module
+
+    def no_torch(name, *args, **kwargs):
+        if name.endswith("torch_backend"):
+            raise ImportError("No module named 'torch'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(backends, "_loaded", {k: v for k, v in backends._loaded.items() if k != "torch"})
+    monkeypatch.setattr(backends.importlib, "import_module", no_torch)
+    with pytest.raises(ValueError, match=r"No module named 'torch' \(install PyTorch's CPU build with: "
+                                         r"pip install 'fastconv\[torch\]'"):
+        fastconv.set_backend("torch")
+    assert fastconv.get_backend() != "torch"
+
+
+def test_show_config_lists_the_version_first(capsys):
+    fastconv.show_config()
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.split(":")[0].strip() == "fastconv" and fastconv.__version__ in first

@@ -34,9 +34,9 @@ def _blas_spin() -> str:
 def config() -> dict:
     from .backends import available_backends
 
-    info = dict(_core.build_info())
+    info = {"fastconv": _core.__version__}  # the version first: what a bug report needs most
+    info.update(_core.build_info())
     info.update(
-        fastconv=_core.__version__,
         python=sys.version.split()[0],
         platform=platform.platform(),
         numpy=np.__version__,

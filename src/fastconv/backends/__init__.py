@@ -25,7 +25,9 @@ def _load(name: str) -> ModuleType:
         try:
             _loaded[name] = importlib.import_module(f"{__name__}.{_MODULES[name]}")
         except ImportError as exc:
-            raise ValueError(f"backend {name!r} is not available here: {exc}") from exc
+            hint = (" (install PyTorch's CPU build with: pip install 'fastconv[torch]', which pins torch 2.13.0)"
+                    if name == "torch" else "")
+            raise ValueError(f"backend {name!r} is not available here: {exc}{hint}") from exc
     return _loaded[name]
 
 
