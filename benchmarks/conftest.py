@@ -21,7 +21,7 @@ from typing import Dict, Tuple
 import pytest
 
 import fastconv
-from fastconv import bench
+from fastconv import bench, bench_networks
 
 BACKENDS = ("numpy", "native", "torch")  # numpy first: its result becomes the reference
 CASE_ARGS = {"conv_case": "conv", "pool_case": "pool", "train_case": "train"}
@@ -35,6 +35,9 @@ def pytest_addoption(parser):
     group.addoption("--bench-cases", default=None, metavar="NAMES",
                     help="comma list of fastconv-bench case names or globs, or 'all' (default: all "
                          "cases when timing, the small ones under --benchmark-disable)")
+    group.addoption("--bench-networks", default=None, metavar="NAMES",
+                    help="comma list of fastconv-bench --suite networks networks, or 'all' (default: all when "
+                         "timing, the book's SimpleConvNet and LeNet-5 under --benchmark-disable)")
     group.addoption("--bench-threads", type=int, default=None, metavar="N",
                     help="threads for fastconv, PyTorch and NumPy's BLAS (default: fastconv's current)")
 
@@ -57,6 +60,21 @@ def _cases(config, kind: str):
     return [c for c in cases if c.kind == kind]
 
 
+SMOKE_NETWORKS = ("simpleconvnet", "lenet5")
+
+
+def _network_cases(config):
+    spec = config.getoption("bench_networks")
+    if spec == "all" or (spec is None and _timing(config)):
+        names = None
+    else:
+        names = [n.strip() for n in (spec or ",".join(SMOKE_NETWORKS)).split(",") if n.strip()]
+    try:
+        return bench_networks.cases(names)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--bench-networks: {exc}") from exc
+
+
 def pytest_generate_tests(metafunc):
     for arg, kind in CASE_ARGS.items():
         if arg in metafunc.fixturenames:
@@ -64,21 +82,27 @@ def pytest_generate_tests(metafunc):
             metafunc.parametrize(arg, cases, ids=[c.name for c in cases])
     if "dtype" in metafunc.fixturenames:
         metafunc.parametrize("dtype", bench.DTYPES)
-    if "backend" in metafunc.fixturenames:
+    if "network_case" in metafunc.fixturenames:
+        # NumPy only where its im2col finishes in seconds (bench_networks.NUMPY_MAX_FLOP).
+        pairs = [(c, b) for c in _network_cases(metafunc.config) for b in BACKENDS
+                 if b != "numpy" or bench_networks.numpy_timed(c)]
+        metafunc.parametrize("network_case, backend", pairs, ids=[f"{c.name}-{b}" for c, b in pairs])
+    elif "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", BACKENDS)
 
 
 def pytest_collection_modifyitems(config, items):
     """Run each case's entries together (numpy first), so one workload is alive at a time."""
-    case_rank = {c.name: i for i, c in enumerate(bench.CASES)}
+    case_rank = {c.name: i for i, c in enumerate(list(bench.CASES) + bench_networks.cases())}
 
     def key(item):
         params = getattr(getattr(item, "callspec", None), "params", {})
-        case = next((params[a] for a in CASE_ARGS if a in params), None)
+        case = next((params[a] for a in list(CASE_ARGS) + ["network_case"] if a in params), None)
         if case is None or "op" not in params:
             return (-1, "", 0, 0)  # not a benchmark: keep first, in collection order
-        return (case_rank[case.name], params.get("dtype", ""), bench.OPS.index(params["op"]),
-                BACKENDS.index(params.get("backend", "numpy")))
+        op = params["op"]  # a full op name, or "fwd"/"bwd" for the network layers
+        op_rank = bench.OPS.index(op) if op in bench.OPS else ("fwd", "bwd").index(op)
+        return (case_rank[case.name], params.get("dtype", ""), op_rank, BACKENDS.index(params.get("backend", "numpy")))
 
     items.sort(key=key)
 
@@ -127,7 +151,9 @@ def measure(benchmark, dtype, backend):
         wl = _workload(case, dtype)
         fn = wl.fn(op)
         itemsize = 4 if dtype == "float32" else 8
-        benchmark.group = f"{case.name} {dtype} {op}"
+        # Network layers group per network ("vgg16@b8 float32 conv-fwd"), the cases per case.
+        net, _, layer = case.name.partition("/")
+        benchmark.group = (f"{net}@{layer.rsplit('@', 1)[1]} {dtype} {op}" if layer else f"{case.name} {dtype} {op}")
         benchmark.extra_info.update(
             case=case.name, shape=case.describe(), op=op, dtype=dtype, backend=backend,
             threads=fastconv.get_num_threads(), flop=case.flop(op), bytes=case.bytes_moved(op, itemsize))

@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 import fastconv
-from fastconv import _config, _core, bench_blas
+from fastconv import _config, _core, bench_blas, bench_networks
 from fastconv import functional as F
 from fastconv import layers as L
 
@@ -399,6 +399,11 @@ class Settings:
 
 
 NORMAL = Settings()
+# The networks suite times ~15x more rows: shorter budgets, two alternating rounds.
+NETWORKS_FULL = Settings(rounds=2, warmup_s=0.1, budget_s=0.25, min_reps=3, max_reps=60, slow_call_s=0.1,
+                         min_reps_slow=2, peak_s=0.2)
+NETWORKS_QUICK = Settings(rounds=1, warmup_s=0.02, budget_s=0.05, min_reps=2, max_reps=10, slow_call_s=0.03,
+                          min_reps_slow=1, peak_s=0.1)
 QUICK = Settings(rounds=1, warmup_s=0.05, budget_s=0.12, min_reps=3, max_reps=30,
                  slow_call_s=0.08, min_reps_slow=1, peak_s=0.1)
 
@@ -521,11 +526,14 @@ class Result:
 
 
 def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], settings: Settings,
-        progress: Callable[[str], None] = lambda msg: None) -> List[Result]:
+        progress: Callable[[str], None] = lambda msg: None,
+        numpy_for: Callable[[Case], bool] = lambda case: True) -> List[Result]:
     """Time every (case, dtype, op, backend); NumPy runs first and is the reference.
 
     The backends of one (case, dtype, op) are timed in ``settings.rounds`` alternating rounds,
-    each with its own warm-up and a share of the budget; a backend's samples are pooled.
+    each with its own warm-up and a share of the budget; a backend's samples are pooled. Cases
+    for which ``numpy_for`` is false skip the NumPy backend; PyTorch, when timed, is their
+    reference instead.
     """
     backends = sorted(backends, key=BACKEND_ORDER.index)
     rows = [(c, dt, op) for c in cases for dt in dtypes for op in c.ops]
@@ -545,11 +553,15 @@ def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], s
             gc.collect()
             workload = Workload(case, dtype)
         item = np.dtype(dtype).itemsize
+        row_backends = backends if numpy_for(case) else sorted((b for b in backends if b != "numpy"),
+                                                               key=lambda b: b != "torch")
+        reference = row_backends[0] if row_backends[0] in ("numpy", "torch") else None
         row = {be: Result(case.name, op, dtype, be, flop=case.flop(op), bytes=case.bytes_moved(op, item))
-               for be in backends}
+               for be in row_backends}
         fn = workload.fn(op)
+        ref_result = None
         for r in range(rounds):
-            for backend in backends:
+            for backend in row_backends:
                 step += 1
                 res = row[backend]
                 if res.check == "ERROR":  # failed in an earlier round: reported once
@@ -565,8 +577,12 @@ def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], s
                         if backend == "numpy":
                             workload.offer_reference(op, first)
                             res.check = "ref"
+                        elif backend == reference:  # torch, where NumPy would take minutes
+                            ref_result, res.check = first, "ref"
+                        elif reference is None:
+                            res.check = "unchecked"
                         else:
-                            chk = workload.check(op, first)
+                            chk = workload.check(op, first, ref=ref_result)
                             res.check, res.max_rel_err, res.message = (("ok" if chk.ok else "FAIL"),
                                                                        chk.max_rel_err, chk.message)
                     del first
@@ -799,6 +815,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads for every library (default: fastconv.get_num_threads())")
+    p.add_argument("--suite", choices=("cases", "networks"), default="cases",
+                   help="cases: the tuned shape table (default); networks: every distinct conv and pooling "
+                        "layer of LeNet-5, AlexNet, ZFNet, VGG-16, ResNet-18, ResNet-50's 1x1 layers, the book's "
+                        "networks and the seed's MNIST CNN, with per-network summaries")
+    p.add_argument("--networks", metavar="NAMES", help="with --suite networks: a comma list of networks")
     p.add_argument("--cases", metavar="NAMES", help="comma list of case names or glob patterns (see --list)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--backends", metavar="NAMES",
@@ -817,7 +838,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cases = select_cases(args.cases)
+        if args.suite == "networks":
+            nets = [n.strip() for n in args.networks.split(",")] if args.networks else None
+            cases = bench_networks.cases(nets, quick=args.quick)
+            if args.cases:
+                cases = [c for c in cases if any(fnmatch.fnmatchcase(c.name, p.strip()) for p in args.cases.split(","))]
+        else:
+            cases = select_cases(args.cases)
         if args.list:
             print(list_cases(cases))
             return 0
@@ -832,7 +859,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except ImportError:
             parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
-    settings = QUICK if args.quick else NORMAL
+    if args.suite == "networks":
+        settings = NETWORKS_QUICK if args.quick else NETWORKS_FULL
+    else:
+        settings = QUICK if args.quick else NORMAL
     n = args.threads or fastconv.get_num_threads()
 
     tty = sys.stderr.isatty()
@@ -850,7 +880,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         info = machine_info()
         print("\n".join(header_lines(info, threads, peaks)), flush=True)
         t0 = time.perf_counter()
-        results = run(cases, dtypes, backends, settings, progress)
+        numpy_for = bench_networks.numpy_timed if args.suite == "networks" else (lambda case: True)
+        results = run(cases, dtypes, backends, settings, progress, numpy_for)
         elapsed = time.perf_counter() - t0
     if tty:
         sys.stderr.write("\r\033[K")
@@ -859,6 +890,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(LEGEND)
     print(f"{len(results)} timings in {elapsed:.0f} s ({'--quick' if args.quick else 'full'} settings)")
+    if args.suite == "networks":
+        print()
+        print(bench_networks.summary(results, cases))
     import_order = None
     if not args.no_import_order and any(c.kind == "train" for c in cases):
         progress("timing the training step in fresh processes (import orders, OpenBLAS hook on/off) ...")
