@@ -27,8 +27,10 @@ GemmItems split_gemm(const gemm::MicroKernel<T>& kern, index_t M, index_t N, int
     if (it.count() < threads && M >= 2 * kern.mr)
         it.rows = std::max<index_t>(kern.mr, gemm::round_up(gemm::ceil_div(M, threads), kern.mr));
     refresh();
-    if (it.count() < threads && N >= 2 * kern.nr)
-        it.cols = std::max<index_t>(kern.nr, gemm::round_up(gemm::ceil_div(N, std::max<index_t>(1, threads / it.row_items)), kern.nr));
+    if (it.count() < threads && N >= 2 * kern.nr) {
+        const index_t col_items = std::max<index_t>(1, threads / it.row_items);
+        it.cols = std::max<index_t>(kern.nr, gemm::round_up(gemm::ceil_div(N, col_items), kern.nr));
+    }
     refresh();
     return it;
 }

@@ -6,7 +6,7 @@
 namespace fastconv {
 
 // A matrix operand of a product: element (i, p) at data[i*ld + p], or at data[p*ld + i] when
-// transposed (a transposed view of a C-contiguous array is read in place, never copied).
+// transposed (the packers read a transposed view of a C-contiguous array directly: no copy).
 template <class T>
 struct MatrixRef {
     const T* data;

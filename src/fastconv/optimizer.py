@@ -28,120 +28,127 @@ def _native(param, grad, state) -> bool:
             and not any(np.may_share_memory(param, a) for a in (grad, *state)))
 
 
-def _zeros_like_all(params) -> dict:
-    return {key: np.zeros_like(val) for key, val in params.items()}
+class _BookOptimizer:
+    """update(params, grads): make the state arrays on the first call (zeros like each
+    parameter, as the book does), then update each parameter by the kernel or by the book's
+    NumPy expression (``_numpy_step``)."""
+
+    RULE = ""
+    STATE = ()  # names of the per-parameter state dicts, in the kernel's order
+
+    def _scalars(self) -> dict:
+        return {}
+
+    def _begin_step(self) -> float:
+        return self.lr
+
+    def update(self, params, grads):
+        missing = [key for key in params if key not in grads]
+        if missing:
+            raise KeyError(f"grads has no entry for parameter(s) {missing}")
+        for name in self.STATE:
+            if getattr(self, name) is None:
+                setattr(self, name, {key: np.zeros_like(val) for key, val in params.items()})
+        lr = self._begin_step()
+        for key in params:
+            p, g = params[key], grads[key]
+            state = [getattr(self, name)[key] for name in self.STATE]
+            if _native(p, g, state):
+                _core.optimizer_update(self.RULE, p, g, state, float(lr), **self._scalars())
+            else:
+                self._numpy_step(params, key, g, lr)
 
 
-def _check_keys(params, grads) -> None:
-    missing = [key for key in params if key not in grads]
-    if missing:
-        raise KeyError(f"grads has no entry for parameter(s) {missing}")
-
-
-class SGD:
+class SGD(_BookOptimizer):
     """``params[key] -= lr * grads[key]``."""
+
+    RULE = "sgd"
 
     def __init__(self, lr=0.01):
         self.lr = lr
 
-    def update(self, params, grads):
-        _check_keys(params, grads)
-        for key in params:
-            p, g = params[key], grads[key]
-            if _native(p, g, ()):
-                _core.optimizer_update("sgd", p, g, [], self.lr)
-            else:
-                params[key] -= self.lr * g
+    def _numpy_step(self, params, key, g, lr):
+        params[key] -= lr * g
 
 
-class Momentum:
+class Momentum(_BookOptimizer):
     """``v = momentum * v - lr * grad; param += v``."""
 
+    RULE, STATE = "momentum", ("v",)
+
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
         self.v = None
 
-    def update(self, params, grads):
-        _check_keys(params, grads)
-        if self.v is None:
-            self.v = _zeros_like_all(params)
-        for key in params:
-            p, g, v = params[key], grads[key], self.v[key]
-            if _native(p, g, (v,)):
-                _core.optimizer_update("momentum", p, g, [v], self.lr, momentum=self.momentum)
-            else:
-                self.v[key] = self.momentum * v - self.lr * g
-                params[key] += self.v[key]
+    def _scalars(self):
+        return {"momentum": self.momentum}
+
+    def _numpy_step(self, params, key, g, lr):
+        self.v[key] = self.momentum * self.v[key] - lr * g
+        params[key] += self.v[key]
 
 
-class Nesterov:
+class Nesterov(_BookOptimizer):
     """Nesterov's accelerated gradient in the book's form (arXiv:1212.0901)."""
 
+    RULE, STATE = "nesterov", ("v",)
+
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
         self.v = None
 
-    def update(self, params, grads):
-        _check_keys(params, grads)
-        if self.v is None:
-            self.v = _zeros_like_all(params)
-        for key in params:
-            p, g, v = params[key], grads[key], self.v[key]
-            if _native(p, g, (v,)):
-                _core.optimizer_update("nesterov", p, g, [v], self.lr, momentum=self.momentum)
-            else:
-                params[key] += self.momentum * self.momentum * v
-                params[key] -= (1 + self.momentum) * self.lr * g
-                v *= self.momentum
-                v -= self.lr * g
+    def _scalars(self):
+        return {"momentum": self.momentum}
+
+    def _numpy_step(self, params, key, g, lr):
+        v = self.v[key]
+        params[key] += self.momentum * self.momentum * v
+        params[key] -= (1 + self.momentum) * lr * g
+        v *= self.momentum
+        v -= lr * g
 
 
-class AdaGrad:
+class AdaGrad(_BookOptimizer):
     """``h += grad * grad; param -= lr * grad / (sqrt(h) + 1e-7)``."""
+
+    RULE, STATE = "adagrad", ("h",)
 
     def __init__(self, lr=0.01):
         self.lr = lr
         self.h = None
 
-    def update(self, params, grads):
-        _check_keys(params, grads)
-        if self.h is None:
-            self.h = _zeros_like_all(params)
-        for key in params:
-            p, g, h = params[key], grads[key], self.h[key]
-            if _native(p, g, (h,)):
-                _core.optimizer_update("adagrad", p, g, [h], self.lr)
-            else:
-                h += g * g
-                params[key] -= self.lr * g / (np.sqrt(h) + 1e-7)
+    def _numpy_step(self, params, key, g, lr):
+        h = self.h[key]
+        h += g * g
+        params[key] -= lr * g / (np.sqrt(h) + 1e-7)
 
 
-class RMSprop:
+class RMSprop(_BookOptimizer):
     """``h = decay_rate * h + (1 - decay_rate) * grad**2; param -= lr * grad / (sqrt(h) + 1e-7)``."""
+
+    RULE, STATE = "rmsprop", ("h",)
 
     def __init__(self, lr=0.01, decay_rate=0.99):
         self.lr = lr
         self.decay_rate = decay_rate
         self.h = None
 
-    def update(self, params, grads):
-        _check_keys(params, grads)
-        if self.h is None:
-            self.h = _zeros_like_all(params)
-        for key in params:
-            p, g, h = params[key], grads[key], self.h[key]
-            if _native(p, g, (h,)):
-                _core.optimizer_update("rmsprop", p, g, [h], self.lr, decay_rate=self.decay_rate)
-            else:
-                h *= self.decay_rate
-                h += (1 - self.decay_rate) * g * g
-                params[key] -= self.lr * g / (np.sqrt(h) + 1e-7)
+    def _scalars(self):
+        return {"decay_rate": self.decay_rate}
+
+    def _numpy_step(self, params, key, g, lr):
+        h = self.h[key]
+        h *= self.decay_rate
+        h += (1 - self.decay_rate) * g * g
+        params[key] -= lr * g / (np.sqrt(h) + 1e-7)
 
 
-class Adam:
+class Adam(_BookOptimizer):
     """Adam (arXiv:1412.6980v8) in the book's form: the bias correction folded into ``lr_t``."""
+
+    RULE, STATE = "adam", ("m", "v")
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         self.lr = lr
@@ -151,17 +158,16 @@ class Adam:
         self.m = None
         self.v = None
 
-    def update(self, params, grads):
-        _check_keys(params, grads)
-        if self.m is None:
-            self.m, self.v = _zeros_like_all(params), _zeros_like_all(params)
+    def _scalars(self):
+        return {"beta1": self.beta1, "beta2": self.beta2}
+
+    def _begin_step(self):
         self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
-        for key in params:
-            p, g, m, v = params[key], grads[key], self.m[key], self.v[key]
-            if _native(p, g, (m, v)):
-                _core.optimizer_update("adam", p, g, [m, v], float(lr_t), beta1=self.beta1, beta2=self.beta2)
-            else:
-                m += (1 - self.beta1) * (g - m)
-                v += (1 - self.beta2) * (g ** 2 - v)
-                params[key] -= lr_t * m / (np.sqrt(v) + 1e-7)
+        # A float64 NumPy scalar, as in the book: its step is computed in float64.
+        return self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+
+    def _numpy_step(self, params, key, g, lr_t):
+        m, v = self.m[key], self.v[key]
+        m += (1 - self.beta1) * (g - m)
+        v += (1 - self.beta2) * (g ** 2 - v)
+        params[key] -= lr_t * m / (np.sqrt(v) + 1e-7)
