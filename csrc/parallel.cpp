@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <mutex>
 #include <thread>
 #include <vector>
 #if defined(__unix__) || defined(__APPLE__)
@@ -86,8 +87,12 @@ void run_blas_jobs_on_threads(BlasDoJob dojob, int mine, int first, int numjobs,
 // once: a team smaller than asked for (nested region, OMP_THREAD_LIMIT) gets the missing jobs
 // on plain threads, and so does a forked child, which must not enter an OpenMP region.
 // `sync` is 1 in every release with the hook (exec_blas waits for the region).
+// One region at a time: OpenBLAS's pthreads build gives job t of every region the same work
+// buffer (blas_thread_buffer[t]), which its own pool never hands to two callers at once.
 extern "C" void fastconv_blas_threads_callback(int /*sync*/, BlasDoJob dojob, int numjobs, std::size_t elsize,
                                                 void* jobdata, int dojob_data) {
+    static std::mutex one_region;
+    const std::lock_guard<std::mutex> lock(one_region);
     g_blas_regions.fetch_add(1, std::memory_order_relaxed);
     if (numjobs <= 1 || g_forked_child.load(std::memory_order_relaxed)) {
         if (numjobs >= 1) run_blas_jobs_on_threads(dojob, 0, 1, numjobs, elsize, jobdata, dojob_data);

@@ -82,3 +82,41 @@ def test_forked_child_runs_blas_without_openmp():
     if not _hookable(r):
         pytest.skip("no hookable OpenBLAS: the fork path is not reached")
     assert r["child"] == 0, "the forked child's BLAS call failed, or did not go through the callback"
+
+
+_CONCURRENT = r"""
+import json, threading
+import numpy as np
+import fastconv
+from fastconv import _blas, _core
+rng = np.random.default_rng(7)
+a, b = rng.standard_normal((300, 400)), rng.standard_normal((400, 350))
+m, v = rng.standard_normal((3000, 2000)), rng.standard_normal(2000)
+want_ab, want_mv = np.einsum("ij,jk->ik", a, b), np.einsum("ij,j->i", m, v)
+errors = []
+def work():
+    for _ in range(15):
+        if np.abs(a @ b - want_ab).max() > 1e-9 or np.abs(m @ v - want_mv).max() > 1e-9:
+            errors.append(1)
+before = _core.blas_regions_run()
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(dict(errors=len(errors), regions=_core.blas_regions_run() - before, hooked=_blas.hooked())))
+"""
+
+
+def test_concurrent_numpy_blas_calls_stay_correct():
+    """Four Python threads calling NumPy's BLAS at once (matrix products and matrix-vector
+    products, both split into jobs by OpenBLAS) through the callback: every result right.
+    OpenBLAS's pthreads build shares one work buffer per job index, so the callback runs one
+    region at a time."""
+    env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
+    env.pop("FASTCONV_BLAS_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", _CONCURRENT], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    if not r["hooked"]:
+        pytest.skip("no hookable OpenBLAS here: the callback is not in the path")
+    assert r["regions"] >= 60, f"only {r['regions']} regions went through the callback"
+    assert r["errors"] == 0, f"{r['errors']} wrong results from concurrent BLAS calls"

@@ -9,7 +9,9 @@ fastconv's OpenMP team and OpenBLAS's pool stays asleep, whatever the import ord
 loaded OpenBLAS has no such hook (older NumPy) or the BLAS is another library, nothing
 changes and ``status()`` says so.
 
-Limits: only libraries loaded when ``install()`` runs are hooked (fastconv runs it at import;
+BLAS calls from several Python threads at once run their parallel regions one after another
+(OpenBLAS's pthreads build shares a work buffer per job index between callers; its own pool
+serialises them too). Limits: only libraries loaded when ``install()`` runs are hooked (fastconv runs it at import;
 call ``fastconv._blas.install()`` again after importing SciPy, say); OpenBLAS's LU
 (``np.linalg.solve``) still uses its own pool; the hook is found through ``/proc/self/maps``
 (Linux) or threadpoolctl when it is installed.
