@@ -555,6 +555,8 @@ def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], s
         item = np.dtype(dtype).itemsize
         row_backends = backends if numpy_for(case) else sorted((b for b in backends if b != "numpy"),
                                                                key=lambda b: b != "torch")
+        if not row_backends:  # only numpy asked for, on a layer it is not timed on
+            continue
         reference = row_backends[0] if row_backends[0] in ("numpy", "torch") else None
         row = {be: Result(case.name, op, dtype, be, flop=case.flop(op), bytes=case.bytes_moved(op, item))
                for be in row_backends}
