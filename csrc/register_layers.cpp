@@ -10,15 +10,29 @@ namespace fastconv::bind {
 
 namespace {
 
-// (x (N, D), W (D, H), b (H,)) -> x . W + b.
-py::array affine_forward_py(const py::array& x, const py::array& w, const py::array& b) {
+// The dtype of x (N, D) and W (D, H), which every other operand must share, and (N, D, H).
+struct AffineDims {
+    Dtype dt;
+    index_t N, D, H;
+};
+
+AffineDims affine_dims(const py::array& x, const py::array& w, const char* what) {
     const Dtype dt = float_dtype(x, "x");
-    same_dtype(dt, float_dtype(w, "W"), "affine");
-    same_dtype(dt, float_dtype(b, "b"), "affine");
+    same_dtype(dt, float_dtype(w, "W"), what);
     expect_ndim(x, 2, "x");
     expect_ndim(w, 2, "W");
-    const index_t N = x.shape(0), D = x.shape(1), H = w.shape(1);
-    expect_shape(w, {D, H}, "W");
+    const AffineDims d{dt, x.shape(0), x.shape(1), w.shape(1)};
+    expect_shape(w, {d.D, d.H}, "W");
+    return d;
+}
+
+// (x (N, D), W (D, H), b (H,)) -> x . W + b.
+py::array affine_forward_py(const py::array& x, const py::array& w, const py::array& b) {
+    // Plain copies, not a structured binding: C++17 lambdas (the dispatch below) cannot capture those.
+    const AffineDims dims = affine_dims(x, w, "affine");
+    const Dtype dt = dims.dt;
+    const index_t N = dims.N, D = dims.D, H = dims.H;
+    same_dtype(dt, float_dtype(b, "b"), "affine");
     expect_shape(b, {H}, "b");
     return dispatch(dt, [&](auto tag) -> py::array {
         using T = decltype(tag);
@@ -32,13 +46,10 @@ py::array affine_forward_py(const py::array& x, const py::array& w, const py::ar
 
 // (dout (N, H), x (N, D), W (D, H)) -> (dx, dW, db).
 py::tuple affine_backward_py(const py::array& dout, const py::array& x, const py::array& w) {
-    const Dtype dt = float_dtype(dout, "dout");
-    same_dtype(dt, float_dtype(x, "x"), "affine_backward");
-    same_dtype(dt, float_dtype(w, "W"), "affine_backward");
-    expect_ndim(x, 2, "x");
-    expect_ndim(w, 2, "W");
-    const index_t N = x.shape(0), D = x.shape(1), H = w.shape(1);
-    expect_shape(w, {D, H}, "W");
+    const AffineDims dims = affine_dims(x, w, "affine_backward");
+    const Dtype dt = dims.dt;
+    const index_t N = dims.N, D = dims.D, H = dims.H;
+    same_dtype(dt, float_dtype(dout, "dout"), "affine_backward");
     expect_shape(dout, {N, H}, "dout");
     return dispatch(dt, [&](auto tag) -> py::tuple {
         using T = decltype(tag);

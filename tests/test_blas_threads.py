@@ -15,6 +15,7 @@ import ctypes, json, os
 {first}
 import fastconv
 from fastconv import _blas, _core
+from fastconv._config import config
 import numpy as np
 
 def has_hook(path):
@@ -37,8 +38,7 @@ if {fork}:
     child = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 print(json.dumps(dict(libs=libs, hookable=[has_hook(p) for p in libs], hooked=_blas.hooked(),
                       regions=after - before, error=float(exact), child=child,
-                      status=fastconv.show_config.__module__ and _blas.status(),
-                      spin=__import__("fastconv._config", fromlist=["config"]).config()["blas_spin"])))
+                      status=_blas.status(), spin=config()["blas_spin"])))
 """
 
 

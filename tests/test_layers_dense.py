@@ -57,6 +57,17 @@ def test_affine_reads_parameters_at_every_call(backend, rng):
     _close(layer.forward(x), x @ layer.W + np.array(layer.b), "after reassignment (Fortran W, list b)")
 
 
+def test_affine_empty_batch(backend, rng):
+    """A batch of 0 (the tail of a split) flows through: (0, H) out, (0, ...) dx, zero dW."""
+    layer = L.Affine(randn(rng, (12, 3)), randn(rng, (3,)))
+    out = layer.forward(np.zeros((0, 3, 2, 2)))
+    assert out.shape == (0, 3) and layer.x.shape == (0, 12)
+    dx = layer.backward(np.zeros((0, 3)))
+    assert dx.shape == (0, 3, 2, 2)
+    np.testing.assert_array_equal(layer.dW, np.zeros((12, 3)))
+    np.testing.assert_array_equal(layer.db, np.zeros(3))
+
+
 def test_affine_errors_leave_state(rng):
     layer = L.Affine(randn(rng, (12, 3)), randn(rng, (3,)))
     x = randn(rng, (2, 3, 2, 2))

@@ -23,7 +23,7 @@ case = bench.CASES_BY_NAME["simpleconvnet-train"]
 out = {{}}
 for label, numpy_affine in (("all fastconv layers", False), ("book's NumPy Affine", True)):
     step = bench.SimpleConvNetStep(case, np.float64, np.random.default_rng(0), numpy_affine=numpy_affine)
-    _, _, reps = bench.warm_up(step, {warm})
+    bench.warm_up(step, {warm})
     times = []
     for _ in range({repeats}):
         t0 = time.perf_counter()

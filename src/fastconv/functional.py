@@ -311,7 +311,7 @@ def _affine_operands(x, W, x_name="x"):
     P.check_ndim(w, 2, "W", "(D, H)")
     if x.ndim < 1:
         raise ValueError(f"{x_name} must have a batch axis, got a 0-d array")
-    rows = x.reshape(x.shape[0], -1) if x.shape[0] else x.reshape(0, int(np.prod(x.shape[1:])))
+    rows = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # not (N, -1): N may be 0
     if rows.shape[1] != w.shape[0]:
         raise ValueError(
             f"{x_name} of shape {x.shape} flattens to {rows.shape[1]} features per row, "

@@ -175,7 +175,7 @@ class Affine:
         out = F.affine(x, self.W, self.b)
         shape = np.shape(x)
         self.original_x_shape = shape
-        self.x = np.reshape(x, (shape[0], -1))
+        self.x = np.reshape(x, (shape[0], int(np.prod(shape[1:]))))  # not (N, -1): N may be 0
         return out
 
     def backward(self, dout):
