@@ -479,21 +479,23 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
 }
 
 template <class T>
-ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads) {
+ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvGrads grads) {
     ConvBackwardPlan<T> plan;
     plan.kern = &gemm::active_kernel<T>();
     plan.threads = std::max(threads, 1);
     plan_weight_grad(p, plan);
     // With whole images per unit, each image's dx follows its dW on the same thread while
     // dout_n is still in that core's cache (it is read cold otherwise: ~15 % of the time).
-    plan.fused = plan.units_per_image == 1 && plan.units >= 8 && p.c > 0;
+    plan.fused = grads.data && grads.weight && plan.units_per_image == 1 && plan.units >= 8 && p.c > 0;
     plan_data_grad(p, plan);
     ScratchBooking wgrad;
-    wgrad.book(plan.wgrad_gemm.scratch_elems());
-    wgrad.book(plan.dots_elems);
+    if (grads.weight) {
+        wgrad.book(plan.wgrad_gemm.scratch_elems());
+        wgrad.book(plan.dots_elems);
+    }
     if (plan.fused) wgrad.book(plan.dx_item_elems);
     plan.wgrad_thread_elems = wgrad.total();
-    plan.dx_thread_elems = plan.fused ? 0 : plan.dx_item_elems;
+    plan.dx_thread_elems = grads.data && !plan.fused ? plan.dx_item_elems : 0;
     return plan;
 }
 
@@ -588,48 +590,57 @@ void weight_grad_columns(const Conv2dParams& p, const ConvBackwardPlan<T>& plan,
     }
 }
 
-}  // namespace
-
+// db[f] = the sum of filter f's output gradient over images and pixels, in image order.
 template <class T>
-void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* w, T* dx, T* dw, T* db) {
-    const ConvBackwardPlan<T> plan = plan_conv_backward<T>(p, num_threads());
+void bias_grad(const Conv2dParams& p, const T* dout, T* db) {
+    const index_t P = p.out_plane();
+    for (index_t f = 0; f < p.oc; ++f) {
+        T sum = T(0);
+        for (index_t n = 0; n < p.n; ++n) sum += lane_sum(dout + (n * p.oc + f) * P, P);
+        db[f] = sum;
+    }
+}
+
+// dW (and db, when not null) by column blocks or by groups of partial sums; with a fused plan,
+// each image's dx too.
+template <class T>
+void weight_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* x, const T* w,
+                 T* dx, T* dw, T* db) {
     const index_t FN = p.oc, dw_size = FN * p.patch();
     if (plan.by_columns) {
-        const index_t P = p.out_plane();
-        for (index_t f = 0; f < FN; ++f) {
-            T sum = T(0);
-            for (index_t n = 0; n < p.n; ++n) sum += lane_sum(dout + (n * FN + f) * P, P);
-            db[f] = sum;
-        }
+        if (db) bias_grad(p, dout, db);
         ThreadScratch<T> scratch(plan.wgrad_thread_elems, plan.threads, "conv2d_backward dW columns");
         parallel_for_flush(plan.col_items, [&](index_t item) {
             weight_grad_columns(p, plan, dout, x, dw, item, scratch.mine());
         }, 1, plan.threads);
         scratch.verify();
-    } else {
-        AlignedBuffer<T> partial((plan.groups - 1) * dw_size), partial_db(plan.groups * FN);
-        ThreadScratch<T> scratch(plan.wgrad_thread_elems, plan.threads, "conv2d_backward dW");
-        parallel_for_flush(plan.groups, [&](index_t g) {
-            const Span<T> acc{g == 0 ? dw : partial.get() + (g - 1) * dw_size, dw_size};
-            weight_grad_group(p, plan, dout, x, w, dx, g, acc, partial_db.get() + g * FN, scratch.mine());
-        }, 1, plan.threads);
-        scratch.verify();
-        for (index_t f = 0; f < FN; ++f) {
-            T sum = T(0);
-            for (index_t g = 0; g < plan.groups; ++g) sum += partial_db.get()[g * FN + f];
-            db[f] = sum;
-        }
-        if (plan.groups > 1) {
-            parallel_for_flush(ceil_div(dw_size, 4096), [&](index_t blk) {
-                const index_t lo = blk * 4096, hi = std::min(dw_size, lo + 4096);
-                for (index_t g = 1; g < plan.groups; ++g) {
-                    const T* src = partial.get() + (g - 1) * dw_size;
-                    for (index_t e = lo; e < hi; ++e) dw[e] += src[e];
-                }
-            });
-        }
+        return;
     }
-    if (plan.fused || p.n == 0 || p.c == 0) return;
+    AlignedBuffer<T> partial((plan.groups - 1) * dw_size), partial_db(plan.groups * FN);
+    ThreadScratch<T> scratch(plan.wgrad_thread_elems, plan.threads, "conv2d_backward dW");
+    parallel_for_flush(plan.groups, [&](index_t g) {
+        const Span<T> acc{g == 0 ? dw : partial.get() + (g - 1) * dw_size, dw_size};
+        weight_grad_group(p, plan, dout, x, w, dx, g, acc, partial_db.get() + g * FN, scratch.mine());
+    }, 1, plan.threads);
+    scratch.verify();
+    for (index_t f = 0; db && f < FN; ++f) {
+        T sum = T(0);
+        for (index_t g = 0; g < plan.groups; ++g) sum += partial_db.get()[g * FN + f];
+        db[f] = sum;
+    }
+    if (plan.groups == 1) return;
+    parallel_for_flush(ceil_div(dw_size, 4096), [&](index_t blk) {
+        const index_t lo = blk * 4096, hi = std::min(dw_size, lo + 4096);
+        for (index_t g = 1; g < plan.groups; ++g) {
+            const T* src = partial.get() + (g - 1) * dw_size;
+            for (index_t e = lo; e < hi; ++e) dw[e] += src[e];
+        }
+    });
+}
+
+// dx alone, in (image, channel block) items.
+template <class T>
+void data_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx) {
     ThreadScratch<T> scratch(plan.dx_thread_elems, plan.threads, "conv2d_backward dx");
     parallel_for_flush(p.n * plan.c_blocks, [&](index_t item) {
         data_grad_item(p, plan, dout, w, dx, item / plan.c_blocks, (item % plan.c_blocks) * plan.c_block,
@@ -638,10 +649,24 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
     scratch.verify();
 }
 
+}  // namespace
+
+template <class T>
+void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* w, T* dx, T* dw, T* db) {
+    const ConvGrads grads{dx != nullptr, dw != nullptr};
+    const ConvBackwardPlan<T> plan = plan_conv_backward<T>(p, num_threads(), grads);
+    if (grads.weight) {
+        weight_grad(p, plan, dout, x, w, dx, dw, db);
+    } else if (db) {
+        bias_grad(p, dout, db);
+    }
+    if (grads.data && !plan.fused && p.n > 0 && p.c > 0) data_grad(p, plan, dout, w, dx);
+}
+
 template ConvForwardPlan<float> plan_conv_forward<float>(const Conv2dParams&, int);
 template ConvForwardPlan<double> plan_conv_forward<double>(const Conv2dParams&, int);
-template ConvBackwardPlan<float> plan_conv_backward<float>(const Conv2dParams&, int);
-template ConvBackwardPlan<double> plan_conv_backward<double>(const Conv2dParams&, int);
+template ConvBackwardPlan<float> plan_conv_backward<float>(const Conv2dParams&, int, ConvGrads);
+template ConvBackwardPlan<double> plan_conv_backward<double>(const Conv2dParams&, int, ConvGrads);
 template void conv2d_forward<float>(const Conv2dParams&, const float*, const float*, const float*, float*);
 template void conv2d_forward<double>(const Conv2dParams&, const double*, const double*, const double*, double*);
 template void conv2d_backward<float>(const Conv2dParams&, const float*, const float*, const float*, float*, float*,

@@ -47,6 +47,12 @@ struct ConvForwardPlan {
     index_t rows = 0, row_items = 0, pitch = 0, channel_ld = 0, image_elems = 0;
 };
 
+// Which gradients a backward call computes: dx alone is a transposed convolution, dW alone is
+// what a framework's separate weight-gradient function asks for.
+struct ConvGrads {
+    bool data = true, weight = true;
+};
+
 template <class T>
 struct ConvBackwardPlan {
     const gemm::MicroKernel<T>* kern = nullptr;
@@ -72,7 +78,7 @@ struct ConvBackwardPlan {
 template <class T>
 ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads);
 template <class T>
-ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads);
+ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvGrads grads = {});
 
 // The shifted-rows forward (conv_shifted_rows.cpp): fills the plan's shifted_rows fields and
 // returns true when the algorithm can run the shape; runs a plan that chose it.
@@ -86,7 +92,9 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
 template <class T>
 void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* out);
 
-// dx (N, C, H, W), dw (OC, C, KH, KW), db (OC) from dout (N, OC, OH, OW).
+// dx (N, C, H, W), dw (OC, C, KH, KW), db (OC) from dout (N, OC, OH, OW). A null dx skips the
+// data gradient (x unread when dw is null too; w is read only for dx); a null dw skips the
+// weight gradient, and db may be null with or without it.
 template <class T>
 void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* w, T* dx, T* dw, T* db);
 

@@ -17,11 +17,59 @@ index_t serial_items_for(index_t plane_elems) {
 }
 }  // namespace
 
+namespace {
+// One window scanned in row-major order with padded pixels at `value`.
 template <class T>
-void max_pool2d_forward(const Conv2dParams& p, const T* x, T* out, std::int64_t* argmax) {
+void scan_window_padded(const Conv2dParams& p, const T* x, T value, index_t oh, index_t ow, T* out,
+                        std::int64_t* argmax) {
+    const index_t h0 = oh * p.win.sh - p.win.ph, w0 = ow * p.win.sw - p.win.pw;
+    T best = value;
+    std::int64_t at = -1;
+    bool first = true;
+    for (index_t ih = h0; ih < h0 + p.win.kh; ++ih) {
+        for (index_t iw = w0; iw < w0 + p.win.kw; ++iw) {
+            const bool inside = ih >= 0 && ih < p.h && iw >= 0 && iw < p.w;
+            const T v = inside ? x[ih * p.w + iw] : value;
+            if (first || v > best || (v != v && best == best)) {  // the first NaN stays
+                best = v;
+                at = inside ? ih * p.w + iw : -1;
+                first = false;
+            }
+        }
+    }
+    out[oh * p.ow + ow] = best;
+    argmax[oh * p.ow + ow] = at;
+}
+
+// The main kernels clip windows to the input, so only windows that reach into the padding
+// change when padding has a value: rescan those of one plane.
+template <class T>
+void rescan_padded_windows(const Conv2dParams& p, const T* x, T value, T* out, std::int64_t* argmax) {
+    const Window& w = p.win;
+    // Interior columns: ow in [ow_lo, ow_hi), windows inside the plane horizontally.
+    const index_t ow_lo = std::min<index_t>((w.pw + w.sw - 1) / w.sw, p.ow);
+    const index_t ow_hi = std::max<index_t>(ow_lo, std::min<index_t>(p.ow, (p.w + w.pw - w.kw) / w.sw + 1));
+    for (index_t oh = 0; oh < p.oh; ++oh) {
+        const index_t h0 = oh * w.sh - w.ph;
+        const bool edge_row = h0 < 0 || h0 + w.kh > p.h;
+        for (index_t ow = 0; ow < p.ow; ++ow) {
+            if (!edge_row && ow == ow_lo) ow = ow_hi;  // skip the interior
+            if (ow < p.ow) scan_window_padded(p, x, value, oh, ow, out, argmax);
+        }
+    }
+}
+}  // namespace
+
+template <class T>
+void max_pool2d_forward(const Conv2dParams& p, const T* x, T* out, std::int64_t* argmax, const T* pad_value) {
     const auto kernel = active_plane_kernels<T>().max_forward;
+    const bool padded = pad_value && (p.win.ph > 0 || p.win.pw > 0);
     parallel_for(p.n * p.c, [&](index_t plane) {
-        kernel(p, x + plane * p.in_plane(), out + plane * p.out_plane(), argmax + plane * p.out_plane());
+        const T* xp = x + plane * p.in_plane();
+        T* o = out + plane * p.out_plane();
+        std::int64_t* a = argmax + plane * p.out_plane();
+        kernel(p, xp, o, a);
+        if (padded) rescan_padded_windows(p, xp, *pad_value, o, a);
     }, serial_items_for(p.in_plane()));
 }
 
@@ -36,6 +84,7 @@ bool max_pool2d_backward(const Conv2dParams& p, const T* dout, const std::int64_
         const std::int64_t* a = argmax + plane_id * p.out_plane();
         for (index_t q = 0; q < p.out_plane(); ++q) {
             const std::int64_t at = a[q];
+            if (at == -1) continue;  // padding won this window's max
             if (static_cast<std::uint64_t>(at) >= static_cast<std::uint64_t>(plane)) {
                 ok.store(false, std::memory_order_relaxed);
                 return;
@@ -112,7 +161,7 @@ void relu_backward(index_t n, const T* dout, const T* __restrict x, T* dx) {  //
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                                    \
-    template void max_pool2d_forward<T>(const Conv2dParams&, const T*, T*, std::int64_t*);         \
+    template void max_pool2d_forward<T>(const Conv2dParams&, const T*, T*, std::int64_t*, const T*); \
     template bool max_pool2d_backward<T>(const Conv2dParams&, const T*, const std::int64_t*, T*); \
     template void avg_pool2d_forward<T>(const Conv2dParams&, const T*, T*);                        \
     template void avg_pool2d_backward<T>(const Conv2dParams&, const T*, T*);                       \

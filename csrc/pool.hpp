@@ -7,13 +7,16 @@
 
 namespace fastconv {
 
-// Padding never wins a max: windows are clipped to the input. NaN wins (and propagates);
-// ties go to the first maximum in row-major window order. `argmax` gets h*W + w.
+// Padding never wins a max: windows are clipped to the input -- unless `pad_value` is given
+// (DeZero's and the book's im2col pad with 0): then padded pixels hold that value, and a window
+// whose max is padding gets argmax -1. NaN wins (and propagates); ties go to the first maximum
+// in row-major window order. `argmax` gets h*W + w.
 template <class T>
-void max_pool2d_forward(const Conv2dParams& p, const T* x, T* out, std::int64_t* argmax);
+void max_pool2d_forward(const Conv2dParams& p, const T* x, T* out, std::int64_t* argmax,
+                        const T* pad_value = nullptr);
 
-// Zeroes dx, then adds each dout to its argmax pixel. Returns false (and stops) if an
-// index lies outside its plane.
+// Zeroes dx, then adds each dout to its argmax pixel; argmax -1 (padding won) adds nothing.
+// Returns false (and stops) if an index lies outside its plane.
 template <class T>
 bool max_pool2d_backward(const Conv2dParams& p, const T* dout, const std::int64_t* argmax, T* dx);
 

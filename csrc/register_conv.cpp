@@ -96,6 +96,49 @@ py::tuple conv2d_backward_py(const py::array& dout, const py::array& x, const py
     });
 }
 
+// dx alone (a transposed convolution of dout by W): x is known only by its shape.
+py::array conv2d_backward_data_py(const py::array& dout, const py::array& w, const std::vector<index_t>& shape,
+                                  index_t sh, index_t sw, index_t ph, index_t pw) {
+    const Dtype dt = float_dtype(dout, "dout");
+    same_dtype(dt, float_dtype(w, "W"), "conv2d_backward_data");
+    if (shape.size() != 4) throw std::invalid_argument("input_shape must have 4 entries (N, C, H, W)");
+    expect_ndim(w, 4, "W");
+    if (shape[1] != w.shape(1))
+        throw std::invalid_argument("channel mismatch: input_shape has C=" + std::to_string(shape[1]) +
+                                    " but W expects C=" + std::to_string(w.shape(1)));
+    const Conv2dParams p = make_params(shape[0], shape[1], shape[2], shape[3], w.shape(0),
+                                       window(w.shape(2), w.shape(3), sh, sw, ph, pw));
+    expect_shape(dout, {p.n, p.oc, p.oh, p.ow}, "dout");
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        auto dx = new_array<T>({p.n, p.c, p.h, p.w});
+        T* dxp = dx.mutable_data();
+        const T *dp = cdata<T>(dout), *wp = cdata<T>(w);
+        py::gil_scoped_release release;
+        conv2d_backward<T>(p, dp, nullptr, wp, dxp, nullptr, nullptr);
+        return dx;
+    });
+}
+
+// dW alone: W is known only by its window.
+py::array conv2d_backward_weight_py(const py::array& dout, const py::array& x, index_t kh, index_t kw, index_t sh,
+                                    index_t sw, index_t ph, index_t pw) {
+    const Dtype dt = float_dtype(dout, "dout");
+    same_dtype(dt, float_dtype(x, "x"), "conv2d_backward_weight");
+    expect_ndim(dout, 4, "dout");
+    const Conv2dParams p = image_params(x, dout.shape(1), window(kh, kw, sh, sw, ph, pw));
+    expect_shape(dout, {p.n, p.oc, p.oh, p.ow}, "dout");
+    return dispatch(dt, [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        auto dw = new_array<T>({p.oc, p.c, p.win.kh, p.win.kw});
+        T* dwp = dw.mutable_data();
+        const T *dp = cdata<T>(dout), *xp = cdata<T>(x);
+        py::gil_scoped_release release;
+        conv2d_backward<T>(p, dp, xp, nullptr, nullptr, dwp, nullptr);
+        return dw;
+    });
+}
+
 py::dict gemm_plan_dict(const gemm::GemmPlan& g) {
     py::dict d;
     d["m_max"] = g.m_max;
@@ -174,6 +217,10 @@ void register_conv(py::module_& m) {
           "Convolution forward (N, OC, OH, OW); b may be None.");
     m.def("conv2d_backward", &conv2d_backward_py, "dout"_a, "x"_a, "w"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,
           "Convolution backward: (dx, dW, db).");
+    m.def("conv2d_backward_data", &conv2d_backward_data_py, "dout"_a, "w"_a, "input_shape"_a, "sh"_a, "sw"_a,
+          "ph"_a, "pw"_a, "Convolution backward, dx alone (a transposed convolution).");
+    m.def("conv2d_backward_weight", &conv2d_backward_weight_py, "dout"_a, "x"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a,
+          "ph"_a, "pw"_a, "Convolution backward, dW alone.");
     m.def("conv2d_plan", &conv2d_plan_py, "x_shape"_a, "w_shape"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a, "dtype"_a,
           "The plans conv2d_forward and conv2d_backward would build for these shapes now (kernel, layout, "
           "blocks, work items, scratch per thread).");

@@ -1,4 +1,5 @@
 // Bindings for max/average pooling and ReLU.
+#include <cmath>
 #include <cstdint>
 #include <optional>
 
@@ -23,7 +24,8 @@ std::vector<index_t> shape_of(const py::array& a, const char* name) {
 }
 
 py::tuple max_pool2d_forward_py(const py::array& x, index_t kh, index_t kw, index_t sh, index_t sw, index_t ph,
-                                index_t pw) {
+                                index_t pw, std::optional<double> pad_value) {
+    if (pad_value && std::isnan(*pad_value)) throw std::invalid_argument("pad_value must not be NaN");
     const Dtype dt = float_dtype(x, "x");
     const Conv2dParams p = pool_params(shape_of(x, "x"), kh, kw, sh, sw, ph, pw);
     return dispatch(dt, [&](auto tag) -> py::tuple {
@@ -33,9 +35,10 @@ py::tuple max_pool2d_forward_py(const py::array& x, index_t kh, index_t kw, inde
         T* o = out.mutable_data();
         std::int64_t* ip = idx.mutable_data();
         const T* xp = cdata<T>(x);
+        const T value = pad_value ? static_cast<T>(*pad_value) : T(0);
         {
             py::gil_scoped_release release;
-            max_pool2d_forward(p, xp, o, ip);
+            max_pool2d_forward(p, xp, o, ip, pad_value ? &value : nullptr);
         }
         return py::make_tuple(out, idx);
     });
@@ -62,7 +65,7 @@ py::array max_pool2d_backward_py(const py::array& dout, const py::array& indices
             ok = max_pool2d_backward(p, g, ip, d);
         }
         if (!ok)
-            throw std::invalid_argument("indices must lie in [0, " + std::to_string(p.in_plane()) +
+            throw std::invalid_argument("indices must be -1 (padding) or lie in [0, " + std::to_string(p.in_plane()) +
                                         ") for input planes " + std::to_string(p.h) + "x" + std::to_string(p.w));
         return dx;
     });
@@ -171,7 +174,9 @@ py::array relu_backward_mask_py(const py::array& dout, const py::array& mask, co
 void register_pool(py::module_& m) {
     using namespace pybind11::literals;
     m.def("max_pool2d_forward", &max_pool2d_forward_py, "x"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,
-          "Max pooling: (out, argmax as flat h*W + w per plane).");
+          "pad_value"_a = py::none(),
+          "Max pooling: (out, argmax as flat h*W + w per plane). Padding is -inf unless pad_value is given; "
+          "argmax -1 marks a window whose max is padding.");
     m.def("max_pool2d_backward", &max_pool2d_backward_py, "dout"_a, "indices"_a, "input_shape"_a, "kh"_a, "kw"_a,
           "sh"_a, "sw"_a, "ph"_a, "pw"_a, "Max pooling backward from the argmax indices.");
     m.def("avg_pool2d_forward", &avg_pool2d_forward_py, "x"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,

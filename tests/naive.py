@@ -134,6 +134,28 @@ def conv2d_backward(dout, x, w, stride=1, pad=0):
     return dxp[:, :, ph:ph + H, pw:pw + W].copy(), dw, db
 
 
+def conv_transpose2d(x, w, stride=1, pad=0, output_size=None):
+    """The definition: every input pixel (h, w) of channel c scatters x * W[c, oc, i, j] to
+    output pixel (h*sh - ph + i, w*sw - pw + j) where that lies inside the output."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    N, C, H, W = x.shape
+    _, OC, kh, kw = w.shape
+    sh, sw = pair(stride)
+    ph, pw = pair(pad)
+    OH, OW = output_size or (sh * (H - 1) + kh - 2 * ph, sw * (W - 1) + kw - 2 * pw)
+    out = np.zeros((N, OC, OH, OW))
+    for h in range(H):
+        for v in range(W):
+            for i in range(kh):
+                oh = h * sh - ph + i
+                for j in range(kw):
+                    ow = v * sw - pw + j
+                    if 0 <= oh < OH and 0 <= ow < OW:
+                        out[:, :, oh, ow] += x[:, :, h, v] @ w[:, :, i, j]
+    return out
+
+
 def conv_terms(x_shape, w_shape, stride, pad):
     """Terms summed per element of (out, dx, dW, db), for tolerances."""
     N, C, H, W = x_shape
@@ -177,8 +199,37 @@ def max_pool2d(x, kh, kw, stride=None, pad=0):
     return out, idx
 
 
+def max_pool2d_valued_pad(x, kh, kw, stride, pad, value):
+    """Max over each window with padded elements equal to ``value``, scanned in row-major
+    order (a strictly larger value or the first NaN takes over). Index -1: padding won."""
+    x = np.asarray(x, dtype=np.float64)
+    N, C, H, W = x.shape
+    sh, sw, ph, pw, OH, OW = geometry(H, W, kh, kw, stride, pad)
+    out = np.empty((N, C, OH, OW))
+    idx = np.empty((N, C, OH, OW), dtype=np.int64)
+    for oh in range(OH):
+        for ow in range(OW):
+            best = best_i = None
+            for i in range(kh):
+                h = oh * sh - ph + i
+                for j in range(kw):
+                    w = ow * sw - pw + j
+                    inside = 0 <= h < H and 0 <= w < W
+                    v = x[:, :, h, w] if inside else np.full((N, C), float(value))
+                    at = np.full((N, C), h * W + w if inside else -1, dtype=np.int64)
+                    if best is None:
+                        best, best_i = v, at
+                        continue
+                    take = (v > best) | (np.isnan(v) & ~np.isnan(best))
+                    best = np.where(take, v, best)
+                    best_i = np.where(take, at, best_i)
+            out[:, :, oh, ow] = best
+            idx[:, :, oh, ow] = best_i
+    return out, idx
+
+
 def max_pool2d_backward(dout, indices, shape):
-    """Each output gradient added to the input element its index names."""
+    """Each output gradient added to the input element its index names (none for -1)."""
     dout = np.asarray(dout, dtype=np.float64)
     N, C, H, W = shape
     dx = np.zeros((N, C, H * W))
@@ -186,7 +237,8 @@ def max_pool2d_backward(dout, indices, shape):
     c = np.arange(C)[None, :]
     for oh in range(dout.shape[2]):
         for ow in range(dout.shape[3]):
-            dx[n, c, indices[:, :, oh, ow]] += dout[:, :, oh, ow]
+            at = indices[:, :, oh, ow]
+            dx[n, c, np.maximum(at, 0)] += np.where(at >= 0, dout[:, :, oh, ow], 0.0)
     return dx.reshape(shape)
 
 

@@ -169,9 +169,9 @@ BAD = [
     ("indices_wrong_shape", lambda: F.max_pool2d_backward(P, X.shape, 2, 2, indices=IDX[:, :, :2]), ValueError,
      r"indices has shape"),
     ("indices_out_of_range", lambda: F.max_pool2d_backward(P, X.shape, 2, 2, indices=IDX + 29), ValueError,
-     r"indices must lie in \[0, 30\)"),
-    ("indices_negative", lambda: F.max_pool2d_backward(P, X.shape, 2, 2, indices=IDX - 2), ValueError,
-     r"indices must lie"),
+     r"indices must be -1 \(padding\) or lie in \[0, 30\)"),
+    ("indices_negative", lambda: F.max_pool2d_backward(P, X.shape, 2, 2, indices=IDX - 3), ValueError,
+     r"indices must be -1 \(padding\) or lie"),
     ("maxpool_bwd_shape_without_indices", lambda: F.max_pool2d_backward(P, X.shape, 2, 2), TypeError,
      r"needs the input array x, or indices"),
 ]

@@ -178,6 +178,53 @@ def test_padding_never_wins_a_max(backend, dtype, rng):
                  "x[indices] == out")
 
 
+PADDED_POOL_CASES = [c for c in POOL_CASES if c.ph or c.pw]
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 2.0], ids=["zero", "tie", "above"])
+@pytest.mark.parametrize("kind", ["normal", "ties"])
+@pytest.mark.parametrize("case", params(PADDED_POOL_CASES))
+def test_valued_padding_matches_naive(case, backend, dtype, kind, value):
+    """pad_value: padded pixels hold that value and win ties in window order (the book's and
+    DeZero's zero-padded im2col); a window whose max is padding gets index -1 and passes no
+    gradient. "ties" data holds -0.5 (a tie with the padding) in many windows."""
+    x, dout, _, _ = _problem(case, kind)
+    x, dout = x.astype(dtype), dout.astype(dtype)
+    ref_out, ref_idx = naive.max_pool2d_valued_pad(x, case.kh, case.kw, case.stride, case.pad, value)
+    out, idx = fastconv.max_pool2d(x, case.kh, case.kw, **case.geometry, return_indices=True, pad_value=value)
+    assert_exact(out, ref_out.astype(dtype), f"max_pool2d pad_value={value} values[{backend}]")
+    assert_exact(idx, ref_idx, f"max_pool2d pad_value={value} indices[{backend}]")
+    ref = naive.max_pool2d_backward(dout, ref_idx, case.x_shape)
+    absref = naive.max_pool2d_backward(np.abs(dout), ref_idx, case.x_shape)
+    nterms = -(-case.kh // case.sh) * -(-case.kw // case.sw)
+    for how in ("indices", "x"):
+        extra = dict(indices=idx) if how == "indices" else dict(pad_value=value)
+        dx = fastconv.max_pool2d_backward(dout, x, case.kh, case.kw, **case.geometry, **extra)
+        assert_close(dx, ref, absref, nterms, dtype, f"max_pool2d_backward pad_value={value} from {how}[{backend}]")
+
+
+def test_valued_padding_edges(backend, dtype, rng):
+    """Only padded windows change; -inf is the default; NaN still wins; NaN is refused."""
+    x = -1.0 - np.abs(randn(rng, (2, 3, 5, 6))).astype(dtype)
+    out, idx = fastconv.max_pool2d(x, 3, 3, 1, 1, return_indices=True, pad_value=0)
+    border = np.ones(out.shape[2:], dtype=bool)
+    border[1:-1, 1:-1] = False
+    assert (out[:, :, border] == 0).all() and (idx[:, :, border] == -1).all(), seed_note()
+    default, default_idx = fastconv.max_pool2d(x, 3, 3, 1, 1, return_indices=True)
+    assert_exact(out[:, :, ~border], default[:, :, ~border], "interior windows")
+    for same in (None, -np.inf, float("-inf")):
+        o, i = fastconv.max_pool2d(x, 3, 3, 1, 1, return_indices=True, pad_value=same)
+        assert_exact(o, default, f"pad_value={same}")
+        assert_exact(i, default_idx, f"pad_value={same} indices")
+    x[0, 0, 0, 0] = np.nan
+    o, i = fastconv.max_pool2d(x, 3, 3, 1, 1, return_indices=True, pad_value=0)
+    assert np.isnan(o[0, 0, 0, 0]) and i[0, 0, 0, 0] == 0, (o[0, 0, 0, 0], i[0, 0, 0, 0])
+    with pytest.raises(ValueError, match="pad_value must not be NaN"):
+        fastconv.max_pool2d(x, 3, 3, 1, 1, pad_value=np.nan)
+    with pytest.raises(TypeError, match="pad_value must be a number"):
+        fastconv.max_pool2d(x, 3, 3, 1, 1, pad_value="0")
+
+
 def test_avg_padding_counts_in_divisor(backend, rng):
     x = randn(rng, (1, 1, 4, 4))
     out = fastconv.avg_pool2d(x, 3, 3, 1, 1)

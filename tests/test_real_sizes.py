@@ -76,6 +76,11 @@ def test_conv_forward_backward(s, poisoned):
     assert_close(dx, ref[0], absref[0], s["FN"] * s["kh"] * s["kw"], dt, f"dx {what}")
     assert_close(dw, ref[1], absref[1], pixels, dt, f"dW {what}")
     assert_close(db, ref[2], absref[2], pixels, dt, f"db {what}")
+    # Each gradient alone runs its half of the plan unfused, with its own scratch booking.
+    dx = _native(s["family"], fastconv.conv2d_backward_input, dout, w, x.shape, stride, pad)
+    assert_close(dx, ref[0], absref[0], s["FN"] * s["kh"] * s["kw"], dt, f"dx alone {what}")
+    dw = _native(s["family"], fastconv.conv2d_backward_weight, dout, x, s["kh"], s["kw"], stride, pad)
+    assert_close(dw, ref[1], absref[1], pixels, dt, f"dW alone {what}")
 
 
 def test_tier_reaches_every_blocking_constant():
@@ -125,6 +130,11 @@ def test_pooling(s, poisoned):
     taps = s["kh"] * s["kw"]
     assert_close(dx, ref_dx, _ref(fastconv.max_pool2d_backward, np.abs(dout), x, *args, indices=ref_idx),
                  taps, dt, f"max backward {what}")
+    zero_pad = _native(s["family"], fastconv.max_pool2d, x, *args, return_indices=True, pad_value=0)
+    with fastconv.use_backend("numpy"):
+        ref_zero_pad = fastconv.max_pool2d(x, *args, return_indices=True, pad_value=0)
+    assert_exact(zero_pad[0], ref_zero_pad[0], f"max forward, zero padding {what}")
+    assert_exact(zero_pad[1], ref_zero_pad[1], f"max indices, zero padding {what}")
 
     avg = _native(s["family"], fastconv.avg_pool2d, x, *args)
     assert_close(avg, _ref(fastconv.avg_pool2d, x, *args), _ref(fastconv.avg_pool2d, np.abs(x), *args),

@@ -53,16 +53,17 @@ if os.environ.get("FASTCONV_BLAS_THREADS", "1") != "0":  # "0": leave OpenBLAS's
 from . import layers, optimizer
 from .backends import available_backends, get_backend, set_backend, use_backend
 from .functional import (
-    affine, affine_backward, avg_pool2d, avg_pool2d_backward, col2im, conv2d, conv2d_backward, explain_plan, im2col,
-    max_pool2d, max_pool2d_backward, relu, relu_backward,
+    affine, affine_backward, avg_pool2d, avg_pool2d_backward, col2im, conv2d, conv2d_backward, conv2d_backward_input,
+    conv2d_backward_weight, conv_transpose2d, explain_plan, im2col, max_pool2d, max_pool2d_backward, relu,
+    relu_backward,
 )
 from ._config import get_num_threads, set_num_threads, show_config
 
 __version__ = _core.__version__
 
 __all__ = [
-    "im2col", "col2im", "conv2d", "conv2d_backward",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "im2col", "col2im", "conv2d", "conv2d_backward", "conv2d_backward_input", "conv2d_backward_weight",
+    "conv_transpose2d", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "relu", "relu_backward", "affine", "affine_backward", "explain_plan", "layers", "optimizer",
     "available_backends", "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "show_config", "__version__",

@@ -38,13 +38,26 @@ def conv2d_backward(
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Convolution backward: (dx, dW, db)."""
 
+def conv2d_backward_data(
+    dout: np.ndarray, w: np.ndarray, input_shape: Sequence[SupportsIndex], sh: SupportsIndex, sw: SupportsIndex,
+    ph: SupportsIndex, pw: SupportsIndex,
+) -> np.ndarray:
+    """Convolution backward, dx alone (a transposed convolution)."""
+
+def conv2d_backward_weight(
+    dout: np.ndarray, x: np.ndarray, kh: SupportsIndex, kw: SupportsIndex, sh: SupportsIndex, sw: SupportsIndex,
+    ph: SupportsIndex, pw: SupportsIndex,
+) -> np.ndarray:
+    """Convolution backward, dW alone."""
+
 # --- register_pool.cpp ---------------------------------------------------------------
 
 def max_pool2d_forward(
     x: np.ndarray, kh: SupportsIndex, kw: SupportsIndex, sh: SupportsIndex, sw: SupportsIndex,
-    ph: SupportsIndex, pw: SupportsIndex,
+    ph: SupportsIndex, pw: SupportsIndex, pad_value: Optional[float] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Max pooling: (out, argmax as flat h*W + w per plane, int64)."""
+    """Max pooling: (out, argmax as flat h*W + w per plane, int64; -1 where padding won).
+    Padding is -inf unless pad_value is given."""
 
 def max_pool2d_backward(
     dout: np.ndarray, indices: np.ndarray, input_shape: Sequence[SupportsIndex], kh: SupportsIndex,

@@ -231,10 +231,11 @@ def shape4(shape, name: str = "input_shape") -> Tuple[int, int, int, int]:
 
 
 def check_index_range(indices: np.ndarray, shape) -> None:
-    """Refuses max-pool indices outside their input plane (the same message as the native kernel)."""
+    """Refuses max-pool indices outside their input plane (the same message as the native kernel);
+    -1 marks a window whose max was padding."""
     plane = shape[2] * shape[3]
-    if indices.size and (indices.min() < 0 or indices.max() >= plane):
+    if indices.size and (indices.min() < -1 or indices.max() >= plane):
         raise ValueError(
-            f"indices must lie in [0, {plane}) for input planes {shape[2]}x{shape[3]}, "
+            f"indices must be -1 (padding) or lie in [0, {plane}) for input planes {shape[2]}x{shape[3]}, "
             f"got range [{indices.min()}, {indices.max()}]"
         )

@@ -8,6 +8,7 @@ object arrays raise ``TypeError``. Inputs are never modified; results are fresh 
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Tuple
 
 import numpy as np
@@ -17,8 +18,8 @@ from . import _params as P
 from .backends import current_backend
 
 __all__ = [
-    "im2col", "col2im", "conv2d", "conv2d_backward",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "im2col", "col2im", "conv2d", "conv2d_backward", "conv2d_backward_input", "conv2d_backward_weight",
+    "conv_transpose2d", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "relu", "relu_backward", "affine", "affine_backward",
 ]
 
@@ -152,6 +153,84 @@ def conv2d_backward(dout, x, W, stride=1, pad=0) -> Tuple[np.ndarray, np.ndarray
     return current_backend().conv2d_backward(P.as_float(d, dt), P.as_float(x, dt), P.as_float(w, dt), win)
 
 
+def conv2d_backward_input(dout, W, input_shape, stride=1, pad=0) -> np.ndarray:
+    """The input gradient of :func:`conv2d` alone: dx (N, C, H, W) for an input of
+    ``input_shape`` (N, C, H, W), without the weight gradient's work. x itself is not needed."""
+    shape = P.shape4(input_shape)
+    (w,) = P.arrays(("W",), (W,))
+    P.check_ndim(w, 4, "W", "(FN, C, FH, FW)")
+    if shape[1] != w.shape[1]:
+        raise ValueError(f"channel mismatch: input_shape has C={shape[1]} but W expects C={w.shape[1]} "
+                         f"(shape {w.shape})")
+    win = P.window(w.shape[2], w.shape[3], stride, pad)
+    OH, OW = P.check_fits(win, shape[2], shape[3])
+    d = _image(dout, "dout")
+    _check_dout(d, (shape[0], w.shape[0], OH, OW), "conv2d")
+    dt = P.compute_dtype(d, w)
+    P.check_alloc("conv2d_backward_input result", shape, dt)
+    return current_backend().conv2d_backward_data(P.as_float(d, dt), P.as_float(w, dt), shape, win)
+
+
+def conv2d_backward_weight(dout, x, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
+    """The weight gradient of :func:`conv2d` alone: dW (FN, C, filter_h, filter_w), with FN
+    the channels of ``dout``; W itself is not needed."""
+    x = _image(x)
+    d = _image(dout, "dout")
+    win = P.window(filter_h, filter_w, stride, pad)
+    OH, OW = P.check_fits(win, x.shape[2], x.shape[3])
+    _check_dout(d, (x.shape[0], d.shape[1], OH, OW), "conv2d")
+    dt = P.compute_dtype(d, x)
+    w_shape = (d.shape[1], x.shape[1], win.kh, win.kw)
+    P.check_alloc("conv2d_backward_weight result", w_shape, dt)
+    return current_backend().conv2d_backward_weight(P.as_float(d, dt), P.as_float(x, dt), w_shape, win)
+
+
+def conv_transpose2d(x, W, b=None, stride=1, pad=0, output_size=None) -> np.ndarray:
+    """Transposed convolution (DeZero's ``deconv2d``, PyTorch's ``conv_transpose2d``): the
+    input gradient of a :func:`conv2d` whose output is ``x``.
+
+    Parameters
+    ----------
+    x : (N, C, H, W);  W : (C, OC, FH, FW), as in PyTorch and DeZero;  b : (OC,) or None.
+    output_size : (OH, OW) or None. None gives ``stride*(H-1) + FH - 2*pad``; a stride above 1
+        leaves ``stride - 1`` more sizes that a convolution maps back onto H.
+
+    Returns
+    -------
+    ndarray (N, OC, OH, OW).
+    """
+    x = _image(x)
+    (w,) = P.arrays(("W",), (W,))
+    P.check_ndim(w, 4, "W", "(C, OC, FH, FW)")
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(f"channel mismatch: x has C={x.shape[1]} channels (shape {x.shape}) "
+                         f"but W (C, OC, FH, FW) expects C={w.shape[0]} (shape {w.shape})")
+    win = P.window(w.shape[2], w.shape[3], stride, pad)
+    out_hw = []
+    for axis, (size, k, s, p) in enumerate(((x.shape[2], win.kh, win.sh, win.ph), (x.shape[3], win.kw, win.sw, win.pw))):
+        smallest = s * (size - 1) + k - 2 * p
+        if size == 0:
+            raise ValueError(f"conv_transpose2d: x has an empty {x.shape[2]}x{x.shape[3]} plane")
+        if smallest < 1:
+            raise ValueError(f"conv_transpose2d: input size {size} with a {k}-tap filter, stride {s} and pad {p} "
+                             f"gives an output of {smallest} pixels")
+        wanted = smallest if output_size is None else P.pair(output_size, "output_size")[axis]
+        if not smallest <= wanted <= smallest + s - 1:
+            raise ValueError(f"output_size {tuple(output_size)} is not an output of this convolution: along "
+                             f"{'HW'[axis]} it must lie in [{smallest}, {smallest + s - 1}]")
+        out_hw.append(wanted)
+    out_shape = (x.shape[0], w.shape[1], out_hw[0], out_hw[1])
+    dt = P.compute_dtype(x, w) if b is None else P.compute_dtype(x, w, *P.arrays(("b",), (b,)))
+    P.check_alloc("conv_transpose2d result", out_shape, dt)
+    y = current_backend().conv2d_backward_data(P.as_float(x, dt), P.as_float(w, dt), out_shape, win)
+    if b is not None:
+        (bias,) = P.arrays(("b",), (b,))
+        if bias.shape != (w.shape[1],):
+            raise ValueError(f"b has shape {bias.shape}, expected ({w.shape[1]},) (OC of W {w.shape})")
+        y += P.as_float(bias, dt).reshape(1, -1, 1, 1)
+    return y
+
+
 # --- pooling -----------------------------------------------------------------
 
 def _pool_window(shape, pool_h, pool_w, stride, pad):
@@ -168,22 +247,38 @@ def _input_shape(x, name: str = "x"):
     return _image(x, name).shape
 
 
-def max_pool2d(x, pool_h: int, pool_w: int, stride=None, pad=0, return_indices: bool = False):
-    """Max pooling. Padding is -inf (it never wins a max); ``stride=None`` means the window size.
+def _pad_value(pad_value) -> Optional[float]:
+    if pad_value is None:
+        return None
+    if isinstance(pad_value, (bool, np.bool_)) or not isinstance(pad_value, numbers.Real):
+        raise TypeError(f"pad_value must be a number or None, got {type(pad_value).__name__} {pad_value!r}")
+    value = float(pad_value)
+    if np.isnan(value):
+        raise ValueError("pad_value must not be NaN")
+    return None if value == -np.inf else value
 
-    ``pad`` may be at most half the window (as in PyTorch). NaN in a window gives NaN.
+
+def max_pool2d(x, pool_h: int, pool_w: int, stride=None, pad=0, return_indices: bool = False, pad_value=None):
+    """Max pooling; ``stride=None`` means the window size.
+
+    Padding is -inf by default (it never wins a max: PyTorch's semantics). ``pad_value=0``
+    pads with zeros instead, as the book's and DeZero's im2col do: a window of negative values
+    touching the padding then gives 0. ``pad`` may be at most half the window. NaN in a window
+    gives NaN.
 
     Returns
     -------
     out : ndarray (N, C, OH, OW)
     indices : ndarray of int64 (N, C, OH, OW), only with ``return_indices=True``:
         the argmax as a flat index ``h*W + w`` into each input plane (PyTorch's convention);
-        ties go to the first maximum in row-major window order.
+        ties go to the first maximum in row-major window order, padding included; -1 where
+        the padding won (that window passes no gradient back).
     """
     x = _image(x)
+    value = _pad_value(pad_value)
     win, out_shape = _pool_window(x.shape, pool_h, pool_w, stride, pad)
     P.check_alloc("max_pool2d result", out_shape, np.float64)
-    out, indices = current_backend().max_pool2d(P.as_float(x, P.compute_dtype(x)), win)
+    out, indices = current_backend().max_pool2d(P.as_float(x, P.compute_dtype(x)), win, value)
     return (out, indices) if return_indices else out
 
 
@@ -198,15 +293,18 @@ def _checked_indices(indices, out_shape) -> np.ndarray:
     return np.ascontiguousarray(idx, dtype=np.int64)
 
 
-def max_pool2d_backward(dout, x, pool_h: int, pool_w: int, stride=None, pad=0, indices=None) -> np.ndarray:
+def max_pool2d_backward(dout, x, pool_h: int, pool_w: int, stride=None, pad=0, indices=None,
+                        pad_value=None) -> np.ndarray:
     """Gradient of :func:`max_pool2d`: each output gradient goes to its window's argmax.
 
     ``x`` is the forward input; with ``indices`` (from ``return_indices=True``) it may be
-    just its (N, C, H, W) shape, otherwise the argmax is recomputed from ``x``.
+    just its (N, C, H, W) shape, otherwise the argmax is recomputed from ``x`` (with the
+    forward call's ``pad_value``). An index of -1 (padding won) passes nothing back.
     Returns dx, shape (N, C, H, W), in the dtype of ``dout``.
     """
     shape = _input_shape(x)
     d = _image(dout, "dout")
+    value = _pad_value(pad_value)
     win, out_shape = _pool_window(shape, pool_h, pool_w, stride, pad)
     _check_dout(d, out_shape, "max_pool2d")
     P.check_alloc("max_pool2d_backward result", shape, P.compute_dtype(d))
@@ -217,7 +315,7 @@ def max_pool2d_backward(dout, x, pool_h: int, pool_w: int, stride=None, pad=0, i
         raise TypeError("max_pool2d_backward needs the input array x, or indices, to locate the maxima")
     else:
         arr = _image(x)
-        _, idx = backend.max_pool2d(P.as_float(arr, P.compute_dtype(arr)), win)
+        _, idx = backend.max_pool2d(P.as_float(arr, P.compute_dtype(arr)), win, value)
     return backend.max_pool2d_backward(P.as_float(d, P.compute_dtype(d)), idx, tuple(shape), win)
 
 

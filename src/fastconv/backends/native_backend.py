@@ -27,8 +27,16 @@ def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, win: Window)
     return _core.conv2d_backward(dout, x, w, *win[2:])
 
 
-def max_pool2d(x: np.ndarray, win: Window):
-    return _core.max_pool2d_forward(x, *win)
+def conv2d_backward_data(dout: np.ndarray, w: np.ndarray, shape, win: Window) -> np.ndarray:
+    return _core.conv2d_backward_data(dout, w, tuple(shape), *win[2:])
+
+
+def conv2d_backward_weight(dout: np.ndarray, x: np.ndarray, w_shape, win: Window) -> np.ndarray:
+    return _core.conv2d_backward_weight(dout, x, *win)
+
+
+def max_pool2d(x: np.ndarray, win: Window, pad_value: Optional[float] = None):
+    return _core.max_pool2d_forward(x, *win, pad_value)
 
 
 def max_pool2d_backward(dout: np.ndarray, indices: np.ndarray, shape, win: Window) -> np.ndarray:

@@ -75,43 +75,62 @@ def conv2d(x: np.ndarray, w: np.ndarray, b, win: Window) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2))
 
 
+def _dout_rows(dout: np.ndarray) -> np.ndarray:
+    """(N*OH*OW, FN): rows ordered like im2col's."""
+    return dout.transpose(0, 2, 3, 1).reshape(dout.shape[0] * dout.shape[2] * dout.shape[3], dout.shape[1])
+
+
 def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, win: Window):
-    FN = w.shape[0]
-    dout_rows = dout.transpose(0, 2, 3, 1).reshape(dout.shape[0] * dout.shape[2] * dout.shape[3], FN)
+    dout_rows = _dout_rows(dout)
     col = im2col(x, win)
     db = dout_rows.sum(axis=0)
     dw = (dout_rows.T @ col).reshape(w.shape)
-    dx = col2im(dout_rows @ w.reshape(FN, col.shape[1]), x.shape, win)
+    dx = col2im(dout_rows @ w.reshape(w.shape[0], col.shape[1]), x.shape, win)
     return dx, dw, db
 
 
-def max_pool2d(x: np.ndarray, win: Window):
-    """Max over each window, padding with -inf; also the argmax as a flat index h*W + w into
-    the (unpadded) input plane, as ``torch.nn.functional.max_pool2d(return_indices=True)``."""
+def conv2d_backward_data(dout: np.ndarray, w: np.ndarray, shape, win: Window) -> np.ndarray:
+    return col2im(_dout_rows(dout) @ w.reshape(w.shape[0], -1), shape, win)
+
+
+def conv2d_backward_weight(dout: np.ndarray, x: np.ndarray, w_shape, win: Window) -> np.ndarray:
+    return (_dout_rows(dout).T @ im2col(x, win)).reshape(w_shape)
+
+
+def max_pool2d(x: np.ndarray, win: Window, pad_value: Optional[float] = None):
+    """Max over each window, padding with -inf (or ``pad_value``); also the argmax as a flat
+    index h*W + w into the (unpadded) input plane, as
+    ``torch.nn.functional.max_pool2d(return_indices=True)``, or -1 where padding won."""
     N, C, H, W = x.shape
     OH, OW = win.out_size(H, W)
     kk = win.kh * win.kw
-    taps = _windows(_padded(x, win, -np.inf), win, OH, OW).reshape(N, C, kk, OH, OW)
+    taps = _windows(_padded(x, win, -np.inf if pad_value is None else pad_value), win, OH, OW)
+    taps = taps.reshape(N, C, kk, OH, OW)
     real = _windows(_padded(np.ones((1, 1, H, W), dtype=bool), win, False), win, OH, OW).reshape(1, 1, kk, OH, OW)
-    # The first NaN if any, else the first real pixel equal to the max: an all -inf window
-    # points at a pixel, never at padding.
+    # The first NaN if any, else the first tap equal to the max. With -inf padding that tap
+    # must be a real pixel: an all -inf window points at a pixel, never at padding.
     nan = np.isnan(taps)
     any_nan = nan.any(axis=2, keepdims=True)
     best = taps.max(axis=2, keepdims=True)
-    k = np.argmax(np.where(any_nan, nan, (taps == best) & real), axis=2)
+    wins = taps == best
+    if pad_value is None:
+        wins &= real
+    k = np.argmax(np.where(any_nan, nan, wins), axis=2)
     out = np.take_along_axis(taps, k[:, :, None], axis=2)[:, :, 0]
     i, j = np.divmod(k, win.kw)
     row = np.arange(OH)[:, None] * win.sh - win.ph + i
     colm = np.arange(OW)[None, :] * win.sw - win.pw + j
-    return np.ascontiguousarray(out), (row * W + colm).astype(np.int64)
+    inside = (row >= 0) & (row < H) & (colm >= 0) & (colm < W)
+    return np.ascontiguousarray(out), np.where(inside, row * W + colm, -1).astype(np.int64)
 
 
 def max_pool2d_backward(dout: np.ndarray, indices: np.ndarray, shape, win: Window) -> np.ndarray:
     check_index_range(indices, shape)
     N, C, H, W = shape
     plane = np.arange(N * C, dtype=np.int64).reshape(N, C, 1, 1) * (H * W)
-    flat = (indices + plane).ravel()
-    dx = np.bincount(flat, weights=dout.ravel(), minlength=N * C * H * W)
+    won = (indices >= 0).ravel()  # -1: padding won, no gradient
+    flat = (indices + plane).ravel()[won]
+    dx = np.bincount(flat, weights=dout.ravel()[won], minlength=N * C * H * W)
     return dx.astype(dout.dtype, copy=False).reshape(shape)
 
 

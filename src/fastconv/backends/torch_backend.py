@@ -79,15 +79,48 @@ def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, win: Window)
         return _np(dx), _np(dw), _np(db)
 
 
-def max_pool2d(x: np.ndarray, win: Window):
+def conv2d_backward_data(dout: np.ndarray, w: np.ndarray, shape, win: Window) -> np.ndarray:
     with torch.no_grad():
-        out, idx = F.max_pool2d(_t(x), (win.kh, win.kw), return_indices=True, **_geometry(win))
-        return _np(out), _np(idx)
+        g = _geometry(win)
+        x = torch.empty(tuple(shape), dtype=_t(dout).dtype)  # lends only its shape
+        dx, _, _ = torch.ops.aten.convolution_backward(
+            _t(dout), x, _t(w), None, list(g["stride"]), list(g["padding"]),
+            [1, 1], False, [0, 0], 1, [True, False, False],
+        )
+        return _np(dx)
+
+
+def conv2d_backward_weight(dout: np.ndarray, x: np.ndarray, w_shape, win: Window) -> np.ndarray:
+    with torch.no_grad():
+        g = _geometry(win)
+        w = torch.empty(tuple(w_shape), dtype=_t(dout).dtype)  # lends only its shape
+        _, dw, _ = torch.ops.aten.convolution_backward(
+            _t(dout), _t(x), w, None, list(g["stride"]), list(g["padding"]),
+            [1, 1], False, [0, 0], 1, [False, True, False],
+        )
+        return _np(dw)
+
+
+def max_pool2d(x: np.ndarray, win: Window, pad_value: Optional[float] = None):
+    with torch.no_grad():
+        if pad_value is None:
+            out, idx = F.max_pool2d(_t(x), (win.kh, win.kw), return_indices=True, **_geometry(win))
+            return _np(out), _np(idx)
+        # A valued padding: pad explicitly, pool unpadded, map indices back (-1: padding won).
+        padded = F.pad(_t(x), (win.pw, win.pw, win.ph, win.ph), value=pad_value)
+        out, idx = F.max_pool2d(padded, (win.kh, win.kw), stride=(win.sh, win.sw), return_indices=True)
+        H, W = x.shape[2:]
+        row, col = idx // padded.shape[3] - win.ph, idx % padded.shape[3] - win.pw
+        inside = (row >= 0) & (row < H) & (col >= 0) & (col < W)
+        return _np(out), _np(torch.where(inside, row * W + col, -1))
 
 
 def max_pool2d_backward(dout: np.ndarray, indices: np.ndarray, shape, win: Window) -> np.ndarray:
     check_index_range(indices, shape)
     with torch.no_grad():
+        if (indices < 0).any():  # padding won those windows: they pass nothing back
+            dout = np.where(indices < 0, 0, dout).astype(dout.dtype, copy=False)
+            indices = np.maximum(indices, 0)
         d = _t(dout)
         g = _geometry(win)
         # The input only lends its shape to the backward kernel.
@@ -169,7 +202,9 @@ _SHAPES = {
     "col2im": lambda col, shape, win: ([tuple(shape)], [col.dtype]),
     "conv2d": lambda x, w, b, win: ([(x.shape[0], w.shape[0]) + _out(x.shape, win)], [x.dtype]),
     "conv2d_backward": lambda d, x, w, win: ([x.shape, w.shape, (w.shape[0],)], [d.dtype] * 3),
-    "max_pool2d": lambda x, win: ([x.shape[:2] + _out(x.shape, win)] * 2, [x.dtype, np.int64]),
+    "conv2d_backward_data": lambda d, w, shape, win: ([tuple(shape)], [d.dtype]),
+    "conv2d_backward_weight": lambda d, x, w_shape, win: ([tuple(w_shape)], [d.dtype]),
+    "max_pool2d": lambda x, win, pad_value=None: ([x.shape[:2] + _out(x.shape, win)] * 2, [x.dtype, np.int64]),
     "max_pool2d_backward": lambda d, idx, shape, win: ([tuple(shape)], [d.dtype]),
     "avg_pool2d": lambda x, win: ([x.shape[:2] + _out(x.shape, win)], [x.dtype]),
     "avg_pool2d_backward": lambda d, shape, win: ([tuple(shape)], [d.dtype]),
