@@ -1,11 +1,16 @@
 """fastconv-bench itself: the README's main command must run, check results and report."""
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 
+import pytest
+
 from fastconv import bench
+from fastconv.bench_console import Console
 
 
 def test_rounds_alternate_backends_and_pool_their_samples():
@@ -75,3 +80,106 @@ def test_cli_networks_suite_prints_per_network_summaries(tmp_path):
     data = json.loads(out.read_text())
     assert {r["case"].split("/")[0] for r in data["results"]} == {"lenet5", "simpleconvnet"}
     assert all(r["check"] in ("ref", "ok") for r in data["results"])
+
+
+# --- header, progress and table on a terminal ----------------------------------------
+
+class FakeTerminal(io.StringIO):
+    """One screen for stdout and stderr, as a terminal is; isatty() says yes."""
+
+    def isatty(self):
+        return True
+
+
+def render(raw: str) -> list:
+    """The lines a terminal shows for ``raw``: \\r goes to column 0, ESC[K erases to the end of
+    the line, \\n starts a new line (a pseudo-terminal sends \\r\\n)."""
+    lines, cur, col, i = [], [], 0, 0
+    while i < len(raw):
+        if raw.startswith("\033[K", i):
+            del cur[col:]
+            i += 3
+            continue
+        c = raw[i]
+        if c == "\r":
+            col = 0
+        elif c == "\n":
+            lines.append("".join(cur))
+            cur, col = [], 0
+        else:
+            cur[col:col + 1] = [c]
+            col += 1
+        i += 1
+    if cur:
+        lines.append("".join(cur))
+    return lines
+
+
+def test_console_keeps_progress_off_the_result_lines():
+    screen = FakeTerminal()
+    con = Console(out=screen, err=screen, columns=40)
+    con.progress("measuring the FMA peaks ...")
+    con.print("header line 1")
+    con.print("header line 2")
+    con.progress("[1/2] case f32 conv-fwd numpy ...")
+    con.progress("[2/2] a progress message far longer than the forty columns of this terminal ...")
+    assert len(render(screen.getvalue())[-1]) < 40  # cut: it cannot wrap onto a row \r cannot reach
+    con.print("")
+    con.print("case  dtype")
+    con.warn("a warning")
+    assert render(screen.getvalue()) == ["header line 1", "header line 2", "", "case  dtype", "a warning"]
+
+
+def test_console_without_a_terminal_writes_one_progress_line_each():
+    out, err = io.StringIO(), io.StringIO()
+    con = Console(out=out, err=err)
+    con.progress("step 1 ...")
+    con.print("result")
+    con.progress("step 2 ...")
+    assert (out.getvalue(), err.getvalue()) == ("result\n", "step 1 ...\nstep 2 ...\n")
+
+
+def _check_terminal_lines(lines):
+    assert lines[0].startswith("fastconv "), lines[:3]
+    assert not [ln for ln in lines if ln.rstrip().endswith("...")], "a progress line was left on screen"
+    assert sum(ln.startswith("fastconv ") or "fastconv 0" in ln for ln in lines) == 1
+    head = [ln for ln in lines if ln.startswith("case ")]
+    assert len(head) == 1 and "vs numpy" in head[0], lines
+    assert any(ln.startswith("dlfs-pool2x2") for ln in lines)
+
+
+def test_main_on_a_terminal_prints_header_progress_and_table_on_their_own_lines(monkeypatch):
+    """The whole header/progress/table path of main() on one fake terminal, no timed figure checked."""
+    monkeypatch.setattr(bench, "measure_peaks", lambda seconds: {"float32": 100.0, "float64": 50.0, "copy_GBps": 10.0})
+    screen = FakeTerminal()
+    rc = bench.main(["--quick", "--cases", "dlfs-pool2x2", "--dtype", "float32", "--backends", "numpy,native",
+                     "--threads", "1"], console=Console(out=screen, err=screen, columns=100))
+    assert rc == 0
+    raw = screen.getvalue()
+    assert "\r\033[K[1/4] dlfs-pool2x2 f32 pool-fwd numpy" in raw  # progress was drawn in place
+    _check_terminal_lines(render(raw))
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_cli_under_a_pseudo_terminal_keeps_the_header_off_the_progress_line():
+    """The real thing: fastconv-bench with stdout and stderr on one pseudo-terminal."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastconv.bench", "--quick", "--cases", "dlfs-pool2x2", "--dtype", "float32",
+         "--backends", "numpy,native", "--threads", "1"],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    raw = b"".join(chunks).decode()
+    assert "\r\033[K" in raw  # it did see a terminal
+    _check_terminal_lines(render(raw))

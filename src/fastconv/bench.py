@@ -39,13 +39,14 @@ import numpy as np
 
 import fastconv
 from fastconv import _config, _core, bench_blas, bench_networks
+from fastconv.bench_console import Console
 from fastconv import functional as F
 from fastconv import layers as L
 
 __all__ = [
     "Case", "CASES", "CASES_BY_NAME", "OPS", "DTYPES", "Workload", "SimpleConvNetStep",
     "Settings", "NORMAL", "QUICK", "warm_up", "time_callable", "measure_peaks", "select_cases",
-    "thread_settings", "main",
+    "thread_settings", "Suite", "SUITES", "main",
 ]
 
 DTYPES = ("float32", "float64")
@@ -807,6 +808,44 @@ def list_cases(cases: Sequence[Case] = CASES) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Suite:
+    """One ``--suite``: its cases (from the parsed options), its timing settings, and what it
+    prints after the table. Add a suite by adding an entry to :data:`SUITES`.
+
+    ``runner`` (default :func:`run`) times the cases: ``runner(cases, dtypes, backends,
+    settings, progress, numpy_for)`` returns the :class:`Result` rows of the table. A suite's
+    module imports this one, so reach its functions through lambdas (``python -m fastconv.bench``
+    runs this file as ``__main__``, and the suite module's ``from . import bench`` then finds
+    this module half-initialised).
+    """
+
+    help: str
+    cases: Callable[[argparse.Namespace], List[Case]]
+    normal: Settings = NORMAL
+    quick: Settings = QUICK
+    numpy_for: Callable[[Case], bool] = lambda case: True
+    summary: Optional[Callable[[Sequence[Result], Sequence[Case]], str]] = None
+    runner: Optional[Callable[..., List[Result]]] = None
+
+
+def _network_cases(args: argparse.Namespace) -> List[Case]:
+    nets = [n.strip() for n in args.networks.split(",")] if args.networks else None
+    cases = bench_networks.cases(nets, quick=args.quick)
+    if args.cases:
+        cases = [c for c in cases if any(fnmatch.fnmatchcase(c.name, p.strip()) for p in args.cases.split(","))]
+    return cases
+
+
+SUITES: Dict[str, Suite] = {
+    "cases": Suite("the tuned shape table (default)", lambda args: select_cases(args.cases)),
+    "networks": Suite("every distinct conv and pooling layer of LeNet-5, AlexNet, ZFNet, VGG-16, ResNet-18, "
+                      "ResNet-50's 1x1 layers, the book's networks and the seed's MNIST CNN, with per-network "
+                      "summaries", _network_cases, NETWORKS_FULL, NETWORKS_QUICK,
+                      numpy_for=lambda case: bench_networks.numpy_timed(case),
+                      summary=lambda results, cases: bench_networks.summary(results, cases)),
+}
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastconv-bench",
@@ -817,10 +856,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads for every library (default: fastconv.get_num_threads())")
-    p.add_argument("--suite", choices=("cases", "networks"), default="cases",
-                   help="cases: the tuned shape table (default); networks: every distinct conv and pooling "
-                        "layer of LeNet-5, AlexNet, ZFNet, VGG-16, ResNet-18, ResNet-50's 1x1 layers, the book's "
-                        "networks and the seed's MNIST CNN, with per-network summaries")
+    p.add_argument("--suite", choices=tuple(SUITES), default="cases",
+                   help="; ".join(f"{name}: {suite.help}" for name, suite in SUITES.items()))
     p.add_argument("--networks", metavar="NAMES", help="with --suite networks: a comma list of networks")
     p.add_argument("--cases", metavar="NAMES", help="comma list of case names or glob patterns (see --list)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -836,19 +873,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, console: Optional[Console] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    suite = SUITES[args.suite]
+    console = console or Console()
     try:
-        if args.suite == "networks":
-            nets = [n.strip() for n in args.networks.split(",")] if args.networks else None
-            cases = bench_networks.cases(nets, quick=args.quick)
-            if args.cases:
-                cases = [c for c in cases if any(fnmatch.fnmatchcase(c.name, p.strip()) for p in args.cases.split(","))]
-        else:
-            cases = select_cases(args.cases)
+        cases = suite.cases(args)
         if args.list:
-            print(list_cases(cases))
+            console.print(list_cases(cases))
             return 0
         backends = _select_backends(args.backends)
     except ValueError as exc:
@@ -861,61 +894,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except ImportError:
             parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
-    if args.suite == "networks":
-        settings = NETWORKS_QUICK if args.quick else NETWORKS_FULL
-    else:
-        settings = QUICK if args.quick else NORMAL
+    settings = suite.quick if args.quick else suite.normal
     n = args.threads or fastconv.get_num_threads()
 
-    tty = sys.stderr.isatty()
-
-    def progress(msg: str) -> None:
-        if tty:
-            sys.stderr.write("\r\033[K" + msg)
-        else:
-            sys.stderr.write(msg + "\n")
-        sys.stderr.flush()
-
     with thread_settings(n, backends) as threads:
-        progress("measuring the FMA peaks and the copy bandwidth ...")
+        console.progress("measuring the FMA peaks and the copy bandwidth ...")
         peaks = measure_peaks(settings.peak_s)
         info = machine_info()
-        print("\n".join(header_lines(info, threads, peaks)), flush=True)
+        for line in header_lines(info, threads, peaks):
+            console.print(line)
         t0 = time.perf_counter()
-        numpy_for = bench_networks.numpy_timed if args.suite == "networks" else (lambda case: True)
-        results = run(cases, dtypes, backends, settings, progress, numpy_for)
+        results = (suite.runner or run)(cases, dtypes, backends, settings, console.progress, suite.numpy_for)
         elapsed = time.perf_counter() - t0
-    if tty:
-        sys.stderr.write("\r\033[K")
-    print()
-    print(format_table(results, peaks))
-    print()
-    print(LEGEND)
-    print(f"{len(results)} timings in {elapsed:.0f} s ({'--quick' if args.quick else 'full'} settings)")
-    if args.suite == "networks":
-        print()
-        print(bench_networks.summary(results, cases))
+    console.print()
+    console.print(format_table(results, peaks))
+    console.print()
+    console.print(LEGEND)
+    console.print(f"{len(results)} timings in {elapsed:.0f} s ({'--quick' if args.quick else 'full'} settings)")
+    if suite.summary:
+        console.print()
+        console.print(suite.summary(results, cases))
     import_order = None
     if not args.no_import_order and any(c.kind == "train" for c in cases):
-        progress("timing the training step in fresh processes (import orders, OpenBLAS hook on/off) ...")
+        console.progress("timing the training step in fresh processes (import orders, OpenBLAS hook on/off) ...")
         import_order = bench_blas.measure(n, repeats=15 if args.quick else 40, warm=settings.warmup_s)
-        if tty:
-            sys.stderr.write("\r\033[K")
-        print()
-        print(bench_blas.format_rows(import_order))
+        console.print()
+        console.print(bench_blas.format_rows(import_order))
     failed = [r for r in results if r.failed]
     for r in failed:
-        print(f"{r.check}: {r.case} {r.dtype} {r.op} {r.backend}: {r.message}")
+        console.print(f"{r.check}: {r.case} {r.dtype} {r.op} {r.backend}: {r.message}")
     if failed:
-        print(f"fastconv-bench: {len(failed)} of {len(results)} results FAILED or raised (details on stdout)",
-              file=sys.stderr)
+        console.warn(f"fastconv-bench: {len(failed)} of {len(results)} results FAILED or raised (details on stdout)")
     if args.json:
         write_json(args.json, results, peaks, dict(info, import_order=import_order), threads, settings,
                    sys.argv[1:] if argv is None else argv)
-        print(f"wrote {args.json}")
+        console.print(f"wrote {args.json}")
     if args.plot:
         write_plot(args.plot, results)
-        print(f"wrote {args.plot}")
+        console.print(f"wrote {args.plot}")
     return 1 if failed else 0
 
 
