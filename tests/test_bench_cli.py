@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from fastconv import bench
+from fastconv import bench, bench_busy
+from fastconv.bench_busy import CpuUse
 from fastconv.bench_console import Console
 
 
@@ -151,6 +153,7 @@ def _check_terminal_lines(lines):
 def test_main_on_a_terminal_prints_header_progress_and_table_on_their_own_lines(monkeypatch):
     """The whole header/progress/table path of main() on one fake terminal, no timed figure checked."""
     monkeypatch.setattr(bench, "measure_peaks", lambda seconds: {"float32": 100.0, "float64": 50.0, "copy_GBps": 10.0})
+    monkeypatch.setattr(bench.bench_busy, "sample", lambda seconds: CpuUse(0.0, 2, seconds, "/proc/stat"))
     screen = FakeTerminal()
     rc = bench.main(["--quick", "--cases", "dlfs-pool2x2", "--dtype", "float32", "--backends", "numpy,native",
                      "--threads", "1"], console=Console(out=screen, err=screen, columns=100))
@@ -183,3 +186,78 @@ def test_cli_under_a_pseudo_terminal_keeps_the_header_off_the_progress_line():
     raw = b"".join(chunks).decode()
     assert "\r\033[K" in raw  # it did see a terminal
     _check_terminal_lines(render(raw))
+
+
+# --- is the machine busy -------------------------------------------------------------
+
+STAT = """cpu  900 0 90 9000 5 0 3 7 0 0
+cpu0 100 10 20 5000 4 1 2 3 50 0
+cpu1 200 0 30 4000 1 0 1 4 0 0
+intr 12345
+"""
+
+
+def test_busy_seconds_sum_the_busy_columns_of_our_cpus():
+    tick = bench_busy._TICK_S
+    # user nice system irq softirq steal; not idle, iowait or guest (already in user)
+    assert bench_busy.read_busy_seconds([0], STAT) == pytest.approx((100 + 10 + 20 + 1 + 2 + 3) * tick)
+    assert bench_busy.read_busy_seconds([0, 1], STAT) == pytest.approx((136 + 235) * tick)
+    assert bench_busy.read_busy_seconds([5], STAT) is None
+
+
+def test_other_processes_use_is_busy_time_minus_our_own():
+    a = bench_busy.Snapshot(wall_s=10.0, busy_s=100.0, own_s=5.0)
+    # 2 s: the CPUs were busy 3.2 s, 1.2 s of it ours -> others used 1.0 CPU
+    use = bench_busy.use_between(a, bench_busy.Snapshot(12.0, 103.2, 6.2), cpus=2)
+    assert (use.others, use.source) == (pytest.approx(1.0), "/proc/stat")
+    # all the busy time was ours (the run itself): nobody else
+    assert bench_busy.use_between(a, bench_busy.Snapshot(12.0, 104.0, 9.0), 2).others == pytest.approx(0.0)
+    # tick rounding never gives a negative or an impossible share
+    assert bench_busy.use_between(a, bench_busy.Snapshot(12.0, 104.0, 9.02), 2).others == 0.0
+    assert bench_busy.use_between(a, bench_busy.Snapshot(12.0, 108.1, 5.0), 2).others == 2.0
+
+
+def test_busy_decision_counts_the_cores_the_run_leaves_free():
+    def use(others):
+        return CpuUse(others, 2, 0.5, "/proc/stat")
+
+    assert not bench_busy.is_busy(use(0.05), threads=2)       # an idle machine's background
+    assert not bench_busy.is_busy(use(0.45), threads=2)
+    assert bench_busy.is_busy(use(0.9), threads=2)            # one other process on one core
+    assert not bench_busy.is_busy(use(1.0), threads=1)        # ... leaves a 1-thread run its core
+    assert bench_busy.is_busy(use(1.8), threads=1)
+    assert bench_busy.is_busy(use(0.9), threads=4)            # more threads than cores
+    assert bench_busy.busy_warning(use(0.1), 2, "before the run") is None
+    msg = bench_busy.busy_warning(use(1.9), 2, "before the run")
+    assert msg.startswith("WARNING: the machine is busy before the run") and "1.90 of 2 CPUs" in msg
+
+
+def test_header_ignores_the_load_average_of_a_build_that_just_ended():
+    """The README's `pip install ... && fastconv-bench`: load average 5.5 from the compile, nobody
+    running now -> no warning; somebody running now -> the warning."""
+    info = {"fastconv": "x", "numpy": "y", "cpu": "cpu", "cpu_count": 2, "loadavg": (5.5, 2.3, 0.9)}
+    peaks = {"float32": 1.0, "float64": 1.0, "copy_GBps": 1.0}
+    quiet = bench.header_lines(info, {"native": 2}, peaks, CpuUse(0.03, 2, 0.5, "/proc/stat"))
+    assert not [ln for ln in quiet if "WARNING" in ln]
+    assert "other processes used 0.03 of 2 CPUs" in quiet[2] and "load average 5.50" in quiet[2]
+    busy = bench.header_lines(info, {"native": 2}, peaks, CpuUse(1.7, 2, 0.5, "/proc/stat"))
+    assert [ln for ln in busy if ln.startswith("WARNING: the machine is busy before the run")]
+    # where /proc/stat is missing, the load average stands in, and says so
+    fallback = bench.header_lines(info, {"native": 2}, peaks, CpuUse(5.5, 2, 0.5, "load average"))
+    assert [ln for ln in fallback if "1-minute load average 5.50" in ln and ln.startswith("WARNING")]
+
+
+@pytest.mark.skipif(bench_busy.read_busy_seconds(bench_busy.usable_cpus()) is None, reason="needs /proc/stat")
+def test_a_real_busy_process_is_seen():
+    """One process spinning on a core: the sample sees at least the share it got (other users of
+    this shared machine can only add to it)."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # past its start-up
+        use = bench_busy.sample(0.6)
+        assert spinner.poll() is None
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert use.source == "/proc/stat"
+    assert bench_busy.is_busy(use, threads=use.cpus), use

@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 import fastconv
-from fastconv import _config, _core, bench_blas, bench_networks
+from fastconv import _config, _core, bench_blas, bench_busy, bench_networks
 from fastconv.bench_console import Console
 from fastconv import functional as F
 from fastconv import layers as L
@@ -685,24 +685,29 @@ def machine_info() -> Dict[str, Any]:
     return info
 
 
-def header_lines(info: Dict[str, Any], threads: Dict[str, Any], peaks: Dict[str, float]) -> List[str]:
+def header_lines(info: Dict[str, Any], threads: Dict[str, Any], peaks: Dict[str, float],
+                 cpu_use: Optional[bench_busy.CpuUse] = None) -> List[str]:
+    """The run's header; ``cpu_use`` (other processes' use, sampled just before) decides the
+    busy warning, the load average where it is not given."""
     kernels = f"gemm f32 {info.get('gemm_f32')}, f64 {info.get('gemm_f64')}, selection {info.get('gemm_selection')}"
     lines = [
         f"fastconv {info['fastconv']}  ({info.get('compiler')}, {info.get('openmp')}; numpy {info['numpy']}"
         + (f", torch {info['torch']}" if "torch" in info else "") + ")",
         f"kernels: {kernels}; cpu isas {', '.join(info.get('cpu_isas', []))}",
-        f"cpu: {info.get('cpu', '?')} x{info['cpu_count']}; load average "
-        + " ".join(f"{v:.2f}" for v in info.get("loadavg", ())),
+        f"cpu: {info.get('cpu', '?')} x{info['cpu_count']}; "
+        + (f"just before the run {cpu_use.describe()}; " if cpu_use and cpu_use.source != "load average" else "")
+        + "load average " + " ".join(f"{v:.2f}" for v in info.get("loadavg", ()))
+        + (" (decays over minutes: not the busy check)" if cpu_use and cpu_use.source != "load average" else ""),
         "threads: " + ", ".join(f"{k} {v}" for k, v in threads.items())
         + f"; numpy's BLAS spin: {info.get('blas_spin', '?')}",
         f"measured peaks (this run, {threads['native']} threads): FMA f32 {peaks['float32']:.1f} GFLOP/s, "
         f"f64 {peaks['float64']:.1f} GFLOP/s; copy {peaks['copy_GBps']:.1f} GB/s",
     ]
-    load = info.get("loadavg", (0.0,))[0]
-    if info.get("cpu_count") and load >= 0.75 * info["cpu_count"]:
-        lines.append(f"WARNING: the machine is busy (load {load:.1f} on {info['cpu_count']} CPUs): figures are "
-                     "noisy, and multi-threaded ones (PyTorch's above all) can collapse when other "
-                     "processes take the cores; compare with --threads 1 or rerun when it is quiet.")
+    if cpu_use is None:
+        cpu_use = bench_busy.CpuUse(info.get("loadavg", (0.0,))[0], info.get("cpu_count") or 1, 60.0, "load average")
+    warning = bench_busy.busy_warning(cpu_use, threads["native"], "before the run")
+    if warning:
+        lines.append(warning)
     return lines
 
 
@@ -846,6 +851,9 @@ SUITES: Dict[str, Suite] = {
                       summary=lambda results, cases: bench_networks.summary(results, cases)),
 }
 
+# Length of the sample of other processes' CPU use taken before the run.
+BUSY_SAMPLE_S = 0.5
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastconv-bench",
@@ -898,19 +906,27 @@ def main(argv: Optional[Sequence[str]] = None, console: Optional[Console] = None
     n = args.threads or fastconv.get_num_threads()
 
     with thread_settings(n, backends) as threads:
+        console.progress(f"sampling other processes' CPU use ({BUSY_SAMPLE_S:g} s) ...")
+        busy_before = bench_busy.sample(BUSY_SAMPLE_S)
         console.progress("measuring the FMA peaks and the copy bandwidth ...")
         peaks = measure_peaks(settings.peak_s)
         info = machine_info()
-        for line in header_lines(info, threads, peaks):
+        for line in header_lines(info, threads, peaks, busy_before):
             console.print(line)
         t0 = time.perf_counter()
+        start = bench_busy.snapshot()
         results = (suite.runner or run)(cases, dtypes, backends, settings, console.progress, suite.numpy_for)
+        busy_during = bench_busy.use_between(start, bench_busy.snapshot(), busy_before.cpus)
         elapsed = time.perf_counter() - t0
     console.print()
     console.print(format_table(results, peaks))
     console.print()
     console.print(LEGEND)
-    console.print(f"{len(results)} timings in {elapsed:.0f} s ({'--quick' if args.quick else 'full'} settings)")
+    console.print(f"{len(results)} timings in {elapsed:.0f} s ({'--quick' if args.quick else 'full'} settings); "
+                  f"during them {busy_during.describe()} (this process's own time not counted)")
+    warning = bench_busy.busy_warning(busy_during, n, "during the timings")
+    if warning:
+        console.print(warning)
     if suite.summary:
         console.print()
         console.print(suite.summary(results, cases))
@@ -926,8 +942,10 @@ def main(argv: Optional[Sequence[str]] = None, console: Optional[Console] = None
     if failed:
         console.warn(f"fastconv-bench: {len(failed)} of {len(results)} results FAILED or raised (details on stdout)")
     if args.json:
-        write_json(args.json, results, peaks, dict(info, import_order=import_order), threads, settings,
-                   sys.argv[1:] if argv is None else argv)
+        write_json(args.json, results, peaks,
+                   dict(info, import_order=import_order, busy_before=asdict(busy_before),
+                        busy_during=asdict(busy_during)),
+                   threads, settings, sys.argv[1:] if argv is None else argv)
         console.print(f"wrote {args.json}")
     if args.plot:
         write_plot(args.plot, results)
