@@ -10,8 +10,8 @@ same harness. The method follows ``PERF.md``:
   keep spinning for a while after each call and slow whatever runs next);
 * medians over repeats, taken in rounds that alternate the backends (numpy, native, torch,
   numpy, ...), so a load change on a shared machine hits every backend of a row alike;
-* ratios (vs NumPy, vs PyTorch, vs the FMA peak and the copy bandwidth measured in the same
-  process) rather than absolute times;
+* ratios (vs NumPy, vs PyTorch, vs the FMA peak and, for pooling, vs the copy bandwidth of a
+  working set of the same size, both measured in the same process) rather than absolute times;
 * every benchmarked result is checked once against the NumPy backend's result.
 
 ``python -m fastconv.bench --help`` lists the options. The case table (:data:`CASES`) and the
@@ -46,7 +46,7 @@ from fastconv import layers as L
 __all__ = [
     "Case", "CASES", "CASES_BY_NAME", "OPS", "DTYPES", "Workload", "SimpleConvNetStep",
     "Settings", "NORMAL", "QUICK", "warm_up", "time_callable", "measure_peaks", "select_cases",
-    "thread_settings", "Suite", "SUITES", "main",
+    "measure_copy_ceiling", "thread_settings", "Suite", "SUITES", "main",
 ]
 
 DTYPES = ("float32", "float64")
@@ -122,7 +122,13 @@ class Case:
         return 0
 
     def bytes_moved(self, op: str, itemsize: int) -> int:
-        """Bytes read + written by a pooling op (int64 indices included); 0 for the others."""
+        """Bytes a pooling op must read + write at least, each array once; 0 for the others.
+
+        pool-fwd (``max_pool2d(..., return_indices=True)``): read x, write out and its int64
+        argmax indices. pool-bwd (``max_pool2d_backward(..., indices=...)``): read dout and the
+        indices, write dx. Overlapping windows (3x3 stride 2) re-read x's rows from cache, not
+        from memory, so they are not counted again.
+        """
         n_in = int(np.prod(self.x_shape))
         n_out = int(np.prod(self.out_shape))
         if op == "pool-fwd":  # read x; write out and indices
@@ -397,16 +403,17 @@ class Settings:
     slow_call_s: float = math.inf  # calls slower than this need only min_reps_slow samples
     min_reps_slow: int = 5
     peak_s: float = 0.2        # duration of each in-process ceiling measurement
+    copy_s: float = 0.05       # duration of each pooling row's copy-ceiling measurement
 
 
 NORMAL = Settings()
 # The networks suite times ~15x more rows: shorter budgets, two alternating rounds.
 NETWORKS_FULL = Settings(rounds=2, warmup_s=0.1, budget_s=0.25, min_reps=3, max_reps=60, slow_call_s=0.1,
-                         min_reps_slow=2, peak_s=0.2)
+                         min_reps_slow=2, peak_s=0.2, copy_s=0.03)
 NETWORKS_QUICK = Settings(rounds=1, warmup_s=0.02, budget_s=0.05, min_reps=2, max_reps=10, slow_call_s=0.03,
-                          min_reps_slow=1, peak_s=0.1)
+                          min_reps_slow=1, peak_s=0.1, copy_s=0.02)
 QUICK = Settings(rounds=1, warmup_s=0.05, budget_s=0.12, min_reps=3, max_reps=30,
-                 slow_call_s=0.08, min_reps_slow=1, peak_s=0.1)
+                 slow_call_s=0.08, min_reps_slow=1, peak_s=0.1, copy_s=0.03)
 
 
 def warm_up(fn: Callable[[], Any], seconds: float) -> Tuple[Any, int, float]:
@@ -444,7 +451,8 @@ def time_callable(fn: Callable[[], Any], settings: Settings = NORMAL) -> Tuple[L
 
 def measure_copy_bandwidth(threads: int, seconds: float = 0.2, nbytes: int = 256 << 20) -> float:
     """GB/s (bytes read + written) of large ``np.copyto`` calls split over ``threads`` Python
-    threads (NumPy releases the GIL while copying): the same-run ceiling for pooling."""
+    threads (NumPy releases the GIL while copying): the header's DRAM bandwidth. Pooling rows are
+    measured against a copy of their own size (:func:`measure_copy_ceiling`)."""
     n = nbytes // 8
     src = np.random.default_rng(0).standard_normal(n)
     dst = np.empty_like(src)
@@ -462,6 +470,48 @@ def measure_copy_bandwidth(threads: int, seconds: float = 0.2, nbytes: int = 256
             t = time.perf_counter()
             list(pool.map(copy, parts))
             best = max(best, 2 * src.nbytes / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+# Below this working set a copy split over Python threads costs more in hand-offs than it gains.
+_COPY_SPLIT_MIN_BYTES = 1 << 20
+
+
+def measure_copy_ceiling(nbytes: int, threads: int, seconds: float = 0.05, min_samples: int = 5) -> float:
+    """GB/s (bytes read + written) of ``np.copyto`` over a working set of ``nbytes``: a source and
+    a destination of ``nbytes / 2`` each, so one copy moves ``nbytes``, the same bytes as the
+    pooling op it is the ceiling of, over a working set of the same size (in the same cache
+    level, when it fits in one).
+
+    Median of single timed copies (after one untimed copy that touches every page), for about
+    ``seconds`` and at least ``min_samples``; on 1 thread and, from 1 MiB, split over ``threads``
+    Python threads (NumPy releases the GIL while copying). The faster of the two is the ceiling.
+    """
+    half = max(nbytes // 2, 64)
+    src = np.full(half, 1, dtype=np.uint8)  # written: never the shared zero page
+    dst = np.empty_like(src)
+    configs = [1] + ([threads] if threads > 1 and nbytes >= _COPY_SPLIT_MIN_BYTES else [])
+    best = 0.0
+    for n in configs:
+        edges = np.linspace(0, half, n + 1).astype(int)
+        parts = [(dst[a:b], src[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+        with contextlib.ExitStack() as stack:
+            if n == 1:
+                def copy():
+                    np.copyto(dst, src)
+            else:
+                pool = stack.enter_context(ThreadPoolExecutor(n))
+
+                def copy():
+                    list(pool.map(lambda part: np.copyto(*part), parts))
+            copy()
+            samples: List[float] = []
+            end = time.perf_counter() + seconds / len(configs)
+            while len(samples) < min_samples or time.perf_counter() < end:
+                t = time.perf_counter()
+                copy()
+                samples.append(time.perf_counter() - t)
+        best = max(best, 2 * half / float(np.median(samples)) / 1e9)
     return best
 
 
@@ -513,6 +563,7 @@ class Result:
     warmup_calls: int = 0
     flop: int = 0
     bytes: int = 0
+    copy_GBps: float = 0.0  # pooling: same-run copy bandwidth of a working set of ``bytes``
     check: str = ""         # "ref" (the NumPy reference itself), "ok", "FAIL" or "ERROR"
     max_rel_err: float = 0.0
     message: str = ""
@@ -535,6 +586,10 @@ def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], s
     each with its own warm-up and a share of the budget; a backend's samples are pooled. Cases
     for which ``numpy_for`` is false skip the NumPy backend; PyTorch, when timed, is their
     reference instead.
+
+    A pooling row's ceiling (``Result.copy_GBps``) is the copy bandwidth of a working set of its
+    byte count (:func:`measure_copy_ceiling`), measured right before and right after the row is
+    timed (the after of one row is the before of the next of the same size); the higher is kept.
     """
     backends = sorted(backends, key=BACKEND_ORDER.index)
     rows = [(c, dt, op) for c in cases for dt in dtypes for op in c.ops]
@@ -548,6 +603,11 @@ def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], s
     results: List[Result] = []
     workload = None
     step = 0
+    last_copy = (0, 0.0)  # (bytes, GB/s) measured after the previous pooling row
+
+    def copy_ceiling(nbytes: int) -> float:
+        return measure_copy_ceiling(nbytes, fastconv.get_num_threads(), settings.copy_s)
+
     for case, dtype, op in rows:
         if workload is None or (workload.case, workload.dtype) != (case, dtype):
             workload = None
@@ -563,6 +623,11 @@ def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], s
                for be in row_backends}
         fn = workload.fn(op)
         ref_result = None
+        nbytes = case.bytes_moved(op, item)
+        if nbytes:
+            progress(f"copy bandwidth of a {_megabytes(nbytes)} MB working set (the ceiling of {case.name} "
+                     f"{SHORT_DTYPE[dtype]} {op}) ...")
+            before = last_copy[1] if last_copy[0] == nbytes else copy_ceiling(nbytes)
         for r in range(rounds):
             for backend in row_backends:
                 step += 1
@@ -592,6 +657,10 @@ def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], s
                 except Exception as exc:  # report it in the table and carry on with the others
                     res.check, res.message = "ERROR", f"{type(exc).__name__}: {exc}"
                     res.samples_s = []
+        if nbytes:
+            last_copy = (nbytes, copy_ceiling(nbytes))
+            for res in row.values():
+                res.copy_GBps = max(before, last_copy[1])
         results.extend(row.values())
     return results
 
@@ -611,13 +680,20 @@ def derived(r: Result, results: Sequence[Result], peaks: Dict[str, float]) -> Di
     d: Dict[str, float] = {"median_s": t}
     if r.flop:
         d["gflops"] = r.flop / t / 1e9
-        d["pct_peak"] = 100 * d["gflops"] / peaks[r.dtype]
+        d["pct_fma_peak"] = 100 * d["gflops"] / peaks[r.dtype]
     elif r.bytes:
+        # the row's own copy ceiling; the header's large copy for a Result made without one
         d["gbps"] = r.bytes / t / 1e9
-        d["pct_peak"] = 100 * d["gbps"] / peaks["copy_GBps"]
+        d["copy_GBps"] = r.copy_GBps or peaks["copy_GBps"]
+        d["pct_copy_bw"] = 100 * d["gbps"] / d["copy_GBps"]
     for other in ("numpy", "torch"):
         d[f"speedup_vs_{other}"] = _median_of(results, r.case, r.dtype, r.op, other) / t
     return d
+
+
+def _megabytes(nbytes: int) -> str:
+    mb = nbytes / 1e6
+    return f"{mb:.0f}" if mb >= 100 else f"{mb:.3g}"
 
 
 def _fmt(v: float, spec: str, suffix: str = "") -> str:
@@ -626,7 +702,8 @@ def _fmt(v: float, spec: str, suffix: str = "") -> str:
 
 def format_table(results: Sequence[Result], peaks: Dict[str, float]) -> str:
     """The results table: one row per backend, grouped by case / dtype / op."""
-    head = ("case", "dtype", "op", "backend", "median ms", "rate", "% peak", "vs numpy", "vs torch", "check")
+    head = ("case", "dtype", "op", "backend", "median ms", "rate", "% FMA peak", "% copy bw", "vs numpy", "vs torch",
+            "check")
     rows: List[Tuple[str, ...]] = []
     prev: Tuple[Optional[str], ...] = (None, None, None)
     for r in results:
@@ -638,16 +715,17 @@ def format_table(results: Sequence[Result], peaks: Dict[str, float]) -> str:
                  r.op if key != prev else "")
         prev = key
         if not r.samples_s:
-            rows.append(label + (r.backend, "-", "-", "-", "-", "-", r.check))
+            rows.append(label + (r.backend,) + ("-",) * 7 + (r.check,))
             continue
         d = derived(r, results, peaks)
         rate = _fmt(d.get("gflops"), ".1f", " GF/s") if r.flop else _fmt(d.get("gbps"), ".1f", " GB/s")
         rows.append(label + (
-            r.backend, _fmt(d["median_s"] * 1e3, ".3f"), rate, _fmt(d["pct_peak"], ".1f", "%"),
+            r.backend, _fmt(d["median_s"] * 1e3, ".3f"), rate,
+            _fmt(d.get("pct_fma_peak", math.nan), ".1f", "%"), _fmt(d.get("pct_copy_bw", math.nan), ".1f", "%"),
             _fmt(d["speedup_vs_numpy"], ".2f", "x"), _fmt(d["speedup_vs_torch"], ".2f", "x"),
             f"ok {r.max_rel_err:.0e}" if r.check == "ok" and r.max_rel_err else r.check))
     widths = [max(len(row[i]) for row in rows + [head]) for i in range(len(head))]
-    right = {4, 5, 6, 7, 8}
+    right = {4, 5, 6, 7, 8, 9}
 
     def line(row):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
@@ -659,9 +737,12 @@ def format_table(results: Sequence[Result], peaks: Dict[str, float]) -> str:
 
 LEGEND = (
     "rate: GFLOP/s for conv (forward 2*N*OH*OW*FN*C*kh*kw FLOP, backward twice that) and the training step\n"
-    "      (its conv and affine GEMMs), GB/s of bytes read + written for pooling (int64 indices included).\n"
-    "% peak: of the FMA peak (conv, train) or the large-copy bandwidth (pool) measured at the start of this run\n"
-    "      (a pooling working set that fits in the L3 cache can beat the large-copy figure).\n"
+    "      (its conv and affine GEMMs), GB/s of bytes read + written for pooling: fwd reads x and writes out and\n"
+    "      the int64 indices, bwd reads dout and the indices and writes dx.\n"
+    "% FMA peak (conv, train): of the FMA peak measured at the start of this run.\n"
+    "% copy bw (pool, memory-bound): of np.copyto's bandwidth on a working set of the row's byte count, measured\n"
+    "      right before and after the row (the higher of the two); above 100 % only by a read-heavier mix\n"
+    "      than a copy's or by noise (benchmarks/README.md).\n"
     "vs numpy / vs torch: their median time / this row's (higher is faster). check: max |x - numpy| / max |numpy|.\n"
     "train-step: the book's SimpleConvNet on float32 images (as load_mnist gives them); f32 / f64 is the weights'\n"
     "      dtype (the book's np.random.randn weights are float64, so f64 is the book's own configuration)."
@@ -701,7 +782,8 @@ def header_lines(info: Dict[str, Any], threads: Dict[str, Any], peaks: Dict[str,
         "threads: " + ", ".join(f"{k} {v}" for k, v in threads.items())
         + f"; numpy's BLAS spin: {info.get('blas_spin', '?')}",
         f"measured peaks (this run, {threads['native']} threads): FMA f32 {peaks['float32']:.1f} GFLOP/s, "
-        f"f64 {peaks['float64']:.1f} GFLOP/s; copy {peaks['copy_GBps']:.1f} GB/s",
+        f"f64 {peaks['float64']:.1f} GFLOP/s; large copy (256 MiB) {peaks['copy_GBps']:.1f} GB/s "
+        "(pooling rows: a copy of their own size)",
     ]
     if cpu_use is None:
         cpu_use = bench_busy.CpuUse(info.get("loadavg", (0.0,))[0], info.get("cpu_count") or 1, 60.0, "load average")
@@ -709,6 +791,25 @@ def header_lines(info: Dict[str, Any], threads: Dict[str, Any], peaks: Dict[str,
     if warning:
         lines.append(warning)
     return lines
+
+
+def copy_ceiling_lines(results: Sequence[Result], limit: int = 8) -> List[str]:
+    """The pooling rows' copy ceilings: per (case, dtype), its working set and each op's ceiling."""
+    seen: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for r in results:
+        if r.bytes and r.copy_GBps:
+            entry = seen.setdefault((r.case, r.dtype), {"bytes": r.bytes, "ops": {}})
+            entry["ops"][r.op.split("-")[-1]] = r.copy_GBps
+    if not seen:
+        return []
+    if len(seen) > limit:
+        values = [v for e in seen.values() for v in e["ops"].values()]
+        return [f"copy ceilings of the {len(seen)} pooling working sets (np.copyto over the same byte count, this "
+                f"run): {min(values):.1f} to {max(values):.1f} GB/s (--json has each row's)"]
+    return ["copy ceilings (np.copyto over the same byte count, this run): " + "; ".join(
+        f"{case} {SHORT_DTYPE[dt]} {_megabytes(e['bytes'])} MB: "
+        + " / ".join(f"{v:.1f}" for v in e["ops"].values()) + f" GB/s ({' / '.join(e['ops'])})"
+        for (case, dt), e in seen.items())]
 
 
 def write_plot(path: str, results: Sequence[Result]) -> None:
@@ -854,12 +955,13 @@ SUITES: Dict[str, Suite] = {
 # Length of the sample of other processes' CPU use taken before the run.
 BUSY_SAMPLE_S = 0.5
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastconv-bench",
         description="Time fastconv's backends (native, numpy, torch) on common CNN layer shapes; "
                     "results are checked against the numpy backend.",
-        epilog="Quote ratios from one run (vs numpy, vs torch, % of the measured peak): the machine "
+        epilog="Quote ratios from one run (vs numpy, vs torch, % of the measured ceilings): the machine "
                "is shared and absolute times drift.")
     p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -922,6 +1024,8 @@ def main(argv: Optional[Sequence[str]] = None, console: Optional[Console] = None
     console.print(format_table(results, peaks))
     console.print()
     console.print(LEGEND)
+    for line in copy_ceiling_lines(results):
+        console.print(line)
     console.print(f"{len(results)} timings in {elapsed:.0f} s ({'--quick' if args.quick else 'full'} settings); "
                   f"during them {busy_during.describe()} (this process's own time not counted)")
     warning = bench_busy.busy_warning(busy_during, n, "during the timings")
