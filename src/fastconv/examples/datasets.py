@@ -62,6 +62,11 @@ class Dataset:
         return Dataset(self.x_train[:train_size], self.t_train[:train_size],
                        self.x_test[:test_size], self.t_test[:test_size], self.name)
 
+    def astype(self, dtype) -> "Dataset":
+        """The same images as ``dtype`` (labels unchanged); no copy when they already are."""
+        return Dataset(self.x_train.astype(dtype, copy=False), self.t_train,
+                       self.x_test.astype(dtype, copy=False), self.t_test, self.name)
+
     def describe(self) -> str:
         c, h, w = self.input_dim
         return (f"{self.name}: {len(self.x_train)} training + {len(self.x_test)} test images, "

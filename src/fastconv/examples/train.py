@@ -5,6 +5,7 @@
     python -m fastconv.examples.train --net deep --width 0.5 --epochs 3 --plot curves.png
     python -m fastconv.examples.train --mnist ~/data/mnist --save params.pkl
     python -m fastconv.examples.train --quick              # a smoke test of a few seconds
+    python -m fastconv.examples.train --model seed-cnn --with-torch --epochs 1
 
 The loop is the book's ``common/trainer.py`` in spirit (mini-batches, ``network.gradient``,
 ``optimizer.update(network.params, grads)``, train/test accuracy per epoch), with two
@@ -14,8 +15,13 @@ forward pass (the book runs a second forward pass after the update).
 
 With several backends (``--compare numpy,native`` or a repeated ``--backend``) the same
 training runs once per backend from the same seed: same initial weights, same batch order, same
-dropout masks. All arithmetic is float64, so the loss trajectories agree to rounding and the
+dropout masks. In float64 (the default) the loss trajectories agree to rounding and the
 report shows the wall-time ratio per epoch.
+
+``--model seed-cnn`` is the seed documents' PyTorch MNIST CNN on fastconv's layers
+(:class:`~fastconv.examples.SeedCNN`); ``--with-torch`` (or ``torch-model`` in ``--compare``)
+also trains that model in PyTorch (:mod:`fastconv.examples.torch_twin`) from the same weights,
+batch order and dropout masks, with the ``torch.optim`` optimiser of the same rule.
 """
 from __future__ import annotations
 
@@ -25,17 +31,23 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
 import fastconv
 
 from .datasets import Dataset, DatasetUnavailable, load_dataset
-from .networks import ConvNetBase, DeepConvNet, SimpleConvNet
-from .optimizers import DEFAULT_LR, get_optimizer
+from .networks import ConvNetBase, DeepConvNet, SeedCNN, SimpleConvNet
+from .optimizers import DEFAULT_LR, OPTIMIZERS, get_optimizer
 
-__all__ = ["RunResult", "build_network", "train", "run", "main", "QUICK"]
+__all__ = ["RunResult", "build_network", "train", "fit", "run", "main", "QUICK", "NETWORKS", "TORCH_MODEL"]
+
+NETWORKS = ("simple", "deep", "seed-cnn")
+# each network's optimiser when --optimizer is not given: the book's Adam for the book's networks
+# (ch07/ch08), torch.optim.Adam's rule for the seed's CNN (its lab: Adam, lr 0.001, batch 100)
+DEFAULT_OPTIMIZER = {"simple": "adam", "deep": "adam", "seed-cnn": "adam-torch"}
+TORCH_MODEL = "torch-model"  # the run name of the PyTorch twin (--with-torch, --compare ...,torch-model)
 
 # --quick: a few hundred images and one epoch, enough to exercise every code path.
 QUICK = {"train_size": 500, "test_size": 200, "epochs": 1, "batch_size": 50}
@@ -49,8 +61,8 @@ _blas_limiter = None  # threadpoolctl's limit object; the limit lasts while it i
 class RunResult:
     """Everything one training run measured."""
 
-    backend: str
-    network: ConvNetBase
+    backend: str  # a fastconv backend, or TORCH_MODEL for the PyTorch twin
+    network: ConvNetBase  # for a TORCH_MODEL run: a SeedCNN holding the trained weights
     losses: List[float] = field(default_factory=list)       # one per mini-batch
     epoch_times: List[float] = field(default_factory=list)  # wall seconds of training per epoch
     epoch_cpu_times: List[float] = field(default_factory=list)  # CPU seconds (all threads) of the same
@@ -58,6 +70,8 @@ class RunResult:
     train_acc: List[float] = field(default_factory=list)
     test_acc: List[float] = field(default_factory=list)
     images_per_epoch: int = 0
+    dtype: str = "float64"
+    model: object = None  # the torch.nn.Module of a TORCH_MODEL run
 
     @property
     def final_test_acc(self) -> float:
@@ -65,13 +79,18 @@ class RunResult:
 
 
 def build_network(kind: str, input_dim, num_classes: int = 10, width: float = 1.0,
-                  seed: Optional[int] = 0) -> ConvNetBase:
-    """``simple`` (ch07 SimpleConvNet, std 0.01 init) or ``deep`` (ch08 DeepConvNet, He init).
+                  seed: Optional[int] = 0, dtype="float64") -> ConvNetBase:
+    """``simple`` (ch07 SimpleConvNet, std 0.01 init), ``deep`` (ch08 DeepConvNet, He init) or
+    ``seed-cnn`` (the seed's PyTorch MNIST CNN, PyTorch's init), with ``dtype`` parameters.
 
     ``seed`` seeds the network's own ``np.random.RandomState`` (initial weights, dropout masks);
     ``None`` uses the global ``np.random`` as the book does.
     """
     rng = None if seed is None else np.random.RandomState(seed)
+    return _build(kind, input_dim, num_classes, width, rng).astype(dtype)
+
+
+def _build(kind, input_dim, num_classes, width, rng) -> ConvNetBase:
     if kind == "simple":
         conv = {"filter_num": max(1, int(round(30 * width))), "filter_size": 5, "pad": 0, "stride": 1}
         if min(input_dim[1:]) < 10:  # small images (8x8 digits): a 3x3 filter leaves room to pool
@@ -81,7 +100,9 @@ def build_network(kind: str, input_dim, num_classes: int = 10, width: float = 1.
     if kind == "deep":
         return DeepConvNet(input_dim, hidden_size=max(1, int(round(50 * width))), output_size=num_classes,
                            width=width, rng=rng)
-    raise ValueError(f"unknown network {kind!r}; choose simple or deep")
+    if kind == "seed-cnn":
+        return SeedCNN(input_dim, output_size=num_classes, width=width, rng=rng)
+    raise ValueError(f"unknown network {kind!r}; choose one of {', '.join(NETWORKS)}")
 
 
 # --- progress display -------------------------------------------------------------------
@@ -139,48 +160,64 @@ def train(network: ConvNetBase, data: Dataset, *, epochs: int = 1, batch_size: i
     seed (and networks built with the same seed) do exactly the same arithmetic.
     """
     opt = get_optimizer(optimizer, lr)
+
+    def step(x, t):
+        grads = network.gradient(x, t)
+        opt.update(network.params, grads)
+        return float(network.last_layer.loss)
+
+    with fastconv.use_backend(backend):
+        return fit(backend, network, data, step, network.accuracy, epochs=epochs, batch_size=batch_size,
+                   seed=seed, eval_size=eval_size, progress=progress, log=log)
+
+
+def fit(label: str, network: ConvNetBase, data: Dataset, step: Callable, accuracy: Callable, *,
+        epochs: int = 1, batch_size: int = 100, seed: int = 0, eval_size: Optional[int] = None,
+        progress: bool = True, log=print) -> RunResult:
+    """The training loop behind :func:`train` (and the PyTorch twin's ``train_torch``):
+    ``step(x, t)`` trains on one mini-batch and returns its loss; ``accuracy(x, t)`` scores.
+    Each epoch visits the training images in the order of ``np.random.RandomState(seed + 1)``;
+    only the steps are timed (wall and CPU seconds), the accuracies are measured after each epoch.
+    """
     order_rng = np.random.RandomState(seed + 1)
     n = len(data.x_train)
-    result = RunResult(backend=backend, network=network, images_per_epoch=n)
+    result = RunResult(backend=label, network=network, images_per_epoch=n, dtype=str(network.dtype))
     if n == 0 and epochs > 0:
         raise ValueError("no training images (check --train-size)")
     steps = math.ceil(n / batch_size) if n else 0
     x_eval, t_eval = data.x_train[:eval_size], data.t_train[:eval_size]
-    with fastconv.use_backend(backend):
-        for epoch in range(1, epochs + 1):
-            bar = Progress(steps, f"[{backend}] epoch {epoch}/{epochs}", enabled=progress)
-            perm = order_rng.permutation(n)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            epoch_losses = []
-            for step in range(steps):
-                idx = perm[step * batch_size:(step + 1) * batch_size]
-                grads = network.gradient(data.x_train[idx], data.t_train[idx])
-                opt.update(network.params, grads)
-                loss = float(network.last_layer.loss)
-                epoch_losses.append(loss)
-                elapsed = time.perf_counter() - start
-                bar.update(step + 1, loss, min(n, (step + 1) * batch_size) / max(elapsed, 1e-9))
-            train_time = time.perf_counter() - start
-            result.epoch_cpu_times.append(time.process_time() - cpu_start)
-            bar.note("evaluating accuracy...")
-            result.losses += epoch_losses
-            result.epoch_times.append(train_time)
+    for epoch in range(1, epochs + 1):
+        bar = Progress(steps, f"[{label}] epoch {epoch}/{epochs}", enabled=progress)
+        perm = order_rng.permutation(n)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        epoch_losses = []
+        for i in range(steps):
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            loss = step(data.x_train[idx], data.t_train[idx])
+            epoch_losses.append(loss)
+            elapsed = time.perf_counter() - start
+            bar.update(i + 1, loss, min(n, (i + 1) * batch_size) / max(elapsed, 1e-9))
+        train_time = time.perf_counter() - start
+        result.epoch_cpu_times.append(time.process_time() - cpu_start)
+        bar.note("evaluating accuracy...")
+        result.losses += epoch_losses
+        result.epoch_times.append(train_time)
 
-            start = time.perf_counter()
-            result.train_acc.append(network.accuracy(x_eval, t_eval))
-            result.test_acc.append(network.accuracy(data.x_test, data.t_test))
-            result.eval_times.append(time.perf_counter() - start)
-            bar.close()
-            if not all(map(math.isfinite, epoch_losses)):
-                log(f"[{backend}] warning: the loss became {epoch_losses[-1]} (try a smaller --lr)")
-            log(f"[{backend}] epoch {epoch}/{epochs}: loss {np.mean(epoch_losses):.4f}  "
-                f"train acc {_acc(result.train_acc[-1])}  test acc {_acc(result.test_acc[-1])}  "
-                f"({train_time:.2f} s, {n / train_time:,.0f} img/s; eval {result.eval_times[-1]:.2f} s)")
-        if epochs == 0:
-            result.train_acc.append(network.accuracy(x_eval, t_eval))
-            result.test_acc.append(network.accuracy(data.x_test, data.t_test))
-            log(f"[{backend}] no training (--epochs 0): train acc {_acc(result.train_acc[-1])}  "
-                f"test acc {_acc(result.test_acc[-1])}")
+        start = time.perf_counter()
+        result.train_acc.append(accuracy(x_eval, t_eval))
+        result.test_acc.append(accuracy(data.x_test, data.t_test))
+        result.eval_times.append(time.perf_counter() - start)
+        bar.close()
+        if not all(map(math.isfinite, epoch_losses)):
+            log(f"[{label}] warning: the loss became {epoch_losses[-1]} (try a smaller --lr)")
+        log(f"[{label}] epoch {epoch}/{epochs}: loss {np.mean(epoch_losses):.4f}  "
+            f"train acc {_acc(result.train_acc[-1])}  test acc {_acc(result.test_acc[-1])}  "
+            f"({train_time:.2f} s, {n / train_time:,.0f} img/s; eval {result.eval_times[-1]:.2f} s)")
+    if epochs == 0:
+        result.train_acc.append(accuracy(x_eval, t_eval))
+        result.test_acc.append(accuracy(data.x_test, data.t_test))
+        log(f"[{label}] no training (--epochs 0): train acc {_acc(result.train_acc[-1])}  "
+            f"test acc {_acc(result.test_acc[-1])}")
     return result
 
 
@@ -199,8 +236,9 @@ def loss_agreement(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def compare_report(results: Sequence[RunResult], log=print) -> bool:
-    """Print time per epoch per backend, speed-ups against the first backend, and whether all
-    runs computed the same thing. Returns True when losses and accuracies agree."""
+    """Print time per epoch per run, speed-ups against the first run, and whether all runs
+    computed the same thing. Returns True when losses and accuracies agree (checked in float64
+    only: in float32 two implementations round differently, so those runs are only compared)."""
     base = results[0]
     names = [r.backend for r in results]
     log("")
@@ -225,12 +263,18 @@ def compare_report(results: Sequence[RunResult], log=print) -> bool:
     for r in results[1:]:
         diff = loss_agreement(base.losses, r.losses)
         good = _same_run(base, r)
-        ok &= good
+        checked = _checked(base, r)
+        ok &= good or not checked
+        if good:
+            verdict = "same result"
+        elif not checked:
+            verdict = f"not checked ({r.dtype}: the implementations round differently)"
+        else:
+            verdict = ("DIFFERENT (" + (f"losses differ by more than {LOSS_RTOL}" if diff > LOSS_RTOL
+                                       else "accuracies differ") + ")")
         log(f"{r.backend} vs {base.backend}: loss trajectories ({len(r.losses)} steps) agree to "
             f"{diff:.1e} relative; final train acc {_acc(r.train_acc[-1])} / {_acc(base.train_acc[-1])}, "
-            f"test acc {_acc(r.test_acc[-1])} / {_acc(base.test_acc[-1])} -> "
-            + ("same result" if good else
-               f"DIFFERENT ({'losses differ by more than ' + format(LOSS_RTOL) if diff > LOSS_RTOL else 'accuracies differ'})"))
+            f"test acc {_acc(r.test_acc[-1])} / {_acc(base.test_acc[-1])} -> {verdict}")
     return ok
 
 
@@ -240,7 +284,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastconv-train",
         description="Train the CNNs of 'Deep Learning from Scratch' (ch07 SimpleConvNet, ch08 DeepConvNet) "
-                    "on handwritten digits with fastconv's layers. Nothing is downloaded.",
+                    "and the seed documents' PyTorch MNIST CNN on handwritten digits with fastconv's layers, "
+                    "optionally beside the same model in PyTorch. Nothing is downloaded.",
     )
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=["mnist5k", "digits"], default="mnist5k",
@@ -255,16 +300,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="measure the training accuracy on the first N training images (default: all)")
 
     m = p.add_argument_group("model and training")
-    m.add_argument("--net", choices=["simple", "deep"], default="simple",
-                   help="simple (default) = ch07 SimpleConvNet; deep = ch08 DeepConvNet")
+    m.add_argument("--net", "--model", dest="net", choices=list(NETWORKS), default="simple",
+                   help="simple (default) = ch07 SimpleConvNet; deep = ch08 DeepConvNet; seed-cnn = the seed's "
+                        "PyTorch MNIST CNN (conv 32/64/128, FC 625, dropout 0.5) on fastconv layers")
     m.add_argument("--width", type=float, default=1.0,
-                   help="scale the channel and hidden sizes (default 1.0, the book's; 0.5 halves DeepConvNet's 16..64 channels)")
+                   help="scale the channel and hidden sizes (default 1.0, the original's; "
+                        "0.5 halves DeepConvNet's 16..64 channels)")
     m.add_argument("--epochs", type=int, help=f"passes over the training images (default: {DEFAULTS['epochs']})")
     m.add_argument("--batch-size", type=int, help=f"images per mini-batch (default: {DEFAULTS['batch_size']})")
-    m.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"], default="adam", help="default: adam, as in ch07")
+    m.add_argument("--optimizer", choices=list(OPTIMIZERS),
+                   help="default: adam (the book's) for simple and deep, as in ch07; adam-torch (torch.optim.Adam's "
+                        "rule) for seed-cnn, as in the seed's lab")
     m.add_argument("--lr", type=float, help="learning rate (default: "
                    + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + ")")
     m.add_argument("--seed", type=int, default=0, help="seeds the initial weights, batch order and dropout (default: 0)")
+    m.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                   help="parameters and images (default float64, as the book; float32 is PyTorch's default)")
     m.add_argument("--load", metavar="FILE.pkl", help="start from parameters saved with --save (book format)")
     m.add_argument("--save", metavar="FILE.pkl", help="save the trained parameters (a pickle of a dict of arrays)")
 
@@ -272,7 +323,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", action="append", choices=["native", "numpy", "torch"],
                    help="fastconv backend; repeat it to run and compare several (default: native)")
     r.add_argument("--compare", metavar="A,B",
-                   help="comma-separated backends to run one after the other and compare, e.g. numpy,native")
+                   help="comma-separated backends to run one after the other and compare, e.g. numpy,native; "
+                        f"{TORCH_MODEL} is the PyTorch twin of --model seed-cnn")
+    r.add_argument("--with-torch", action="store_true",
+                   help="--model seed-cnn only: also train the same model in PyTorch (same initial weights, "
+                        "batch order and dropout masks; torch.optim) and compare; short for adding "
+                        f"{TORCH_MODEL} to --compare")
     r.add_argument("--threads", type=int, metavar="N",
                    help="threads for fastconv's native kernels and (via threadpoolctl, when installed) NumPy's BLAS")
     r.add_argument("--plot", metavar="FILE.png", help="save loss and accuracy curves (needs matplotlib)")
@@ -284,18 +340,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _backends(args) -> List[str]:
+    """The runs, in order: fastconv backends, and TORCH_MODEL for the PyTorch twin."""
     names: List[str] = list(args.backend or [])
     if args.compare:
         names += [s.strip() for s in args.compare.split(",") if s.strip()]
     if not names:
-        names = ["native"]
+        names = ["native"]  # also with --with-torch alone: native beside the twin
+    if args.with_torch:
+        names.append(TORCH_MODEL)
     unique = list(dict.fromkeys(names))
+    if TORCH_MODEL in unique:
+        if args.net != "seed-cnn":
+            raise SystemExit(f"fastconv-train: the PyTorch twin ({TORCH_MODEL}, --with-torch) exists for --model "
+                             f"seed-cnn only, not --model {args.net}")
+        if importlib.util.find_spec("torch") is None:
+            raise SystemExit(f"fastconv-train: {TORCH_MODEL} needs PyTorch: pip install 'fastconv[torch]'")
     available = fastconv.available_backends()
-    missing = [b for b in unique if b not in available]
+    missing = [b for b in unique if b not in available and b != TORCH_MODEL]
     if missing:
         hint = " (pip install 'fastconv[torch]')" if "torch" in missing else ""
         raise SystemExit(f"fastconv-train: backend(s) {', '.join(missing)} not available here{hint}; "
-                         f"available: {', '.join(available)}")
+                         f"available: {', '.join(available + [TORCH_MODEL])}")
     return unique
 
 
@@ -310,7 +375,7 @@ def _set_threads(n: int, backends: Sequence[str]) -> str:
         global _blas_limiter
         _blas_limiter = threadpool_limits(limits=n)
         notes.append(f"BLAS {n}")
-    if "torch" in backends:
+    if "torch" in backends or TORCH_MODEL in backends:
         import torch
         torch.set_num_threads(n)
         notes.append(f"torch {n}")
@@ -369,31 +434,49 @@ def run(argv: Optional[Sequence[str]] = None, log=print) -> List[RunResult]:
     backends = _backends(args)
     _check_plot_support(args.plot)
 
-    threads = _set_threads(args.threads, backends) if args.threads else f"fastconv {fastconv.get_num_threads()}"
+    if args.optimizer is None:
+        args.optimizer = DEFAULT_OPTIMIZER[args.net]
+    if args.threads:
+        threads = _set_threads(args.threads, backends)
+    else:
+        threads = f"fastconv {fastconv.get_num_threads()}"
+        if TORCH_MODEL in backends or "torch" in backends:
+            import torch
+            threads += f", torch {torch.get_num_threads()}"
     try:
-        data = load_dataset(args.dataset, args.mnist).limit(args.train_size, args.test_size)
+        data = load_dataset(args.dataset, args.mnist).limit(args.train_size, args.test_size).astype(args.dtype)
     except DatasetUnavailable as exc:
         raise SystemExit(f"fastconv-train: {exc}") from None
     log(f"data: {data.describe()}")
-    log(f"fastconv {fastconv.__version__}; backends: {', '.join(backends)}; threads: {threads}")
+    log(f"fastconv {fastconv.__version__}; runs: {', '.join(backends)}; threads: {threads}")
 
     results = []
     for backend in backends:
-        network = build_network(args.net, data.input_dim, data.num_classes, args.width, seed=args.seed)
+        network = build_network(args.net, data.input_dim, data.num_classes, args.width, seed=args.seed,
+                                dtype=args.dtype)
         if args.load:
             network.load_params(args.load)
         if backend == backends[0]:
             n_params = sum(v.size for v in network.params.values())
-            log(f"network: {type(network).__name__} ({n_params:,} parameters, float64); "
+            log(f"network: {type(network).__name__} ({n_params:,} parameters, {args.dtype}); "
                 f"{args.optimizer} lr {args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]}, "
                 f"batch {args.batch_size}, {args.epochs} epoch(s), seed {args.seed}"
                 + (f"; loaded {args.load}" if args.load else ""))
-        results.append(train(network, data, epochs=args.epochs, batch_size=args.batch_size,
-                             optimizer=args.optimizer, lr=args.lr, seed=args.seed, backend=backend,
-                             eval_size=args.eval_size, progress=not args.no_progress, log=log))
+        options = dict(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                       seed=args.seed, eval_size=args.eval_size, progress=not args.no_progress, log=log)
+        if backend == TORCH_MODEL:
+            from .torch_twin import train_torch
+            log(f"[{TORCH_MODEL}] the same model in PyTorch {_torch_version()}: weights copied from the "
+                f"{type(network).__name__}, same batch order and dropout masks, "
+                f"torch.optim {_TORCH_OPT_NAMES.get(args.optimizer, args.optimizer)}")
+            results.append(train_torch(network, data, **options))
+        else:
+            results.append(train(network, data, backend=backend, **options))
 
     if len(results) > 1:
-        compare_report(results, log=log)
+        # the PyTorch twin, when there, is the base of the ratios: "torch-model/native 1.5x" reads
+        # "native trains 1.5x as fast as PyTorch"
+        compare_report(sorted(results, key=lambda r: r.backend != TORCH_MODEL), log=log)
     if args.save:
         results[-1].network.save_params(args.save)
         log(f"saved the parameters ({results[-1].backend} run) to {args.save}")
@@ -401,6 +484,16 @@ def run(argv: Optional[Sequence[str]] = None, log=print) -> List[RunResult]:
         plot_curves(results, args.plot, f"{type(results[0].network).__name__} on {data.name}")
         log(f"saved the curves to {args.plot}")
     return results
+
+
+_TORCH_OPT_NAMES = {"sgd": "SGD", "momentum": "SGD(momentum=0.9)", "nesterov": "SGD(momentum=0.9, nesterov=True)",
+                    "adagrad": "Adagrad(eps=1e-7)", "rmsprop": "RMSprop(alpha=0.99, eps=1e-7)",
+                    "adam": "Adam with the book's epsilon", "adam-torch": "Adam"}
+
+
+def _torch_version() -> str:
+    import torch
+    return torch.__version__
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -415,7 +508,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _agree(results: Sequence[RunResult]) -> bool:
-    return all(_same_run(results[0], r) for r in results[1:])
+    return all(_same_run(results[0], r) for r in results[1:] if _checked(results[0], r))
+
+
+def _checked(a: RunResult, b: RunResult) -> bool:
+    """Float64 runs must agree; float32 ones are compared only (the rounding differs)."""
+    return a.dtype == b.dtype == "float64"
 
 
 def _same_run(a: RunResult, b: RunResult) -> bool:
