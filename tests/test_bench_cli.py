@@ -245,6 +245,9 @@ def test_header_ignores_the_load_average_of_a_build_that_just_ended():
     # where /proc/stat is missing, the load average stands in, and says so
     fallback = bench.header_lines(info, {"native": 2}, peaks, CpuUse(5.5, 2, 0.5, "load average"))
     assert [ln for ln in fallback if "1-minute load average 5.50" in ln and ln.startswith("WARNING")]
+    # ... with its old rule, as it counts this process too: 3 of 4 CPUs
+    assert not bench_busy.is_busy(CpuUse(2.9, 4, 60.0, "load average"), threads=4)
+    assert bench_busy.is_busy(CpuUse(3.0, 4, 60.0, "load average"), threads=4)
 
 
 @pytest.mark.skipif(bench_busy.read_busy_seconds(bench_busy.usable_cpus()) is None, reason="needs /proc/stat")

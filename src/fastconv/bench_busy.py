@@ -14,7 +14,7 @@ other processes used, in CPUs' worth over the window.
   since our threads want the CPUs all along.
 
 Where ``/proc/stat`` is missing (macOS, Windows) the 1-minute load average stands in, named as
-such.
+such, with the rule used before (busy from 0.75 per CPU).
 """
 from __future__ import annotations
 
@@ -118,7 +118,14 @@ def busy_threshold(cpus: int, threads: int) -> float:
     return max(cpus - min(threads, cpus), 0) + BUSY_MARGIN_CPUS
 
 
+# The load average counts this process too and cannot tell who is runnable: where it stands in,
+# the run is called busy from this fraction of the CPUs (the rule before /proc/stat was read).
+LOAD_AVERAGE_BUSY_FRACTION = 0.75
+
+
 def is_busy(use: CpuUse, threads: int) -> bool:
+    if use.source == "load average":
+        return use.others >= LOAD_AVERAGE_BUSY_FRACTION * use.cpus
     return use.others > busy_threshold(use.cpus, threads)
 
 
