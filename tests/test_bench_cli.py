@@ -84,6 +84,32 @@ def test_cli_networks_suite_prints_per_network_summaries(tmp_path):
     assert all(r["check"] in ("ref", "ok") for r in data["results"])
 
 
+def test_cli_dezero_suite_times_dezero_own_and_installed(tmp_path):
+    """Both variants per row, the installed one checked against DeZero's own, and the summary;
+    DeZero's functions are in place again afterwards."""
+    pytest.importorskip("matplotlib", reason="DeZero 0.0.13 imports matplotlib; both come with the test extra")
+    out = tmp_path / "dz.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastconv.bench", "--suite", "dezero", "--quick", "--cases", "dezero-cnn-*1",
+         "--dtype", "float32", "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    rows = {(r["case"], r["backend"]): r["check"] for r in data["results"]}
+    assert rows == {("dezero-cnn-conv1", "dezero"): "ref", ("dezero-cnn-conv1", "native"): "ok",
+                    ("dezero-cnn-pool1", "dezero"): "ref", ("dezero-cnn-pool1", "native"): "ok"}, rows
+    summary = proc.stdout.split("fastconv.dezero.install() vs DeZero's own", 1)[1]
+    assert "dezero-cnn-conv1" in summary and "geometric mean" in summary
+
+
+def test_dezero_suite_leaves_dezero_own_functions_in_place():
+    from fastconv import bench, bench_dezero
+    _, F, fdz = bench_dezero._import_dezero()
+    own = F.conv2d
+    cases = [c for c in bench_dezero.cases() if c.name == "dezero-cnn-pool1"]
+    results = bench_dezero.run(cases, ["float64"], [], bench.QUICK)
+    assert [r.check for r in results] == ["ref", "ok"] and F.conv2d is own and not fdz.installed()
+
+
 # --- header, progress and table on a terminal ----------------------------------------
 
 class FakeTerminal(io.StringIO):

@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 import fastconv
-from fastconv import _config, _core, bench_blas, bench_busy, bench_networks
+from fastconv import _config, _core, bench_blas, bench_busy, bench_dezero, bench_networks
 from fastconv.bench_console import Console
 from fastconv import functional as F
 from fastconv import layers as L
@@ -577,6 +577,16 @@ class Result:
         return self.check in ("FAIL", "ERROR")
 
 
+def split_rounds(settings: Settings) -> Tuple[int, Settings]:
+    """The number of alternating rounds, and the settings of each: a share of the budget."""
+    rounds = max(settings.rounds, 1)
+    return rounds, dataclasses.replace(settings, warmup_s=settings.warmup_s / rounds ** 0.5,
+                                       budget_s=settings.budget_s / rounds,
+                                       min_reps=max(1, math.ceil(settings.min_reps / rounds)),
+                                       max_reps=max(1, math.ceil(settings.max_reps / rounds)),
+                                       min_reps_slow=max(1, math.ceil(settings.min_reps_slow / rounds)))
+
+
 def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], settings: Settings,
         progress: Callable[[str], None] = lambda msg: None,
         numpy_for: Callable[[Case], bool] = lambda case: True) -> List[Result]:
@@ -593,12 +603,7 @@ def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], s
     """
     backends = sorted(backends, key=BACKEND_ORDER.index)
     rows = [(c, dt, op) for c in cases for dt in dtypes for op in c.ops]
-    rounds = max(settings.rounds, 1)
-    per_round = dataclasses.replace(settings, warmup_s=settings.warmup_s / rounds ** 0.5,
-                                    budget_s=settings.budget_s / rounds,
-                                    min_reps=max(1, math.ceil(settings.min_reps / rounds)),
-                                    max_reps=max(1, math.ceil(settings.max_reps / rounds)),
-                                    min_reps_slow=max(1, math.ceil(settings.min_reps_slow / rounds)))
+    rounds, per_round = split_rounds(settings)
     total = len(rows) * len(backends) * rounds
     results: List[Result] = []
     workload = None
@@ -935,12 +940,23 @@ class Suite:
     runner: Optional[Callable[..., List[Result]]] = None
 
 
+def _matching(cases: List[Case], patterns: Optional[str]) -> List[Case]:
+    """The cases whose names match one of the comma-separated glob patterns (all without)."""
+    if not patterns:
+        return cases
+    return [c for c in cases if any(fnmatch.fnmatchcase(c.name, p.strip()) for p in patterns.split(","))]
+
+
 def _network_cases(args: argparse.Namespace) -> List[Case]:
     nets = [n.strip() for n in args.networks.split(",")] if args.networks else None
-    cases = bench_networks.cases(nets, quick=args.quick)
-    if args.cases:
-        cases = [c for c in cases if any(fnmatch.fnmatchcase(c.name, p.strip()) for p in args.cases.split(","))]
-    return cases
+    return _matching(bench_networks.cases(nets, quick=args.quick), args.cases)
+
+
+# DeZero's own conv2d takes ~1 s on a 14x14x32 batch of 100: few samples of the slow rows.
+DEZERO_FULL = Settings(rounds=2, warmup_s=0.1, budget_s=0.5, min_reps=3, max_reps=40, slow_call_s=0.2,
+                       min_reps_slow=2)
+DEZERO_QUICK = Settings(rounds=1, warmup_s=0.02, budget_s=0.1, min_reps=2, max_reps=10, slow_call_s=0.05,
+                        min_reps_slow=1)
 
 
 SUITES: Dict[str, Suite] = {
@@ -950,6 +966,11 @@ SUITES: Dict[str, Suite] = {
                       "summaries", _network_cases, NETWORKS_FULL, NETWORKS_QUICK,
                       numpy_for=lambda case: bench_networks.numpy_timed(case),
                       summary=lambda results, cases: bench_networks.summary(results, cases)),
+    "dezero": Suite("DeZero's own conv2d and pooling vs the same calls after fastconv.dezero.install(), forward + "
+                    "backward through DeZero's graph (needs fastconv[dezero])",
+                    lambda args: _matching(bench_dezero.cases(), args.cases), DEZERO_FULL, DEZERO_QUICK,
+                    summary=lambda results, cases: bench_dezero.summary(results, cases),
+                    runner=lambda *args: bench_dezero.run(*args)),
 }
 
 # Length of the sample of other processes' CPU use taken before the run.
