@@ -34,15 +34,16 @@ inline int thread_index() { return omp_get_thread_num(); }
 inline int thread_index() { return 0; }
 #endif
 
-// Flush-to-zero and denormals-are-zero for the lifetime of the guard, on the calling thread
-// only, restored afterwards: subnormal operands would otherwise slow the FMA kernels many
-// times over. Used by arithmetic kernels (GEMM, sums), never by pure copies or compares,
-// whose results must stay exact.
+// Chunks of about 1/8 of a thread's share (see parallel_for).
 inline std::int64_t dynamic_chunk(std::int64_t n_items, int threads) {
     const std::int64_t chunk = n_items / (8 * std::int64_t(threads));
     return chunk < 1 ? 1 : chunk;
 }
 
+// Flush-to-zero and denormals-are-zero for the lifetime of the guard, on the calling thread
+// only, restored afterwards: subnormal operands would otherwise slow the FMA kernels many
+// times over. Used by arithmetic kernels (GEMM, sums), never by pure copies or compares,
+// whose results must stay exact.
 class FlushDenormals {
    public:
 #if defined(FASTCONV_HAVE_MXCSR)
