@@ -125,6 +125,43 @@ def test_mnist_npz_and_book_pickle(tmp_path):
         load_mnist(tmp_path / "wrong.npz")
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_mnist_pickle_gz_train_validation_test(tmp_path, protocol):
+    """The deeplearning.net / Nielsen mnist.pkl.gz: ((x, y) train, validation, test), float32
+    pixels in [0, 1); training and validation become the training images, in order."""
+    import gzip
+
+    parts = []
+    for key, n in (("train", 12), ("valid", 4), ("test", 6)):
+        x, t = _digits_like("pkl-gz-" + key, n, 28)
+        parts.append(((x.reshape(n, 784) / 256).astype(np.float32), t.astype(np.int64)))
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(tuple(parts), f, protocol=protocol)
+    for source in (path, tmp_path):  # the file, or a folder holding it
+        ds = load_mnist(source)
+        assert ds.x_train.shape == (16, 1, 28, 28) and ds.x_test.shape == (6, 1, 28, 28)
+        np.testing.assert_array_equal(ds.x_train[12:, 0].reshape(4, 784), parts[1][0])
+        np.testing.assert_array_equal(ds.t_train, np.concatenate([parts[0][1], parts[1][1]]))
+        np.testing.assert_array_equal(ds.t_test, parts[2][1])
+
+
+def test_mnist_pickle_refuses_anything_but_arrays(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"train_img": Payload()}, f)
+    with pytest.raises(DatasetUnavailable, match="refusing to unpickle builtins.print"):
+        load_mnist(path)
+    with open(path, "wb") as f:
+        pickle.dump([1, 2], f)
+    with pytest.raises(DatasetUnavailable, match="expected the book's dict"):
+        load_mnist(path)
+
+
 # --- networks -------------------------------------------------------------------------------
 
 def _numerical_gradient(f, x, h=1e-5):

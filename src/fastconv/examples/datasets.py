@@ -9,8 +9,10 @@ Sources, in the order the command line offers them:
 * ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, pixel values 0..16).
 * ``--mnist PATH``: the full MNIST you already have: a folder with the four IDX files
   (``train-images-idx3-ubyte`` etc., optionally ``.gz``, dashes or dots), an ``.npz`` with
-  ``x_train, y_train, x_test, y_test`` (Keras' ``mnist.npz`` layout), or the book's
-  ``dataset/mnist.pkl``.
+  ``x_train, y_train, x_test, y_test`` (Keras' ``mnist.npz`` layout), the book's
+  ``dataset/mnist.pkl``, or the 50,000/10,000/10,000 ``mnist.pkl.gz`` of the deeplearning.net
+  tutorials and Nielsen's book (training and validation images become the 60,000 training images).
+  Pickles are read with an unpickler that accepts NumPy arrays and nothing else.
 
 Every loader returns a :class:`Dataset` with images as float64 (N, 1, H, W) scaled to [0, 1]
 (the book's ``load_mnist(normalize=True, flatten=False)``, kept in float64 so that the float64
@@ -19,6 +21,7 @@ weights are never mixed with float32) and labels as int64 class indices.
 from __future__ import annotations
 
 import gzip
+import importlib
 import importlib.util
 import os
 import pickle
@@ -280,15 +283,74 @@ def load_npz(path) -> Dataset:
                             f"MNIST arrays from {path}")
 
 
-def _load_book_pickle(path: Path) -> Dataset:
-    """The book's ``dataset/mnist.pkl`` (train_img, train_label, test_img, test_label)."""
-    with open(path, "rb") as f:
-        d = pickle.load(f)  # the user's own file; unpickling runs code, so only load files you trust
+# What pickled NumPy arrays refer to (NumPy 1.x and 2.x module names): nothing else is unpickled.
+_ARRAY_GLOBALS = {(m, name) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+                  for name in ("_reconstruct", "scalar")}
+_ARRAY_GLOBALS |= {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")}
+_ARRAY_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles containers of NumPy arrays only: any other global (a function or class a
+    hostile pickle would call) is refused, so loading an MNIST pickle cannot run code."""
+
+    def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):  # how Python 3 writes bytes at protocol 2
+            return _latin1_bytes
+        if (module, name) in _ARRAY_GLOBALS:
+            if name == "_frombuffer":
+                return _frombuffer
+            if name in ("_reconstruct", "scalar"):
+                return getattr(_multiarray(), name)
+            return getattr(np, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only NumPy arrays are loaded")
+
+
+def _latin1_bytes(text, encoding="utf-8"):
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refusing to unpickle bytes in the {encoding!r} codec")
+    return text.encode("latin1")
+
+
+def _numpy_core(module: str):
+    """``numpy._core.<module>`` (NumPy 2), else ``numpy.core.<module>`` (NumPy 1)."""
     try:
-        return _from_arrays(d["train_img"], d["train_label"], d["test_img"], d["test_label"],
-                            f"the book's MNIST pickle {path}")
-    except (KeyError, TypeError) as exc:
-        raise DatasetUnavailable(f"{path}: expected the book's dict with train_img/train_label/test_img/test_label") from exc
+        return importlib.import_module(f"numpy._core.{module}")
+    except ImportError:
+        return importlib.import_module(f"numpy.core.{module}")
+
+
+def _multiarray():
+    return _numpy_core("multiarray")
+
+
+def _frombuffer(*args, **kwargs):
+    return _numpy_core("numeric")._frombuffer(*args, **kwargs)
+
+
+def _load_pickle(path: Path) -> Dataset:
+    """The book's ``dataset/mnist.pkl`` (a dict: train_img, train_label, test_img, test_label) or
+    the deeplearning.net / Nielsen ``mnist.pkl.gz`` (a tuple: (train, validation, test) pairs of
+    images and labels; training and validation images are MNIST's 60,000 training images, in
+    order). Gzipped or not, detected from the content."""
+    with _open(path) as f:
+        try:
+            d = _ArrayUnpickler(f, encoding="latin1").load()  # latin1: Python 2 pickles of arrays
+        except pickle.UnpicklingError as exc:
+            raise DatasetUnavailable(f"{path}: {exc}") from exc
+    if isinstance(d, dict):
+        try:
+            return _from_arrays(d["train_img"], d["train_label"], d["test_img"], d["test_label"],
+                                f"the book's MNIST pickle {path}")
+        except (KeyError, TypeError) as exc:
+            raise DatasetUnavailable(f"{path}: expected the book's dict with "
+                                     "train_img/train_label/test_img/test_label") from exc
+    if isinstance(d, (tuple, list)) and len(d) == 3 and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in d):
+        (x_tr, t_tr), (x_va, t_va), (x_te, t_te) = d
+        return _from_arrays(np.concatenate([x_tr, x_va]), np.concatenate([t_tr, t_va]), x_te, t_te,
+                            f"MNIST pickle (train + validation, test) {path}")
+    raise DatasetUnavailable(f"{path}: expected the book's dict (train_img, ...) or a (train, validation, test) "
+                             "tuple of (images, labels) pairs")
 
 
 def load_mnist(path) -> Dataset:
@@ -298,20 +360,20 @@ def load_mnist(path) -> Dataset:
     if path.is_dir():
         if any(_find_idx(path, stems) for stems in _IDX_NAMES.values()):
             return _load_idx_folder(path)
-        for name in ("mnist.npz", "mnist.pkl"):
+        for name in ("mnist.npz", "mnist.pkl", "mnist.pkl.gz"):
             if (path / name).is_file():
                 return load_mnist(path / name)
         raise DatasetUnavailable(
             f"{path}: no MNIST files found (expected train-images-idx3-ubyte[.gz] and the other three "
-            "IDX files, mnist.npz or mnist.pkl)"
+            "IDX files, mnist.npz, mnist.pkl or mnist.pkl.gz)"
         )
     if not path.exists():
         raise DatasetUnavailable(f"{path}: no such file or folder")
     if path.suffix == ".npz":
         return load_npz(path)
-    if path.suffix in (".pkl", ".pickle"):
-        return _load_book_pickle(path)
-    raise DatasetUnavailable(f"{path}: give a folder of IDX files, an .npz or the book's mnist.pkl")
+    if path.suffix in (".pkl", ".pickle") or path.name.endswith((".pkl.gz", ".pickle.gz")):
+        return _load_pickle(path)
+    raise DatasetUnavailable(f"{path}: give a folder of IDX files, an .npz, the book's mnist.pkl or mnist.pkl.gz")
 
 
 def load_dataset(name: str = "mnist5k", mnist_path=None) -> Dataset:
