@@ -328,8 +328,8 @@ ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
     ConvForwardPlan<T> plan;
     const MicroKernel<T>& kern = gemm::active_kernel<T>();
     plan.kern = &kern;
-    plan.threads = std::max(threads, 1);
     const index_t M = p.oc, K = p.patch(), P = p.out_plane();
+    plan.threads = threads_for_flop(2.0 * double(p.n * P) * double(M * K), std::max(threads, 1));
     if (p.n == 0 || M == 0 || P == 0) return plan;
     if (plan_shifted_rows<T>(p, plan)) return plan;
     ScratchBooking booking;
@@ -482,7 +482,8 @@ template <class T>
 ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvGrads grads) {
     ConvBackwardPlan<T> plan;
     plan.kern = &gemm::active_kernel<T>();
-    plan.threads = std::max(threads, 1);
+    const double gemm_flop = 2.0 * double(p.n * p.out_plane()) * double(p.oc * p.patch());
+    plan.threads = threads_for_flop(gemm_flop * (int(grads.data) + int(grads.weight)), std::max(threads, 1));
     plan_weight_grad(p, plan);
     // With whole images per unit, each image's dx follows its dW on the same thread while
     // dout_n is still in that core's cache (it is read cold otherwise: ~15 % of the time).
@@ -635,7 +636,7 @@ void weight_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T
             const T* src = partial.get() + (g - 1) * dw_size;
             for (index_t e = lo; e < hi; ++e) dw[e] += src[e];
         }
-    });
+    }, 1, plan.threads);
 }
 
 // dx alone, in (image, channel block) items.

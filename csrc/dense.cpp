@@ -60,7 +60,7 @@ void gemm_parallel(index_t M, index_t N, index_t K, MatrixRef<T> a, MatrixRef<T>
                    index_t scratch_elems) {
     if (M <= 0 || N <= 0) return;
     const gemm::MicroKernel<T>& kern = gemm::active_kernel<T>();
-    const int threads = num_threads();
+    const int threads = threads_for_flop(2.0 * double(M) * double(N) * double(K), num_threads());
     const GemmItems items = split_gemm(kern, M, N, threads);
     const gemm::GemmPlan plan = gemm::plan_gemm(kern, items.rows, items.cols, K);
     ThreadScratch<T> scratch(scratch_elems < 0 ? plan.scratch_elems() : scratch_elems, threads, "gemm");

@@ -124,6 +124,13 @@ void parallel_for_flush(std::int64_t n_items, Body&& body, std::int64_t serial_b
     parallel_for<FlushDenormals>(n_items, std::forward<Body>(body), serial_below, threads);
 }
 
+// Below this much work a fork/join costs more than a second thread saves: ~10 us on an idle
+// machine, but a scheduler tick (milliseconds) when other processes hold the cores -- LeNet-5's
+// c5 backward at batch 1 (0.2 MFLOP) took 2.1 ms on 2 threads under load, NumPy 0.4 ms
+// (benchmarks/NOTES.md section 36).
+constexpr double kSerialFlop = 1e6;
+inline int threads_for_flop(double flop, int threads) { return flop < kSerialFlop ? 1 : threads; }
+
 // Threads that parallel_for would use for n_items; sizes per-thread scratch.
 inline int threads_for(std::int64_t n_items) {
     const int t = num_threads();

@@ -165,6 +165,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     fwd["items"] = f.items;
     fwd["gemm"] = gemm_plan_dict(f.gemm);
     fwd["thread_elems"] = f.thread_elems;
+    fwd["threads"] = f.threads;
     bwd["weight_grad"] = b.use_dots ? "dots" : b.by_columns ? "gemm_columns" : "gemm";
     bwd["col_block"] = b.col_block;
     bwd["rows_per_unit"] = b.rows_per_unit;
@@ -177,6 +178,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     bwd["dx_gemm"] = gemm_plan_dict(b.dx_gemm);
     bwd["fused"] = b.fused;
     bwd["thread_elems"] = std::max(b.wgrad_thread_elems, b.dx_thread_elems);
+    bwd["threads"] = b.threads;
     d["kernel"] = f.kern->name;
     d["mr"] = f.kern->mr;
     d["nr"] = f.kern->nr;

@@ -70,3 +70,14 @@ def test_python_dash_m_prints_the_config():
     out = subprocess.run([sys.executable, "-m", "fastconv"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "gemm_f32" in out.stdout and "backends" in out.stdout
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_work_under_a_million_flop_stays_on_one_thread(dtype, threads_restored):
+    """A fork/join costs more than it saves on tiny layers (LeNet-5's c5 at batch 1: 0.1 MFLOP
+    forward); layers above the threshold get every thread. Results are the same either way."""
+    fastconv.set_num_threads(2)
+    tiny = fastconv.explain_plan((1, 16, 5, 5), (120, 16, 5, 5), dtype=dtype)
+    assert tiny["forward"]["threads"] == 1 and tiny["backward"]["threads"] == 1
+    big = fastconv.explain_plan((8, 64, 28, 28), (64, 64, 3, 3), pad=1, dtype=dtype)
+    assert big["forward"]["threads"] == 2 and big["backward"]["threads"] == 2
