@@ -293,7 +293,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(pip install 'fastconv[examples]'), split 4,000/1,000; digits = scikit-learn's 8x8 digits")
     d.add_argument("--mnist", metavar="PATH",
                    help="use your own MNIST instead: a folder with the IDX files (train-images-idx3-ubyte[.gz], ...), "
-                        "an .npz with x_train/y_train/x_test/y_test, or the book's mnist.pkl")
+                        "an .npz with x_train/y_train/x_test/y_test, the book's mnist.pkl, or the "
+                        "deeplearning.net/Nielsen mnist.pkl.gz (60,000 + 10,000 images)")
     d.add_argument("--train-size", type=int, metavar="N", help="use only the first N training images")
     d.add_argument("--test-size", type=int, metavar="N", help="use only the first N test images")
     d.add_argument("--eval-size", type=int, metavar="N",
@@ -330,7 +331,8 @@ def _parser() -> argparse.ArgumentParser:
                         "batch order and dropout masks; torch.optim) and compare; short for adding "
                         f"{TORCH_MODEL} to --compare")
     r.add_argument("--threads", type=int, metavar="N",
-                   help="threads for fastconv's native kernels and (via threadpoolctl, when installed) NumPy's BLAS")
+                   help="threads for fastconv's native kernels, (via threadpoolctl, when installed) NumPy's BLAS "
+                        "and PyTorch when it runs")
     r.add_argument("--plot", metavar="FILE.png", help="save loss and accuracy curves (needs matplotlib)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--quick", action="store_true",
