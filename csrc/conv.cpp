@@ -331,7 +331,7 @@ ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
     const index_t M = p.oc, K = p.patch(), P = p.out_plane();
     plan.threads = threads_for_flop(2.0 * double(p.n * P) * double(M * K), std::max(threads, 1));
     if (p.n == 0 || M == 0 || P == 0) return plan;
-    if (plan_shifted_rows<T>(p, plan)) return plan;
+    if (plan_pixel_dots<T>(p, plan) || plan_shifted_rows<T>(p, plan)) return plan;
     ScratchBooking booking;
     if (P % kern.nr == 0 || P >= kern.nc) {
         plan.layout = ForwardLayout::image_tiles;
@@ -359,6 +359,7 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
     const ConvForwardPlan<T> plan = plan_conv_forward<T>(p, num_threads());
     if (plan.items == 0) return;
     if (plan.algorithm == ForwardAlgorithm::shifted_rows) return shifted_rows_forward(p, plan, x, w, bias, out);
+    if (plan.algorithm == ForwardAlgorithm::pixel_dots) return pixel_dots_forward(p, plan, x, w, bias, out);
     const MicroKernel<T>& kern = *plan.kern;
     const index_t M = p.oc, K = p.patch(), P = p.out_plane();
     const Span<T> output{out, p.n * M * P};

@@ -7,6 +7,7 @@
 // that their shapes cross every block.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "gemm/driver.hpp"
@@ -17,12 +18,14 @@ namespace fastconv {
 enum class ForwardAlgorithm {
     implicit_gemm,  // one GEMM per item, B packed from the image (implicit im2col)
     shifted_rows,   // stride 1: per tap, B is the zero-padded image shifted, read in place
+    pixel_dots,     // a handful of output pixels: each one's im2col row dotted with W's rows
 };
 
 // Tests force an algorithm over the whole case table ("auto" restores the cost rule); a
 // forced algorithm that cannot run a shape (shifted_rows at stride 2) falls back.
 void set_forward_algorithm(const std::string& name);
 std::string forward_algorithm_setting();
+std::optional<ForwardAlgorithm> forced_forward_algorithm();  // nullopt: the auto rule
 
 enum class ForwardLayout {
     image_tiles,   // items (image, pixel chunk): the GEMM writes straight into NCHW
@@ -87,6 +90,13 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan);
 template <class T>
 void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* x, const T* w,
                           const T* bias, T* out);
+
+// The pixel-dots forward (conv_pixel_dots.cpp), the same pair of entries.
+template <class T>
+bool plan_pixel_dots(const Conv2dParams& p, ConvForwardPlan<T>& plan);
+template <class T>
+void pixel_dots_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* x, const T* w,
+                        const T* bias, T* out);
 
 // out (N, OC, OH, OW) = W (OC, C*KH*KW) x im2col(x) per image, + bias (nullable).
 template <class T>

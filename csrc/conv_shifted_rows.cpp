@@ -71,24 +71,36 @@ void load_padded_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, con
     }
 }
 
-std::atomic<int> g_forward_algorithm{0};  // 0 auto, 1 implicit_gemm, 2 shifted_rows
+// Forced by tests: -1 auto, else a ForwardAlgorithm.
+std::atomic<int> g_forward_algorithm{-1};
+constexpr const char* kAlgorithmNames[] = {"implicit_gemm", "shifted_rows", "pixel_dots"};
 
 }  // namespace
 
 void set_forward_algorithm(const std::string& name) {
-    if (name == "auto")
-        g_forward_algorithm = 0;
-    else if (name == "implicit_gemm")
-        g_forward_algorithm = 1;
-    else if (name == "shifted_rows")
-        g_forward_algorithm = 2;
-    else
-        throw std::invalid_argument("set_forward_algorithm: '" + name + "' is not auto, implicit_gemm or shifted_rows");
+    if (name == "auto") {
+        g_forward_algorithm = -1;
+        return;
+    }
+    for (int i = 0; i < 3; ++i) {
+        if (name == kAlgorithmNames[i]) {
+            g_forward_algorithm = i;
+            return;
+        }
+    }
+    throw std::invalid_argument("set_forward_algorithm: '" + name +
+                                "' is not auto, implicit_gemm, shifted_rows or pixel_dots");
 }
 
 std::string forward_algorithm_setting() {
-    static const char* names[] = {"auto", "implicit_gemm", "shifted_rows"};
-    return names[g_forward_algorithm.load()];
+    const int forced = g_forward_algorithm.load();
+    return forced < 0 ? "auto" : kAlgorithmNames[forced];
+}
+
+std::optional<ForwardAlgorithm> forced_forward_algorithm() {
+    const int forced = g_forward_algorithm.load();
+    if (forced < 0) return std::nullopt;
+    return static_cast<ForwardAlgorithm>(forced);
 }
 
 // Auto rule (measured, benchmarks/NOTES.md section 34): few channels per tap (C <= 32, where
@@ -99,8 +111,8 @@ std::string forward_algorithm_setting() {
 template <class T>
 bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const Window& w = p.win;
-    const int forced = g_forward_algorithm.load();
-    if (w.sh != 1 || w.sw != 1 || forced == 1) return false;
+    const std::optional<ForwardAlgorithm> forced = forced_forward_algorithm();
+    if (w.sh != 1 || w.sw != 1 || (forced && *forced != ForwardAlgorithm::shifted_rows)) return false;
     const MicroKernel<T>& kern = *plan.kern;
     const index_t Wp = p.w + 2 * w.pw, bytes = sizeof(T);
     // Output rows per item: the largest count whose buffers fit the budget, at least one, then
@@ -115,7 +127,7 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const bool pointwise = w.kh == 1 && w.kw == 1 && w.ph == 0 && w.pw == 0;
     const bool cheap_taps = p.c <= 32 && p.c >= 8 && 4 * Wp <= 5 * p.ow;
     const bool wide = rows * Wp >= 4 * kern.nr && p.n * ceil_div(p.oh, rows) >= plan.threads;
-    if (forced == 0 && !((pointwise || cheap_taps) && wide)) return false;
+    if (!forced && !((pointwise || cheap_taps) && wide)) return false;
     plan.algorithm = ForwardAlgorithm::shifted_rows;
     plan.rows = rows;
     plan.row_items = ceil_div(p.oh, rows);

@@ -156,9 +156,12 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     const ConvForwardPlan<T> f = plan_conv_forward<T>(p, threads);
     const ConvBackwardPlan<T> b = plan_conv_backward<T>(p, threads);
     py::dict fwd, bwd, d;
-    const bool shifted = f.algorithm == ForwardAlgorithm::shifted_rows;
-    fwd["algorithm"] = shifted ? "shifted_rows" : "implicit_gemm";
-    fwd["layout"] = shifted ? "row_blocks" : f.layout == ForwardLayout::image_tiles ? "image_tiles" : "batch_chunks";
+    static const char* algorithms[] = {"implicit_gemm", "shifted_rows", "pixel_dots"};
+    fwd["algorithm"] = algorithms[static_cast<int>(f.algorithm)];
+    fwd["layout"] = f.algorithm == ForwardAlgorithm::shifted_rows ? "row_blocks"
+                    : f.algorithm == ForwardAlgorithm::pixel_dots ? "pixel_rows"
+                    : f.layout == ForwardLayout::image_tiles      ? "image_tiles"
+                                                                  : "batch_chunks";
     fwd["rows"] = f.rows;
     fwd["pitch"] = f.pitch;
     fwd["chunk"] = f.chunk;
@@ -208,8 +211,8 @@ py::dict conv2d_plan_py(const std::vector<index_t>& x_shape, const std::vector<i
 void register_conv(py::module_& m) {
     using namespace pybind11::literals;
     m.def("set_forward_algorithm", &set_forward_algorithm, "name"_a,
-          "Force the convolution forward algorithm: 'auto' (the cost rule), 'implicit_gemm' or 'shifted_rows' "
-          "(stride 1 only; other shapes fall back). Tests only.");
+          "Force the convolution forward algorithm: 'auto' (the cost rule), 'implicit_gemm', 'shifted_rows' "
+          "(stride 1 only; other shapes fall back) or 'pixel_dots'. Tests only.");
     m.def("get_forward_algorithm", &forward_algorithm_setting);
     m.def("im2col", &im2col_py, "x"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,
           "Book-layout im2col: (N*OH*OW, C*KH*KW), rows (n, oh, ow), columns (c, kh, kw).");

@@ -45,7 +45,7 @@ def gemm_family(isa: str):
         fastconv._core.set_gemm_kernel(before)
 
 
-FORWARD_ALGORITHMS = ("implicit_gemm", "shifted_rows")
+FORWARD_ALGORITHMS = ("implicit_gemm", "shifted_rows", "pixel_dots")
 
 
 @contextlib.contextmanager

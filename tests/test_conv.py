@@ -67,13 +67,14 @@ def test_forward_matches_naive(case, backend, dtype, with_bias):
 @pytest.mark.parametrize("case", params(CASES))
 def test_every_forward_algorithm_matches_naive(case, family, algorithm, dtype):
     """Each native forward algorithm forced over the case table, with every GEMM kernel family
-    (a forced shifted_rows falls back to implicit_gemm on strided shapes; the plan says which)."""
+    (a forced shifted_rows falls back to implicit_gemm on strided shapes, every algorithm on an
+    empty output; the plan says which)."""
     x, w, b, _ = _inputs(case, "normal", dtype)
     with forward_algorithm(algorithm), backend_context(f"native:{family}"):
         out = fastconv.conv2d(x, w, b, **case.geometry)
         chosen = fastconv.explain_plan(case.x_shape, case.w_shape, dtype=dtype, **case.geometry)["forward"]
-    runs_shifted = (case.sh, case.sw) == (1, 1) and 0 not in case.out_shape
-    assert chosen["algorithm"] == (algorithm if runs_shifted else "implicit_gemm"), chosen
+    runs = 0 not in case.out_shape and (algorithm != "shifted_rows" or (case.sh, case.sw) == (1, 1))
+    assert chosen["algorithm"] == (algorithm if runs else "implicit_gemm"), chosen
     _, ref_b, *_ = _reference(case, "normal", dtype.name, False)
     _, abs_b, *_ = _reference(case, "normal", dtype.name, True)
     nterms = naive.conv_terms(case.x_shape, case.w_shape, case.stride, case.pad)[0]
@@ -267,3 +268,37 @@ def test_stride2_rows_every_width(W, backend, dtype):
             continue
         out = fastconv.conv2d(x, w, b, 2, pad)
         assert_exact(out, naive.conv2d(x, w, b, 2, pad).astype(dtype), f"stride-2 conv, width {W}, pad {pad}")
+
+
+@pytest.fixture
+def poisoned():
+    fastconv._core.set_debug_poison(True)
+    yield
+    fastconv._core.set_debug_poison(False)
+
+
+@pytest.mark.parametrize("N, C, H, W, k", [
+    (1, 16, 5, 5, 5),     # LeNet-5's c5 at batch 1: one pixel, K = 400
+    (3, 16, 1, 1, 1),     # K = 16: one full lane block
+    (4, 17, 1, 1, 1),     # a lane block and a tail of one
+    (63, 15, 1, 1, 1),    # K under one lane block; one pixel under an item
+    (2, 11, 6, 6, 3),     # 32 pixels: two images through one item
+    (64, 33, 1, 1, 1),    # exactly one item of 64 pixels
+    (65, 2, 3, 3, 3),     # an item and one pixel
+    (3, 5, 9, 9, 3),      # 147 pixels: three items, the last short, images split across items
+])
+def test_pixel_dots_across_its_items_and_lanes(N, C, H, W, k, dtype, poisoned):
+    """The pixel-dots forward forced below, at and above its 64-pixel items and its 16-lane
+    dot products, with outputs and scratch poisoned; and the auto rule picks it only where the
+    whole batch has at most NR/2 output pixels."""
+    rng = rng_for("pixel-dots", N, C, H, W, k)
+    x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (7, C, k, k), dtype), randn(rng, (7,), dtype)
+    with forward_algorithm("pixel_dots"):
+        out = fastconv.conv2d(x, w, b, 1, 0)
+        assert fastconv.explain_plan(x.shape, w.shape, dtype=dtype)["forward"]["algorithm"] == "pixel_dots"
+    ref = naive.conv2d(x, w, b, 1, 0)
+    absref = naive.conv2d(np.abs(x), np.abs(w), np.abs(b), 1, 0)
+    assert_close(out, ref, absref, C * k * k + 1, dtype, "pixel_dots")
+    plan = fastconv.explain_plan(x.shape, w.shape, dtype=dtype)
+    pixels = N * (H - k + 1) * (W - k + 1)
+    assert (plan["forward"]["algorithm"] == "pixel_dots") == (2 * pixels <= plan["nr"]), plan["forward"]

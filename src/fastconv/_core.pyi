@@ -89,11 +89,11 @@ def relu_backward_mask(dout: np.ndarray, mask: np.ndarray, out: Optional[np.ndar
 # --- register_runtime.cpp ------------------------------------------------------------
 
 def set_forward_algorithm(name: str) -> None:
-    """Force the convolution forward algorithm: 'auto' (the cost rule), 'implicit_gemm' or
-    'shifted_rows' (stride 1 only; other shapes fall back). Tests only."""
+    """Force the convolution forward algorithm: 'auto' (the cost rule), 'implicit_gemm',
+    'shifted_rows' (stride 1 only; other shapes fall back) or 'pixel_dots'. Tests only."""
 
 def get_forward_algorithm() -> str:
-    """The forward algorithm setting: 'auto', 'implicit_gemm' or 'shifted_rows'."""
+    """The forward algorithm setting: 'auto', 'implicit_gemm', 'shifted_rows' or 'pixel_dots'."""
 
 def affine_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The book's Affine.forward on 2-D x: x @ W + b on fastconv's GEMM (one dtype throughout)."""
