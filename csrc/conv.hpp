@@ -48,6 +48,8 @@ struct ConvForwardPlan {
     // computes `rows * pitch` pixels per filter (the pad columns are computed and dropped).
     ForwardAlgorithm algorithm = ForwardAlgorithm::implicit_gemm;
     index_t rows = 0, row_items = 0, pitch = 0, channel_ld = 0, image_elems = 0;
+    // pixel_dots: items (chunk of `chunk` pixels, block of `filters_per_item` filters).
+    index_t filters_per_item = 0;
 };
 
 // Which gradients a backward call computes: dx alone is a transposed convolution, dW alone is
