@@ -83,12 +83,7 @@ class NetworkPlugin(WorkerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self, network):
-        self.network = network
-
-    def setup(self, worker):
-        # Nothing to load: the network arrived with the plugin. Record where it landed, for
-        # the report (and to show that it is set up once per worker, not once per task).
-        self.pid = os.getpid()
+        self.network = network  # unpickled on the worker with the plugin: nothing to set up
 
 
 def worker_network():

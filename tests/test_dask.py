@@ -124,9 +124,13 @@ def test_thread_counter_sees_two_threads(trained_params, digits):
     net = di.fresh_network(trained_params)
     x = digits.x_test[:200]
     fastconv.set_num_threads(2)  # conftest restores the thread count afterwards
+    counts = []
     with fastconv.use_backend("native"):
-        counted = di.busy_threads(lambda: di.score_images(net, x))
-    assert counted["busy"] == 2, counted
+        for _ in range(3):  # on a busy machine one thread can be starved through a whole call
+            counts.append(di.busy_threads(lambda: di.score_images(net, x)))
+            if counts[-1]["busy"] == 2:
+                break
+    assert counts[-1]["busy"] == 2, counts
 
 
 PICKLERS = [pytest.param(pickle.dumps, pickle.loads, id="pickle"),
