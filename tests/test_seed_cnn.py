@@ -76,6 +76,19 @@ def test_seed_cnn_is_the_seeds_architecture():
     assert small.params["W4"].shape == (32 * 2 * 2, 156) and small.predict(np.zeros((1, 1, 8, 8))).shape == (1, 3)
 
 
+@pytest.mark.parametrize("rng", [None, 3])
+def test_seed_cnn_pickles(rng):
+    """Plain pickle (not only cloudpickle): without rng= the dropout keeps None, not the np.random module."""
+    import pickle
+
+    net = SeedCNN((1, 12, 12), width=0.25, rng=None if rng is None else np.random.RandomState(rng))
+    x = rng_for("seed-cnn-pickle").random((3, 1, 12, 12))
+    net.gradient(x, np.array([1, 2, 3]))
+    back = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(back.predict(x), net.predict(x))
+    assert (back.dropout.rng is None) == (rng is None)
+
+
 def test_inverted_dropout_is_torchs():
     rng = rng_for("inverted-dropout")
     x = rng.standard_normal((50, 40))

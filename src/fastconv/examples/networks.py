@@ -274,6 +274,7 @@ class SeedCNN(ConvNetBase):
 
     def __init__(self, input_dim=(1, 28, 28), output_size=10, width=1.0, keep_prob=0.5, rng=None,
                  dtype=np.float64):
+        dropout_rng = rng  # None: the dropout draws from np.random at each call (and the network pickles)
         rng = np.random if rng is None else rng
         C, H, W = input_dim
         channels = [max(1, int(round(c * width))) for c in self.SEED_CHANNELS]
@@ -306,7 +307,7 @@ class SeedCNN(ConvNetBase):
             self.params[f"b{i}"] = uniform(1.0 / np.sqrt(fan_in), (fan_out,))
         p = self.params
         param_layers.append(len(self.layers))
-        self.layers += [Affine(p["W4"], p["b4"]), Relu(), InvertedDropout(1.0 - keep_prob, rng=rng)]
+        self.layers += [Affine(p["W4"], p["b4"]), Relu(), InvertedDropout(1.0 - keep_prob, rng=dropout_rng)]
         param_layers.append(len(self.layers))
         self.layers.append(Affine(p["W5"], p["b5"]))
         self.param_layers = tuple(param_layers)
