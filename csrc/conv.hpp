@@ -41,6 +41,8 @@ struct ConvForwardPlan {
     index_t per_image = 1;  // items per image (image_tiles)
     index_t items = 0;
     index_t c_block_elems = 0;  // batch_chunks: the item's output block
+    index_t filter_block = 0;   // filters per item (all of them unless batch_chunks or pixel_dots
+    index_t filter_blocks = 1;  // split them: items are then (pixel chunk, filter block) pairs)
     gemm::GemmPlan gemm;        // M = filters, N = chunk, K = patch (shifted_rows: K = channels)
     index_t thread_elems = 0;   // scratch per thread
     // shifted_rows: items (image, block of `rows` output rows); each copies its rows' inputs,
@@ -48,8 +50,6 @@ struct ConvForwardPlan {
     // computes `rows * pitch` pixels per filter (the pad columns are computed and dropped).
     ForwardAlgorithm algorithm = ForwardAlgorithm::implicit_gemm;
     index_t rows = 0, row_items = 0, pitch = 0, channel_ld = 0, image_elems = 0;
-    // pixel_dots: items (chunk of `chunk` pixels, block of `filters_per_item` filters).
-    index_t filters_per_item = 0;
 };
 
 // Which gradients a backward call computes: dx alone is a transposed convolution, dW alone is

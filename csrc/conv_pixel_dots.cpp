@@ -71,8 +71,9 @@ bool plan_pixel_dots(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     // W is read once per chunk: with few chunks, blocks of filters give every thread a share
     // of it (a 512x7x7 -> 512 7x7 layer at batch 1 reads 51 MB of W for one pixel).
     const index_t blocks = std::min<index_t>(p.oc, ceil_div(4 * plan.threads, chunks));
-    plan.filters_per_item = ceil_div(p.oc, plan.threads > 1 ? blocks : 1);
-    plan.items = chunks * ceil_div(p.oc, plan.filters_per_item);
+    plan.filter_block = ceil_div(p.oc, plan.threads > 1 ? blocks : 1);
+    plan.filter_blocks = ceil_div(p.oc, plan.filter_block);
+    plan.items = chunks * plan.filter_blocks;
     plan.thread_elems = plan.chunk * p.patch();
     return true;
 }
@@ -82,10 +83,10 @@ void pixel_dots_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, c
                         const T* bias, T* out) {
     const index_t K = p.patch(), P = p.out_plane(), pixels = p.n * P;
     ThreadScratch<T> scratch(plan.thread_elems, plan.threads, "conv2d_forward pixel dots");
-    const index_t blocks = ceil_div(p.oc, plan.filters_per_item);
     parallel_for_flush(plan.items, [&](index_t item) {
-        const index_t g0 = (item / blocks) * plan.chunk, npx = std::min(plan.chunk, pixels - g0);
-        const index_t f0 = (item % blocks) * plan.filters_per_item, f1 = std::min(p.oc, f0 + plan.filters_per_item);
+        const index_t g0 = (item / plan.filter_blocks) * plan.chunk, npx = std::min(plan.chunk, pixels - g0);
+        const index_t f0 = (item % plan.filter_blocks) * plan.filter_block;
+        const index_t f1 = std::min(p.oc, f0 + plan.filter_block);
         const Span<T> rows = scratch.mine().take(npx * K, "conv2d_forward pixel dots", "im2col rows");
         im2col_pixels(p, x, g0, npx, rows.data);
         for (index_t g = g0; g < g0 + npx; ++g) {

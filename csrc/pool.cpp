@@ -10,10 +10,12 @@
 namespace fastconv {
 
 namespace {
-// Planes per work item, so that an item moves at least ~64 KiB and tiny planes
-// (e.g. 24x24) do not pay one scheduling step each.
+// Planes at or below which a call runs on the calling thread: up to 64 Ki elements (256 KiB of
+// float32) a second thread saves microseconds and its fork/join can cost a scheduler tick
+// (AlexNet's pool5 backward at batch 1, 43 K elements: 1.09 ms on 2 threads on a loaded
+// machine, NumPy 0.18 ms; benchmarks/NOTES.md section 36).
 index_t serial_items_for(index_t plane_elems) {
-    return std::max<index_t>(1, (16 * 1024) / std::max<index_t>(plane_elems, 1));
+    return std::max<index_t>(1, (64 * 1024) / std::max<index_t>(plane_elems, 1));
 }
 }  // namespace
 

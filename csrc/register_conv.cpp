@@ -169,7 +169,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     fwd["gemm"] = gemm_plan_dict(f.gemm);
     fwd["thread_elems"] = f.thread_elems;
     fwd["threads"] = f.threads;
-    fwd["filters_per_item"] = f.filters_per_item;
+    fwd["filter_block"] = f.filter_block;
     bwd["weight_grad"] = b.use_dots ? "dots" : b.by_columns ? "gemm_columns" : "gemm";
     bwd["col_block"] = b.col_block;
     bwd["rows_per_unit"] = b.rows_per_unit;
