@@ -168,20 +168,10 @@ def test_layers_pickle_before_and_after_forward(rng, dumps, loads):
         np.testing.assert_array_equal(forward(used), forward(layer), err_msg=name)
 
 
-BOOK_RNG_XFAIL = pytest.mark.xfail(
-    raises=TypeError, strict=True,
-    reason="DeepConvNet() without rng= passes the np.random module itself to its Dropout layers "
-           "(fastconv/examples/networks.py: rng = np.random if rng is None else rng); plain pickle "
-           "cannot pickle a module (cloudpickle, and so Dask, can). fastconv.layers.Dropout(rng=None) "
-           "pickles; the fix is to pass rng=None on to Dropout there.")
-
-
 @pytest.mark.parametrize("dumps, loads", PICKLERS)
 @pytest.mark.parametrize("used", [False, True], ids=["fresh", "after-forward"])
 @pytest.mark.parametrize("seeded", [True, False], ids=["rng-RandomState", "rng-default"])
-def test_network_pickles_with_identical_predictions(request, trained_params, digits, dumps, loads, used, seeded):
-    if not seeded and dumps is pickle.dumps:
-        request.applymarker(BOOK_RNG_XFAIL)
+def test_network_pickles_with_identical_predictions(trained_params, digits, dumps, loads, used, seeded):
     from fastconv.examples.networks import DeepConvNet
 
     net = DeepConvNet(rng=np.random.RandomState(0)) if seeded else DeepConvNet()

@@ -208,6 +208,7 @@ class DeepConvNet(ConvNetBase):
                            for cp in self.BOOK_CONV_PARAMS]
         if len(conv_params) != 6:
             raise ValueError("DeepConvNet needs six conv_params")
+        dropout_rng = rng  # None: the masks come from np.random at each call (and the network pickles)
         rng = np.random if rng is None else rng
         C, H, W = input_dim
 
@@ -235,9 +236,10 @@ class DeepConvNet(ConvNetBase):
         self.params["W8"] = np.sqrt(2.0 / hidden_size) * rng.randn(hidden_size, output_size)
         self.params["b8"] = np.zeros(output_size)
         param_layers.append(len(self.layers))
-        self.layers += [Affine(self.params["W7"], self.params["b7"]), Relu(), Dropout(dropout_ratio, rng=rng)]
+        self.layers += [Affine(self.params["W7"], self.params["b7"]), Relu(),
+                        Dropout(dropout_ratio, rng=dropout_rng)]
         param_layers.append(len(self.layers))
-        self.layers += [Affine(self.params["W8"], self.params["b8"]), Dropout(dropout_ratio, rng=rng)]
+        self.layers += [Affine(self.params["W8"], self.params["b8"]), Dropout(dropout_ratio, rng=dropout_rng)]
         self.param_layers = tuple(param_layers)
         self.last_layer = SoftmaxWithLoss()
 
