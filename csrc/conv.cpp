@@ -347,9 +347,11 @@ ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
         plan.chunk = chunk_size(total, 1, kern.nr, kern.nc, plan.threads);
         // Each item packs the A rows of its filters and the B panels of its pixels. With c items
         // as pixel chunks that is c*M*K + K*total elements; as filter blocks over all pixels,
-        // M*K + c*K*total: filter blocks win when there are more filters than pixels (ResNet-18's
-        // layer 4 at batch 1: 512 filters, 49 pixels, K = 4608 -- pixel chunks packed W 4 times).
-        if (plan.threads > 1 && M > total && total <= kern.nc) {
+        // M*K + c*K*total: fewer when there are more filters than pixels. Measured (NOTES
+        // section 36), they win from twice as many filters as pixels (ResNet-18 layer 4 at
+        // batch 1, 512 filters and 49 pixels: 0.55 -> 0.63x torch f32, 0.57 -> 0.83x f64) and
+        // lose below (AlexNet conv5, 256 filters and 169 pixels: 0.59 -> 0.49x).
+        if (plan.threads > 1 && M >= 2 * total && total <= kern.nc) {
             plan.chunk = total;
             plan.filter_block = round_up(ceil_div(M, 4 * plan.threads), kern.mr);
         }
