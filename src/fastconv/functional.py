@@ -205,28 +205,32 @@ def conv_transpose2d(x, W, b=None, stride=1, pad=0, output_size=None) -> np.ndar
     if x.shape[1] != w.shape[0]:
         raise ValueError(f"channel mismatch: x has C={x.shape[1]} channels (shape {x.shape}) "
                          f"but W (C, OC, FH, FW) expects C={w.shape[0]} (shape {w.shape})")
-    win = P.window(w.shape[2], w.shape[3], stride, pad)
-    out_hw = []
-    for axis, (size, k, s, p) in enumerate(((x.shape[2], win.kh, win.sh, win.ph), (x.shape[3], win.kw, win.sw, win.pw))):
-        smallest = s * (size - 1) + k - 2 * p
-        if size == 0:
-            raise ValueError(f"conv_transpose2d: x has an empty {x.shape[2]}x{x.shape[3]} plane")
-        if smallest < 1:
-            raise ValueError(f"conv_transpose2d: input size {size} with a {k}-tap filter, stride {s} and pad {p} "
-                             f"gives an output of {smallest} pixels")
-        wanted = smallest if output_size is None else P.pair(output_size, "output_size")[axis]
-        if not smallest <= wanted <= smallest + s - 1:
-            raise ValueError(f"output_size {tuple(output_size)} is not an output of this convolution: along "
-                             f"{'HW'[axis]} it must lie in [{smallest}, {smallest + s - 1}]")
-        out_hw.append(wanted)
-    out_shape = (x.shape[0], w.shape[1], out_hw[0], out_hw[1])
-    dt = P.compute_dtype(x, w) if b is None else P.compute_dtype(x, w, *P.arrays(("b",), (b,)))
-    P.check_alloc("conv_transpose2d result", out_shape, dt)
-    y = current_backend().conv2d_backward_data(P.as_float(x, dt), P.as_float(w, dt), out_shape, win)
+    bias = None
     if b is not None:
         (bias,) = P.arrays(("b",), (b,))
         if bias.shape != (w.shape[1],):
             raise ValueError(f"b has shape {bias.shape}, expected ({w.shape[1]},) (OC of W {w.shape})")
+    win = P.window(w.shape[2], w.shape[3], stride, pad)
+    wanted = None if output_size is None else P.pair(output_size, "output_size")
+    out_hw = []
+    for axis, (size, k, s, p) in enumerate(((x.shape[2], win.kh, win.sh, win.ph),
+                                            (x.shape[3], win.kw, win.sw, win.pw))):
+        if size == 0:
+            raise ValueError(f"conv_transpose2d: x has an empty {x.shape[2]}x{x.shape[3]} plane")
+        smallest = s * (size - 1) + k - 2 * p
+        if smallest < 1:
+            raise ValueError(f"conv_transpose2d: input size {size} with a {k}-tap filter, stride {s} and pad {p} "
+                             f"gives an output of {smallest} pixels")
+        size_out = smallest if wanted is None else wanted[axis]
+        if not smallest <= size_out <= smallest + s - 1:
+            raise ValueError(f"output_size {output_size!r} is not an output of this convolution: along "
+                             f"{'HW'[axis]} it must lie in [{smallest}, {smallest + s - 1}]")
+        out_hw.append(size_out)
+    out_shape = (x.shape[0], w.shape[1], out_hw[0], out_hw[1])
+    dt = P.compute_dtype(x, w) if bias is None else P.compute_dtype(x, w, bias)
+    P.check_alloc("conv_transpose2d result", out_shape, dt)
+    y = current_backend().conv2d_backward_data(P.as_float(x, dt), P.as_float(w, dt), out_shape, win)
+    if bias is not None:
         y += P.as_float(bias, dt).reshape(1, -1, 1, 1)
     return y
 
