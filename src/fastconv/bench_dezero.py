@@ -45,6 +45,8 @@ def _import_dezero():
         import dezero
         import dezero.functions as F
         from . import dezero as fdz
+    except ImportError as exc:
+        raise SystemExit(f"fastconv-bench --suite dezero needs DeZero: pip install 'fastconv[dezero]' ({exc})") from exc
     finally:
         if not had:
             del np.int  # type: ignore[attr-defined]
