@@ -17,7 +17,7 @@ namespace fastconv {
 
 enum class ForwardAlgorithm {
     implicit_gemm,  // one GEMM per item, B packed from the image (implicit im2col)
-    shifted_rows,   // stride 1: per tap, B is the zero-padded image shifted, read in place
+    shifted_rows,   // stride 1: B rows are the zero-padded image shifted per tap, read in place
     pixel_dots,     // a handful of output pixels: each one's im2col row dotted with W's rows
 };
 
@@ -50,6 +50,7 @@ struct ConvForwardPlan {
     // computes `rows * pitch` pixels per filter (the pad columns are computed and dropped).
     ForwardAlgorithm algorithm = ForwardAlgorithm::implicit_gemm;
     index_t rows = 0, row_items = 0, pitch = 0, channel_ld = 0, image_elems = 0;
+    index_t shared_elems = 0;  // shifted_rows: W packed once per call, read by every thread
 };
 
 // Which gradients a backward call computes: dx alone is a transposed convolution, dW alone is

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <stdexcept>
+#include <vector>
 
 #include "conv.hpp"
 #include "parallel.hpp"
@@ -32,27 +33,13 @@ index_t channel_stride(index_t elems, index_t elem_bytes) {
     return ld;
 }
 
-// Weights of tap t as the A operand: element (f, c) at w[f*K + c*khw + t].
-template <class T>
-void pack_a_tap(const T* w, index_t K, index_t khw, index_t t, index_t M, int mr, index_t ic, index_t mc,
-                index_t pc, index_t kc, Span<T> out) {
-    out.need(gemm::panel_elems(mc, mr, kc), "pack_a_tap", "A panels");
-    T* dst = out.data;
-    for (index_t r0 = 0; r0 < mc; r0 += mr, dst += kc * mr) {
-        const index_t rows = std::min<index_t>(mr, M - (ic + r0));
-        for (index_t p = 0; p < kc; ++p)
-            for (index_t i = 0; i < mr; ++i)
-                dst[p * mr + i] = i < rows ? w[(ic + r0 + i) * K + (pc + p) * khw + t] : T(0);
-    }
-}
-
 // Rows [oh0 - ph, oh0 + noh + kh - 1 - ph) of every channel, zero-padded, into buf.
 template <class T>
 void load_padded_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* img, index_t oh0,
                       index_t noh, Span<T> buf) {
     const Window& w = p.win;
     const index_t R = noh + w.kh - 1, Wp = plan.pitch;
-    buf.need(p.c * plan.channel_ld, "shifted_rows_forward", "padded rows");
+    buf.need(plan.image_elems, "shifted_rows_forward", "padded rows");
     for (index_t c = 0; c < p.c; ++c) {
         T* plane = buf.data + c * plan.channel_ld;
         for (index_t r = 0; r < R; ++r) {
@@ -69,6 +56,7 @@ void load_padded_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, con
         }
         std::fill(plane + R * Wp, plane + plan.channel_ld, T(0));  // the last taps read past row R
     }
+    std::fill(buf.data + p.c * plan.channel_ld, buf.data + buf.size, T(0));
 }
 
 // Forced by tests: -1 auto, else a ForwardAlgorithm.
@@ -103,11 +91,19 @@ std::optional<ForwardAlgorithm> forced_forward_algorithm() {
     return static_cast<ForwardAlgorithm>(forced);
 }
 
-// Auto rule (measured, benchmarks/NOTES.md section 34): few channels per tap (C <= 32, where
-// packing kh*kw image copies costs the implicit path most; 1.5-2.2x faster there) or a 1x1
-// kernel without padding (1.5x); dropped pad columns at most 25 % of the output width; items of
-// at least 4 NR pixels and one per thread. Many channels (C = 64 on 8x8, C = 128-256 on 28-56
-// planes) ran 0.7-0.8x: B rows a channel plane apart, read in place, miss the TLB.
+// Depth block of the gathered GEMM: its KC x NR slice of B rows fits L1 while the MR loop reuses
+// it. Half of L1 (KC = 128 on a Xeon's 48 KiB) measured 3-7 % slower in float64 than all of it
+// (NOTES section 37): fewer passes over the output block outweigh the L1 misses.
+template <class T>
+index_t gathered_kc(const MicroKernel<T>& kern) {
+    const index_t fit = gemm::cache_sizes().l1d / (kern.nr * index_t(sizeof(T)));
+    return std::clamp<index_t>(fit / 8 * 8, 16, kern.kc);
+}
+
+// Auto rule (measured, benchmarks/NOTES.md sections 34 and 37): since one gathered GEMM covers
+// every tap, this path ties or beats the implicit one on every stride-1 layer measured (C = 1 to
+// 256, 8x8 to 56x56 planes; 1.1-4x in float32) as long as the dropped pad columns stay at most
+// 25 % of the output width, and items hold at least 4 NR pixels, one per thread.
 template <class T>
 bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const Window& w = p.win;
@@ -125,9 +121,9 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     while (rows > 1 && p.n * ceil_div(p.oh, rows) < 4 * plan.threads && ceil_div(rows, 2) * Wp >= 4 * kern.nr)
         rows = ceil_div(rows, 2);
     const bool pointwise = w.kh == 1 && w.kw == 1 && w.ph == 0 && w.pw == 0;
-    const bool cheap_taps = p.c <= 32 && p.c >= 8 && 4 * Wp <= 5 * p.ow;
-    const bool wide = rows * Wp >= 4 * kern.nr && p.n * ceil_div(p.oh, rows) >= plan.threads;
-    if (!forced && !((pointwise || cheap_taps) && wide)) return false;
+    const bool few_pad_columns = 4 * Wp <= 5 * p.ow;
+    const bool wide = rows * Wp >= kern.nr && p.n * ceil_div(p.oh, rows) >= plan.threads;
+    if (!forced && !((pointwise || few_pad_columns) && wide)) return false;
     plan.algorithm = ForwardAlgorithm::shifted_rows;
     plan.rows = rows;
     plan.row_items = ceil_div(p.oh, rows);
@@ -135,40 +131,88 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     plan.pitch = Wp;
     plan.channel_ld = channel_stride((rows + w.kh - 1) * Wp + w.kw, bytes);
     ScratchBooking booking;
-    plan.image_elems = booking.book(p.c * plan.channel_ld);
+    // + NR: the last panel of the last channel's last tap reads up to NR - 1 columns past it.
+    plan.image_elems = booking.book(p.c * plan.channel_ld + kern.nr);
     plan.c_block_elems = booking.book(p.oc * rows * Wp);
-    plan.gemm = gemm::plan_gemm(kern, p.oc, rows * Wp, p.c);
-    booking.book(plan.gemm.scratch_elems());
+    plan.gemm = gemm::plan_gemm(kern, p.oc, rows * Wp, p.patch(), gathered_kc<T>(kern));
     plan.thread_elems = booking.total();
+    plan.shared_elems = round_up(p.oc, kern.mr) * p.patch();  // W packed once, read by every thread
     plan.chunk = rows * Wp;
     return true;
+}
+
+// W (M x K) as the A panels of every depth block: block pc at packed + pc * round_up(M, MR).
+template <class T>
+void pack_weights(const gemm::GemmPlan& g, int mr, const T* w, index_t M, index_t K, Span<T> packed) {
+    const index_t rows = round_up(M, mr);
+    packed.need(rows * K, "shifted_rows_forward", "packed weights");
+    for (index_t pc = 0; pc < K; pc += g.kc)
+        gemm::pack_a_rows(w, K, M, mr, 0, M, pc, std::min(g.kc, K - pc), packed.from(pc * rows, "pack_weights"));
+}
+
+// B row k = (c, i, j) of an item: channel c of the thread's padded rows, from tap (i, j).
+// The micro-kernel reads whole NR-wide panels, so the last row is read up to the item's pixel
+// count rounded up to NR: checked here, once, against the buffer.
+template <class T>
+void tap_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, Span<T> buf, const T** rows) {
+    const index_t khw = p.win.kh * p.win.kw;
+    index_t farthest = 0;
+    for (index_t k = 0; k < p.patch(); ++k) {
+        const index_t t = k % khw;
+        const index_t offset = (k / khw) * plan.channel_ld + (t / p.win.kw) * plan.pitch + t % p.win.kw;
+        rows[k] = buf.data + offset;
+        farthest = std::max(farthest, offset);
+    }
+    buf.need(farthest + round_up(plan.chunk, plan.kern->nr), "shifted_rows_forward", "rows read by the last panel");
+}
+
+// block (M x npx, row stride npx) = packed W . B + bias, B rows through `rows`.
+template <class T>
+void gemm_gathered(const MicroKernel<T>& kern, const gemm::GemmPlan& g, index_t M, index_t K, index_t npx,
+                   const T* packed, const T* const* rows, const T* bias, Span<T> block) {
+    block.need(M * npx, "shifted_rows_forward", "output block");
+    const index_t mr = kern.mr, nr = kern.nr, m_rows = round_up(M, mr);
+    for (index_t ic = 0; ic < M; ic += g.mc) {
+        const index_t mc = std::min(g.mc, M - ic);
+        for (index_t jr = 0; jr < npx; jr += nr) {
+            const int n = static_cast<int>(std::min(nr, npx - jr));
+            for (index_t pc = 0; pc < K; pc += g.kc) {
+                const index_t kc = std::min(g.kc, K - pc);
+                const bool last = pc + kc >= K;
+                for (index_t ir = ic; ir < ic + mc; ir += mr) {
+                    const int m = static_cast<int>(std::min(mr, M - ir));
+                    kern.run_b_gather(kc, packed + pc * m_rows + (ir / mr) * kc * mr, rows + pc, jr,
+                                      block.data + ir * npx + jr, npx, m, n, pc > 0,
+                                      last && bias ? bias + ir : nullptr);
+                }
+            }
+        }
+    }
 }
 
 template <class T>
 void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* x, const T* w,
                           const T* bias, T* out) {
     const MicroKernel<T>& kern = *plan.kern;
-    const index_t M = p.oc, K = p.patch(), khw = p.win.kh * p.win.kw, Wp = plan.pitch;
+    const index_t M = p.oc, K = p.patch(), Wp = plan.pitch;
+    gemm::AlignedBuffer<T> packed(plan.shared_elems);
+    pack_weights(plan.gemm, kern.mr, w, M, K, Span<T>{packed.get(), plan.shared_elems});
     ThreadScratch<T> scratch(plan.thread_elems, plan.threads, "shifted_rows_forward");
+    std::vector<const T*> row_tables(static_cast<std::size_t>(plan.threads * K));
+    std::vector<char> built(static_cast<std::size_t>(plan.threads), 0);
     parallel_for_flush(plan.items, [&](index_t item) {
         const index_t n = item / plan.row_items, oh0 = (item % plan.row_items) * plan.rows;
         const index_t noh = std::min(plan.rows, p.oh - oh0), npx = noh * Wp;
         Span<T> mine = scratch.mine();
         const Span<T> buf = mine.take(plan.image_elems, "shifted_rows_forward", "padded rows");
         const Span<T> block = mine.take(plan.c_block_elems, "shifted_rows_forward", "output block");
-        load_padded_rows(p, plan, x + n * p.c * p.in_plane(), oh0, noh, buf);
-        for (index_t t = 0; t < khw; ++t) {
-            const T* shifted = buf.data + (t / p.win.kw) * Wp + t % p.win.kw;
-            gemm::gemm_blocked(
-                kern, plan.gemm, M, npx, p.c,
-                [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
-                    pack_a_tap(w, K, khw, t, M, kern.mr, ic, mc, pc, kc, dst);
-                },
-                [&](index_t pc, index_t kc, index_t jc, index_t nc, Span<T> dst) {
-                    gemm::pack_b_rows(shifted, plan.channel_ld, npx, kern.nr, pc, kc, jc, nc, dst);
-                },
-                block, npx, t > 0, t + 1 == khw ? bias : nullptr, mine, gemm::BRows<T>{shifted, plan.channel_ld});
+        const T** rows = row_tables.data() + thread_index() * K;
+        if (!built[thread_index()]) {  // the thread's buffer never moves: its table is built once
+            tap_rows(p, plan, buf, rows);
+            built[thread_index()] = 1;
         }
+        load_padded_rows(p, plan, x + n * p.c * p.in_plane(), oh0, noh, buf);
+        gemm_gathered(kern, plan.gemm, M, K, npx, packed.get(), rows, bias, block);
         for (index_t f = 0; f < M; ++f)
             for (index_t r = 0; r < noh; ++r) {
                 const T* src = block.data + f * npx + r * Wp;

@@ -38,10 +38,13 @@ py::array gemm_py(const py::array& a, const py::array& b, index_t scratch_elems)
 // One micro-kernel call on a tile, the way XNNPACK's gemm-microkernel-tester drives its
 // kernels: a (k*MR) and, when ldb == 0, b (k*NR) are packed panels, copied to 64-byte aligned
 // scratch; with ldb > 0, b is k rows of ldb elements read in place (run_b_rows), copied one
-// element off alignment. c (rows >= m, row stride = its width) is updated in place.
+// element off alignment. With `gather` (k row numbers, ldb > NR), B row p is b[gather[p], 1:]
+// read through a table of row pointers (run_b_gather, column offset 1).
+// c (rows >= m, row stride = its width) is updated in place.
 template <class T>
 void ukernel_typed(const std::string& name, index_t k, const py::array& a, const py::array& b, py::array& c, int m,
-                   int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb) {
+                   int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb,
+                   const std::optional<py::array_t<std::int64_t>>& gather) {
     const gemm::MicroKernel<T>* kern = nullptr;
     for (const auto& cand : gemm::all_kernels<T>())
         if (name == cand.name && gemm::cpu_supports(cand.isa)) kern = &cand;
@@ -64,21 +67,33 @@ void ukernel_typed(const std::string& name, index_t k, const py::array& a, const
     std::copy(cdata<T>(b), cdata<T>(b) + b.size(), b_at);
     T* cp = static_cast<T*>(c.mutable_data());
     const T* bp = bias ? cdata<T>(*bias) : nullptr;
-    if (ldb == 0)
+    if (gather) {
+        if (ldb <= kern->nr) throw std::invalid_argument("ukernel: gather needs ldb > NR");
+        expect_shape(*gather, {k}, "gather");
+        std::vector<const T*> rows(static_cast<std::size_t>(k));
+        for (index_t p = 0; p < k; ++p) {
+            const std::int64_t r = gather->at(p);
+            if (r < 0 || r >= k) throw std::invalid_argument("ukernel: gather rows must be in [0, k)");
+            rows[p] = b_at + r * ldb;
+        }
+        kern->run_b_gather(k, a_buf.get(), rows.data(), 1, cp, c.shape(1), m, n, accumulate, bp);
+    } else if (ldb == 0) {
         kern->run(k, a_buf.get(), b_at, cp, c.shape(1), m, n, accumulate, bp);
-    else
+    } else {
         kern->run_b_rows(k, a_buf.get(), b_at, ldb, cp, c.shape(1), m, n, accumulate, bp);
+    }
 }
 
 void ukernel_py(const std::string& name, index_t k, const py::array& a, const py::array& b, py::array& c, int m,
-                int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb) {
+                int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb,
+                const std::optional<py::array_t<std::int64_t>>& gather) {
     const Dtype dt = float_dtype(c, "c");
     same_dtype(dt, float_dtype(a, "a"), "ukernel");
     same_dtype(dt, float_dtype(b, "b"), "ukernel");
     if (bias) same_dtype(dt, float_dtype(*bias, "bias"), "ukernel");
     if (!c.writeable()) throw std::invalid_argument("ukernel: c must be writeable");
     dispatch(dt, [&](auto tag) {
-        ukernel_typed<decltype(tag)>(name, k, a, b, c, m, n, accumulate, bias, ldb);
+        ukernel_typed<decltype(tag)>(name, k, a, b, c, m, n, accumulate, bias, ldb, gather);
         return 0;
     });
 }
@@ -154,7 +169,9 @@ void register_runtime(py::module_& m) {
         },
         "Blocking constants of the pooling kernels (tests aim their shapes at them).");
     m.def("ukernel", &ukernel_py, "name"_a, "k"_a, "a"_a, "b"_a, "c"_a, "m"_a, "n"_a, "accumulate"_a, "bias"_a,
-          "ldb"_a = 0, "One micro-kernel call on packed panels (ldb = 0) or B rows read in place (tests).");
+          "ldb"_a = 0, "gather"_a = py::none(),
+          "One micro-kernel call on packed panels (ldb = 0), B rows read in place, or B rows gathered through "
+          "a row table (tests).");
     m.def(
         "gemm_kernels",
         [] {
@@ -164,6 +181,18 @@ void register_runtime(py::module_& m) {
             return names;
         },
         "GEMM kernel families (ISAs) this CPU can run, best first.");
+    m.def(
+        "cache_sizes",
+        [] {
+            const gemm::CacheSizes& c = gemm::cache_sizes();
+            py::dict d;
+            d["l1d"] = c.l1d;
+            d["l2"] = c.l2;
+            d["l3"] = c.l3;
+            d["detected"] = c.detected;
+            return d;
+        },
+        "Data cache sizes in bytes that blocking uses (detected, or defaults where the CPU does not say).");
     m.def(
         "gemm_kernel_table",
         [](bool usable_only) { return py::make_tuple(kernel_list<float>(usable_only), kernel_list<double>(usable_only)); },

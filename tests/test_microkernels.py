@@ -1,6 +1,6 @@
 """Every GEMM micro-kernel of the table, tested on its own (the way XNNPACK's
-gemm-microkernel-tester tests each kernel): both entries (``run`` on packed panels,
-``run_b_rows`` on B rows read in place), with and without accumulation and bias, on every
+gemm-microkernel-tester tests each kernel): all three entries (``run`` on packed panels,
+``run_b_rows`` on B rows read in place, ``run_b_gather`` on rows through a pointer table), with and without accumulation and bias, on every
 edge tile m <= MR, n <= NR, at depths k = 0, 1, KC - 1, KC, KC + 1 -- against a float64 product.
 
 The C array is larger than the tile and filled around it with random values checked bit for bit
@@ -30,19 +30,30 @@ def _depths(kern):
     return sorted({0, 1, kern["kc"] - 1, kern["kc"], kern["kc"] + 1})
 
 
-def _check_tile(dtype, kern, k, m, n, accumulate, with_bias, in_place, rng):
+ENTRIES = ["run", "run_b_rows", "run_b_gather"]
+
+
+def _check_tile(dtype, kern, k, m, n, accumulate, with_bias, entry, rng):
     MR, NR = kern["mr"], kern["nr"]
     a = rng.standard_normal(k * MR).astype(dtype)
-    ldb = NR + 5 if in_place else 0
-    b = rng.standard_normal((k, ldb) if in_place else k * NR).astype(dtype)
+    ldb = 0 if entry == "run" else NR + 5
+    b = rng.standard_normal((k, ldb) if ldb else k * NR).astype(dtype)
     bias = rng.standard_normal(MR).astype(dtype) if with_bias else None
     c = rng.standard_normal((MR + 2, NR + 3)).astype(dtype)
     around = c.copy()
     start = c[:m, :n].copy()
-    _core.ukernel(kern["name"], k, a, b, c, m, n, accumulate, bias, ldb)
+    # Rows in a shuffled order with repeats, as a convolution's taps revisit one image.
+    gather = rng.integers(0, max(k, 1), size=k) if entry == "run_b_gather" else None
+    _core.ukernel(kern["name"], k, a, b, c, m, n, accumulate, bias, ldb, gather)
 
     A = a.reshape(k, MR).astype(np.float64)[:, :m]
-    B = (b[:, :NR] if in_place else b.reshape(k, NR)).astype(np.float64)[:, :n]
+    if entry == "run":
+        B = b.reshape(k, NR)
+    elif entry == "run_b_rows":
+        B = b[:, :NR]
+    else:
+        B = b[gather, 1:NR + 1]
+    B = B.astype(np.float64)[:, :n]
     expected = A.T @ B
     absref = np.abs(A).T @ np.abs(B)
     if accumulate:
@@ -51,18 +62,18 @@ def _check_tile(dtype, kern, k, m, n, accumulate, with_bias, in_place, rng):
     if with_bias:
         expected += bias[:m, None].astype(np.float64)
         absref += np.abs(bias[:m, None].astype(np.float64))
-    what = (f"{kern['name']} {'run_b_rows' if in_place else 'run'} k={k} m={m} n={n} "
+    what = (f"{kern['name']} {entry} k={k} m={m} n={n} "
             f"accumulate={accumulate} bias={with_bias}")
     assert_close(c[:m, :n], expected, absref, max(k, 1) + 2, dtype, what)
     c[:m, :n] = around[:m, :n]
     assert c.tobytes() == around.tobytes(), f"{what}: wrote outside the m x n tile {seed_note()}"
 
 
-@pytest.mark.parametrize("in_place", [False, True], ids=["run", "run_b_rows"])
+@pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("dtype,kern", KERNELS)
-def test_every_edge_tile(dtype, kern, in_place):
+def test_every_edge_tile(dtype, kern, entry):
     """Every (m, n) edge at depths 1 and KC + 1, every flag combination in turn."""
-    rng = rng_for("ukernel-edges", kern["name"], in_place)
+    rng = rng_for("ukernel-edges", kern["name"], entry)
     flags = [(acc, bias) for acc in (False, True) for bias in (False, True)]
     step = 0
     for k in (1, kern["kc"] + 1):
@@ -70,22 +81,22 @@ def test_every_edge_tile(dtype, kern, in_place):
             for n in range(1, kern["nr"] + 1):
                 acc, bias = flags[step % len(flags)]
                 step += 1
-                _check_tile(dtype, kern, k, m, n, acc, bias, in_place, rng)
+                _check_tile(dtype, kern, k, m, n, acc, bias, entry, rng)
 
 
-@pytest.mark.parametrize("in_place", [False, True], ids=["run", "run_b_rows"])
+@pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("dtype,kern", KERNELS)
-def test_every_depth_and_flag(dtype, kern, in_place):
+def test_every_depth_and_flag(dtype, kern, entry):
     """k = 0, 1, KC - 1, KC, KC + 1 with accumulate and bias on and off, on the full tile and
     on the smallest and largest edges."""
-    rng = rng_for("ukernel-depths", kern["name"], in_place)
+    rng = rng_for("ukernel-depths", kern["name"], entry)
     MR, NR = kern["mr"], kern["nr"]
     tiles = sorted({(MR, NR), (1, 1), (1, NR), (MR, 1), (MR - 1 or 1, NR - 1 or 1)})
     for k in _depths(kern):
         for m, n in tiles:
             for acc in (False, True):
                 for bias in (False, True):
-                    _check_tile(dtype, kern, k, m, n, acc, bias, in_place, rng)
+                    _check_tile(dtype, kern, k, m, n, acc, bias, entry, rng)
 
 
 def test_table_covers_every_family():
@@ -105,3 +116,8 @@ def test_ukernel_rejects_bad_tiles():
         _core.ukernel(kern["name"], 1, a, b, c, kern["mr"] + 1, 1, False, None)
     with pytest.raises(ValueError, match="no usable kernel"):
         _core.ukernel("no-such-kernel", 1, a, b, c, 1, 1, False, None)
+    rows = np.zeros((1, kern["nr"] + 1), np.float32)
+    with pytest.raises(ValueError, match=r"\[0, k\)"):
+        _core.ukernel(kern["name"], 1, a, rows, c, 1, 1, False, None, kern["nr"] + 1, np.array([1]))
+    with pytest.raises(ValueError, match="ldb > NR"):
+        _core.ukernel(kern["name"], 1, a, rows[:, :-1].copy(), c, 1, 1, False, None, kern["nr"], np.array([0]))

@@ -5,7 +5,28 @@
 #include "../plane_kernels.hpp"
 #include "kernel.hpp"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
 namespace fastconv::gemm {
+
+const CacheSizes& cache_sizes() {
+    static const CacheSizes sizes = [] {
+        CacheSizes c;
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+        c.l1d = std::max<long>(sysconf(_SC_LEVEL1_DCACHE_SIZE), 0);
+        c.l2 = std::max<long>(sysconf(_SC_LEVEL2_CACHE_SIZE), 0);
+        c.l3 = std::max<long>(sysconf(_SC_LEVEL3_CACHE_SIZE), 0);
+#endif
+        c.detected = c.l1d > 0 && c.l2 > 0;
+        if (c.l1d <= 0) c.l1d = 32 * 1024;
+        if (c.l2 <= 0) c.l2 = 512 * 1024;
+        if (c.l3 <= 0) c.l3 = 8 * 1024 * 1024;
+        return c;
+    }();
+    return sizes;
+}
 
 bool cpu_supports(const std::string& isa) {
     if (isa == "generic") return true;

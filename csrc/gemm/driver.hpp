@@ -39,14 +39,15 @@ struct GemmPlan {
     index_t scratch_elems() const { return a_elems + b_elems; }
 };
 
-// KC for a depth of K: at most kern.kc, with the blocks as even as possible.
+// KC for a depth of K: at most kc_max (default kern.kc), with the blocks as even as possible.
 template <class T>
-GemmPlan plan_gemm(const MicroKernel<T>& kern, index_t M, index_t N, index_t K) {
+GemmPlan plan_gemm(const MicroKernel<T>& kern, index_t M, index_t N, index_t K, index_t kc_max = 0) {
     GemmPlan g;
     g.m_max = std::max<index_t>(M, 0);
     g.n_max = std::max<index_t>(N, 0);
     g.k_max = std::max<index_t>(K, 0);
-    g.kc = K > 0 ? ceil_div(K, ceil_div(K, kern.kc)) : 1;
+    if (kc_max <= 0) kc_max = kern.kc;
+    g.kc = K > 0 ? ceil_div(K, ceil_div(K, kc_max)) : 1;
     g.mc = kern.mc;
     g.nc = kern.nc;
     g.a_elems = scratch_round(round_up(std::min(g.m_max, g.mc), kern.mr) * g.kc);

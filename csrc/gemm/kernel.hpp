@@ -26,6 +26,11 @@ using MicroKernelFn = void (*)(index_t k, const T* a, const T* b, T* c, index_t 
 template <class T>
 using MicroKernelRowsFn = void (*)(index_t k, const T* a, const T* b, index_t ldb, T* c, index_t ldc, int m,
                                    int n, bool accumulate, const T* bias);
+// The same tile with B row p at b_rows[p] + col (any alignment, all NR columns readable): the
+// rows of a K that spans several shifted copies of one image, so one call covers every tap.
+template <class T>
+using MicroKernelGatherFn = void (*)(index_t k, const T* a, const T* const* b_rows, index_t col, T* c, index_t ldc,
+                                     int m, int n, bool accumulate, const T* bias);
 
 template <class T>
 struct MicroKernel {
@@ -37,6 +42,7 @@ struct MicroKernel {
     index_t kc, mc, nc;
     MicroKernelFn<T> run;
     MicroKernelRowsFn<T> run_b_rows;
+    MicroKernelGatherFn<T> run_b_gather;
 };
 
 // Every kernel compiled into this build for T, best first; `usable` filters by CPU.
@@ -70,6 +76,14 @@ template <class T>
 double fma_burn_avx2(index_t iters, T* sink);
 template <class T>
 double fma_burn_avx512(index_t iters, T* sink);
+
+// Data cache sizes of the CPU this process runs on (sysconf; 0 where it does not say), and the
+// sizes blocking uses: those, or 32 KiB / 512 KiB / 8 MiB where unknown.
+struct CacheSizes {
+    index_t l1d = 0, l2 = 0, l3 = 0;
+    bool detected = false;
+};
+const CacheSizes& cache_sizes();
 
 // GFLOP/s of the FMA ceiling for the active kernel's ISA, measured over ~`seconds`
 // on `threads` threads.

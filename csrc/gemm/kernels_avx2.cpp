@@ -10,13 +10,13 @@ template <>
 void append_avx2_kernels<float>(std::vector<MicroKernel<float>>& out) {
     using Tile = VectorTile<float, 6, 2, 32>;
     out.push_back({"f32_gemm_6x16__avx2", "avx2", 6, Tile::NR, 256, 120, 3072,
-                   &Tile::run, &Tile::run_b_rows});
+                   &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather});
 }
 template <>
 void append_avx2_kernels<double>(std::vector<MicroKernel<double>>& out) {
     using Tile = VectorTile<double, 6, 2, 32>;
     out.push_back({"f64_gemm_6x8__avx2", "avx2", 6, Tile::NR, 256, 120, 1536,
-                   &Tile::run, &Tile::run_b_rows});
+                   &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather});
 }
 #else
 template <>

@@ -17,13 +17,13 @@ template <>
 void append_avx512_kernels<float>(std::vector<MicroKernel<float>>& out) {
     using Tile = VectorTile<float, 8, 3, 64>;
     out.push_back({"f32_gemm_8x48__avx512f", "avx512f", 8, Tile::NR, FASTCONV_KC32, 128, 3072,
-                   &Tile::run, &Tile::run_b_rows});
+                   &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather});
 }
 template <>
 void append_avx512_kernels<double>(std::vector<MicroKernel<double>>& out) {
     using Tile = VectorTile<double, 8, 3, 64>;
     out.push_back({"f64_gemm_8x24__avx512f", "avx512f", 8, Tile::NR, FASTCONV_KC64, 128, 1536,
-                   &Tile::run, &Tile::run_b_rows});
+                   &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather});
 }
 #else
 template <>

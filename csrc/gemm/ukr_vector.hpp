@@ -45,36 +45,51 @@ struct VectorTile {
         return v;
     }
 
+    // Where row p of the B panel starts: packed (aligned, NR apart), rows of a matrix read in
+    // place, or rows gathered through a table (the shifted-rows forward's taps).
+    struct PackedRows {
+        const T* b;
+        const T* row(index_t p) const { return static_cast<const T*>(__builtin_assume_aligned(b + p * NR, 64)); }
+    };
+    struct StridedRows {
+        const T* b;
+        index_t ldb;
+        const T* row(index_t p) const { return b + p * ldb; }
+    };
+    struct GatheredRows {
+        const T* const* rows;
+        index_t col;
+        const T* row(index_t p) const { return rows[p] + col; }
+    };
+
     static void run(index_t k, const T* __restrict a, const T* __restrict b, T* __restrict c, index_t ldc,
                     int m, int n, bool accumulate, const T* __restrict bias) {
-        tile<true>(k, a, b, NR, c, ldc, m, n, accumulate, bias);
+        tile(k, a, PackedRows{b}, c, ldc, m, n, accumulate, bias);
     }
     static void run_b_rows(index_t k, const T* __restrict a, const T* __restrict b, index_t ldb, T* __restrict c,
                            index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
-        tile<false>(k, a, b, ldb, c, ldc, m, n, accumulate, bias);
+        tile(k, a, StridedRows{b, ldb}, c, ldc, m, n, accumulate, bias);
+    }
+    static void run_b_gather(index_t k, const T* __restrict a, const T* const* b_rows, index_t col,
+                             T* __restrict c, index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
+        tile(k, a, GatheredRows{b_rows, col}, c, ldc, m, n, accumulate, bias);
     }
 
-    // kPacked: b is a 64-byte aligned packed panel (ldb == NR), loaded aligned.
-    template <bool kPacked>
-    static void tile(index_t k, const T* __restrict a, const T* __restrict b, index_t ldb, T* __restrict c,
-                     index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
+    template <class Rows>
+    static void tile(index_t k, const T* __restrict a, Rows b, T* __restrict c, index_t ldc, int m, int n,
+                     bool accumulate, const T* __restrict bias) {
         V acc[MR][NV];
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
             for (int j = 0; j < NV; ++j) acc[i][j] = V{};
 
-        if constexpr (kPacked) b = static_cast<const T*>(__builtin_assume_aligned(b, 64));
         a = static_cast<const T*>(__builtin_assume_aligned(a, 64));
         for (index_t p = 0; p < k; ++p) {
+            const T* __restrict b_row = b.row(p);
             V bj[NV];
 #pragma GCC unroll 8
-            for (int j = 0; j < NV; ++j) {
-                if constexpr (kPacked)
-                    bj[j] = reinterpret_cast<const V*>(b)[j];
-                else
-                    bj[j] = load(b + j * L);
-            }
+            for (int j = 0; j < NV; ++j) bj[j] = load(b_row + j * L);
 #pragma GCC unroll 32
             for (int i = 0; i < MR; ++i) {
                 const V ai = splat(a[i]);
@@ -82,7 +97,6 @@ struct VectorTile {
                 for (int j = 0; j < NV; ++j) acc[i][j] += ai * bj[j];
             }
             a += MR;
-            b += kPacked ? index_t(NR) : ldb;
         }
 
         if (m == MR && n == NR) {
@@ -124,6 +138,18 @@ struct ScalarTile {
         for (index_t p = 0; p < k; ++p)
             for (int i = 0; i < MR; ++i)
                 for (int j = 0; j < NR; ++j) acc[i][j] += a[p * MR + i] * b[p * ldb + j];
+        store(acc, c, ldc, m, n, accumulate, bias);
+    }
+    static void run_b_gather(index_t k, const T* __restrict a, const T* const* b_rows, index_t col,
+                             T* __restrict c, index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
+        T acc[MR][NR] = {};
+        for (index_t p = 0; p < k; ++p)
+            for (int i = 0; i < MR; ++i)
+                for (int j = 0; j < NR; ++j) acc[i][j] += a[p * MR + i] * b_rows[p][col + j];
+        store(acc, c, ldc, m, n, accumulate, bias);
+    }
+    static void store(const T (&acc)[MR][NR], T* __restrict c, index_t ldc, int m, int n, bool accumulate,
+                      const T* __restrict bias) {
         for (int i = 0; i < m; ++i)
             for (int j = 0; j < n; ++j)
                 c[i * ldc + j] = (accumulate ? c[i * ldc + j] : T(0)) + acc[i][j] + (bias ? bias[i] : T(0));

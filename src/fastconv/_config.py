@@ -31,6 +31,12 @@ def _blas_spin() -> str:
     return _BLAS_SPIN
 
 
+def _caches() -> str:
+    c = _core.cache_sizes()
+    sizes = f"L1d {c['l1d'] // 1024} KiB, L2 {c['l2'] // 1024} KiB, L3 {c['l3'] // 1024} KiB"
+    return sizes + (" (blocking derives from these)" if c["detected"] else " (not detected: defaults)")
+
+
 def config() -> dict:
     from .backends import available_backends
 
@@ -41,6 +47,7 @@ def config() -> dict:
         platform=platform.platform(),
         numpy=np.__version__,
         threads=get_num_threads(),
+        caches=_caches(),
         backends=available_backends(),
         blas_spin=_blas_spin(),
         blas_threads=_blas.status(),

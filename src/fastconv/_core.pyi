@@ -147,8 +147,10 @@ def get_debug_poison() -> bool: ...
 def ukernel(
     name: str, k: SupportsIndex, a: np.ndarray, b: np.ndarray, c: np.ndarray, m: SupportsIndex,
     n: SupportsIndex, accumulate: bool, bias: Optional[np.ndarray], ldb: SupportsIndex = 0,
+    gather: Optional[np.ndarray] = None,
 ) -> None:
-    """One micro-kernel call on packed panels (ldb = 0) or B rows read in place (tests)."""
+    """One micro-kernel call on packed panels (ldb = 0), B rows read in place, or B rows
+    ``b[gather[p], 1:]`` through a table of row pointers (tests)."""
 
 def plane_kernel_limits() -> Dict[str, int]:
     """Blocking constants of the pooling kernels: ``row_block`` (outputs per row sweep) and
@@ -156,6 +158,10 @@ def plane_kernel_limits() -> Dict[str, int]:
 
 def gemm_kernels() -> List[str]:
     """GEMM kernel families (ISAs) this CPU can run, best first."""
+
+def cache_sizes() -> Dict[str, Any]:
+    """Data cache sizes in bytes that blocking uses: ``{"l1d", "l2", "l3", "detected"}``
+    (32 KiB / 512 KiB / 8 MiB where the CPU does not say)."""
 
 def gemm_kernel_table(usable_only: bool = True) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """(float32 kernels, float64 kernels) with their blocking, best first.
