@@ -25,6 +25,8 @@ namespace {
 
 // Input plus output block of one item, per thread: about half a core's L2.
 constexpr index_t kShiftedBudgetBytes = 1024 * 1024;
+// Weights of at least this many elements are packed by every thread (a fork costs ~10 us).
+constexpr index_t kParallelPackElems = 1 << 16;
 // The channel stride avoids multiples of 4 KiB: the micro-kernel reads NR elements of up to KC
 // channel rows at once, and rows 4 KiB apart share L1 sets.
 index_t channel_stride(index_t elems, index_t elem_bytes) {
@@ -100,40 +102,62 @@ index_t gathered_kc(const MicroKernel<T>& kern) {
     return std::clamp<index_t>(fit / 8 * 8, 16, kern.kc);
 }
 
+// Output rows per item: the largest count whose buffers fit the budget, at least one, then
+// fewer while the batch gives too few items to keep every thread busy and items stay wide.
+template <class T>
+index_t rows_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, index_t Wp) {
+    const Window& w = p.win;
+    const auto item_bytes = [&](index_t rows) {
+        return (p.c * ((rows + w.kh - 1) * Wp + w.kw) + p.oc * rows * Wp) * index_t(sizeof(T));
+    };
+    index_t rows = p.oh;
+    while (rows > 1 && item_bytes(rows) > kShiftedBudgetBytes) rows = ceil_div(rows, 2);
+    while (rows > 1 && p.n * ceil_div(p.oh, rows) < 4 * plan.threads && ceil_div(rows, 2) * Wp >= 4 * plan.kern->nr)
+        rows = ceil_div(rows, 2);
+    return rows;
+}
+
+// Filters per item: all of them, unless the row blocks alone leave threads idle (a batch-1
+// 13x13 layer is one block): then blocks of whole MR panels. W is packed once per call, so a
+// filter block only repeats the copy of its padded rows, a small fraction of its GEMM.
+template <class T>
+index_t filters_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, index_t row_blocks) {
+    const index_t mr = plan.kern->mr, want = 4 * plan.threads;
+    if (plan.threads <= 1 || row_blocks >= want || p.oc < 2 * mr) return p.oc;
+    const index_t blocks = std::min(ceil_div(want, row_blocks), ceil_div(p.oc, mr));
+    return round_up(ceil_div(p.oc, blocks), mr);
+}
+
 // Auto rule (measured, benchmarks/NOTES.md sections 34 and 37): since one gathered GEMM covers
 // every tap, this path ties or beats the implicit one on every stride-1 layer measured (C = 1 to
-// 256, 8x8 to 56x56 planes; 1.1-4x in float32) as long as the dropped pad columns stay at most
-// 25 % of the output width, and items hold at least 4 NR pixels, one per thread.
+// 512, 7x7 to 56x56 planes) as long as the dropped pad columns stay at most half the output
+// width and items hold at least NR pixels, one item per thread.
 template <class T>
 bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const Window& w = p.win;
     const std::optional<ForwardAlgorithm> forced = forced_forward_algorithm();
     if (w.sh != 1 || w.sw != 1 || (forced && *forced != ForwardAlgorithm::shifted_rows)) return false;
     const MicroKernel<T>& kern = *plan.kern;
-    const index_t Wp = p.w + 2 * w.pw, bytes = sizeof(T);
-    // Output rows per item: the largest count whose buffers fit the budget, at least one, then
-    // fewer while the batch gives too few items to keep every thread busy and items stay wide.
-    const auto item_bytes = [&](index_t rows) {
-        return (p.c * ((rows + w.kh - 1) * Wp + w.kw) + p.oc * rows * Wp) * bytes;
-    };
-    index_t rows = p.oh;
-    while (rows > 1 && item_bytes(rows) > kShiftedBudgetBytes) rows = ceil_div(rows, 2);
-    while (rows > 1 && p.n * ceil_div(p.oh, rows) < 4 * plan.threads && ceil_div(rows, 2) * Wp >= 4 * kern.nr)
-        rows = ceil_div(rows, 2);
+    const index_t Wp = p.w + 2 * w.pw;
+    const index_t rows = rows_per_item(p, plan, Wp), row_blocks = p.n * ceil_div(p.oh, rows);
+    const index_t filter_block = filters_per_item(p, plan, row_blocks);
+    const index_t items = row_blocks * ceil_div(p.oc, filter_block);
     const bool pointwise = w.kh == 1 && w.kw == 1 && w.ph == 0 && w.pw == 0;
-    const bool few_pad_columns = 4 * Wp <= 5 * p.ow;
-    const bool wide = rows * Wp >= kern.nr && p.n * ceil_div(p.oh, rows) >= plan.threads;
+    const bool few_pad_columns = 2 * Wp <= 3 * p.ow;
+    const bool wide = rows * Wp >= kern.nr && items >= plan.threads;
     if (!forced && !((pointwise || few_pad_columns) && wide)) return false;
     plan.algorithm = ForwardAlgorithm::shifted_rows;
     plan.rows = rows;
     plan.row_items = ceil_div(p.oh, rows);
-    plan.items = p.n * plan.row_items;
+    plan.filter_block = filter_block;
+    plan.filter_blocks = ceil_div(p.oc, filter_block);
+    plan.items = items;
     plan.pitch = Wp;
-    plan.channel_ld = channel_stride((rows + w.kh - 1) * Wp + w.kw, bytes);
+    plan.channel_ld = channel_stride((rows + w.kh - 1) * Wp + w.kw, sizeof(T));
     ScratchBooking booking;
     // + NR: the last panel of the last channel's last tap reads up to NR - 1 columns past it.
     plan.image_elems = booking.book(p.c * plan.channel_ld + kern.nr);
-    plan.c_block_elems = booking.book(p.oc * rows * Wp);
+    plan.c_block_elems = booking.book(filter_block * rows * Wp);
     plan.gemm = gemm::plan_gemm(kern, p.oc, rows * Wp, p.patch(), gathered_kc<T>(kern));
     plan.thread_elems = booking.total();
     plan.shared_elems = round_up(p.oc, kern.mr) * p.patch();  // W packed once, read by every thread
@@ -141,16 +165,20 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     return true;
 }
 
-// W (M x K) as the A panels of every depth block: block pc at packed + pc * round_up(M, MR).
+// W (M x K) as the A panels of every depth block: block pc at packed + pc * round_up(M, MR),
+// one MR panel per item (a 512-filter 3x3 layer's 9 MB of weights took a serial millisecond).
 template <class T>
-void pack_weights(const gemm::GemmPlan& g, int mr, const T* w, index_t M, index_t K, Span<T> packed) {
-    const index_t rows = round_up(M, mr);
+void pack_weights(const gemm::GemmPlan& g, int mr, const T* w, index_t M, index_t K, Span<T> packed,
+                  int threads) {
+    const index_t rows = round_up(M, mr), panels = rows / mr;
     packed.need(rows * K, "shifted_rows_forward", "packed weights");
-    for (index_t pc = 0; pc < K; pc += g.kc)
-        gemm::pack_a_rows(w, K, M, mr, 0, M, pc, std::min(g.kc, K - pc), packed.from(pc * rows, "pack_weights"));
+    const int team = M * K >= kParallelPackElems ? threads : 1;
+    parallel_for(ceil_div(K, g.kc) * panels, [&](index_t item) {
+        const index_t pc = (item / panels) * g.kc, kc = std::min(g.kc, K - pc), ic = (item % panels) * mr;
+        gemm::pack_a_rows(w, K, M, mr, ic, mr, pc, kc, packed.from(pc * rows + ic * kc, "pack_weights"));
+    }, 1, team);
 }
 
-// B row k = (c, i, j) of an item: channel c of the thread's padded rows, from tap (i, j).
 // The micro-kernel reads whole NR-wide panels, so the last row is read up to the item's pixel
 // count rounded up to NR: checked here, once, against the buffer.
 template <class T>
@@ -166,23 +194,24 @@ void tap_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, Span<T> buf
     buf.need(farthest + round_up(plan.chunk, plan.kern->nr), "shifted_rows_forward", "rows read by the last panel");
 }
 
-// block (M x npx, row stride npx) = packed W . B + bias, B rows through `rows`.
+// block (mb x npx, row stride npx) = rows [m0, m0 + mb) of packed W (M x K) . B + bias, B rows
+// through `rows`; m0 is a multiple of MR.
 template <class T>
-void gemm_gathered(const MicroKernel<T>& kern, const gemm::GemmPlan& g, index_t M, index_t K, index_t npx,
-                   const T* packed, const T* const* rows, const T* bias, Span<T> block) {
-    block.need(M * npx, "shifted_rows_forward", "output block");
+void gemm_gathered(const MicroKernel<T>& kern, const gemm::GemmPlan& g, index_t M, index_t m0, index_t mb,
+                   index_t K, index_t npx, const T* packed, const T* const* rows, const T* bias, Span<T> block) {
+    block.need(mb * npx, "shifted_rows_forward", "output block");
     const index_t mr = kern.mr, nr = kern.nr, m_rows = round_up(M, mr);
-    for (index_t ic = 0; ic < M; ic += g.mc) {
-        const index_t mc = std::min(g.mc, M - ic);
+    for (index_t ic = m0; ic < m0 + mb; ic += g.mc) {
+        const index_t mc = std::min(g.mc, m0 + mb - ic);
         for (index_t jr = 0; jr < npx; jr += nr) {
             const int n = static_cast<int>(std::min(nr, npx - jr));
             for (index_t pc = 0; pc < K; pc += g.kc) {
                 const index_t kc = std::min(g.kc, K - pc);
                 const bool last = pc + kc >= K;
                 for (index_t ir = ic; ir < ic + mc; ir += mr) {
-                    const int m = static_cast<int>(std::min(mr, M - ir));
+                    const int m = static_cast<int>(std::min(mr, m0 + mb - ir));
                     kern.run_b_gather(kc, packed + pc * m_rows + (ir / mr) * kc * mr, rows + pc, jr,
-                                      block.data + ir * npx + jr, npx, m, n, pc > 0,
+                                      block.data + (ir - m0) * npx + jr, npx, m, n, pc > 0,
                                       last && bias ? bias + ir : nullptr);
                 }
             }
@@ -196,13 +225,14 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
     const MicroKernel<T>& kern = *plan.kern;
     const index_t M = p.oc, K = p.patch(), Wp = plan.pitch;
     gemm::AlignedBuffer<T> packed(plan.shared_elems);
-    pack_weights(plan.gemm, kern.mr, w, M, K, Span<T>{packed.get(), plan.shared_elems});
+    pack_weights(plan.gemm, kern.mr, w, M, K, Span<T>{packed.get(), plan.shared_elems}, plan.threads);
     ThreadScratch<T> scratch(plan.thread_elems, plan.threads, "shifted_rows_forward");
     std::vector<const T*> row_tables(static_cast<std::size_t>(plan.threads * K));
     std::vector<char> built(static_cast<std::size_t>(plan.threads), 0);
     parallel_for_flush(plan.items, [&](index_t item) {
-        const index_t n = item / plan.row_items, oh0 = (item % plan.row_items) * plan.rows;
-        const index_t noh = std::min(plan.rows, p.oh - oh0), npx = noh * Wp;
+        const index_t row_item = item / plan.filter_blocks, m0 = (item % plan.filter_blocks) * plan.filter_block;
+        const index_t n = row_item / plan.row_items, oh0 = (row_item % plan.row_items) * plan.rows;
+        const index_t noh = std::min(plan.rows, p.oh - oh0), npx = noh * Wp, mb = std::min(plan.filter_block, M - m0);
         Span<T> mine = scratch.mine();
         const Span<T> buf = mine.take(plan.image_elems, "shifted_rows_forward", "padded rows");
         const Span<T> block = mine.take(plan.c_block_elems, "shifted_rows_forward", "output block");
@@ -212,11 +242,11 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
             built[thread_index()] = 1;
         }
         load_padded_rows(p, plan, x + n * p.c * p.in_plane(), oh0, noh, buf);
-        gemm_gathered(kern, plan.gemm, M, K, npx, packed.get(), rows, bias, block);
-        for (index_t f = 0; f < M; ++f)
+        gemm_gathered(kern, plan.gemm, M, m0, mb, K, npx, packed.get(), rows, bias, block);
+        for (index_t f = 0; f < mb; ++f)
             for (index_t r = 0; r < noh; ++r) {
                 const T* src = block.data + f * npx + r * Wp;
-                std::copy(src, src + p.ow, out + ((n * M + f) * p.oh + oh0 + r) * p.ow);
+                std::copy(src, src + p.ow, out + ((n * M + m0 + f) * p.oh + oh0 + r) * p.ow);
             }
     }, 1, plan.threads);
     scratch.verify();

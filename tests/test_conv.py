@@ -309,14 +309,19 @@ def test_pixel_dots_across_its_items_and_lanes(N, C, H, W, k, dtype, poisoned):
     (2, 32, 5, 6, 131),    # 60 pixels over two images, 131 filters (not a multiple of MR)
     (1, 48, 13, 13, 384),  # AlexNet conv3-like: 169 pixels under 384 filters
 ])
-def test_forward_filter_blocks(N, C, H, W, FN, dtype, poisoned, threads_restored):
-    """Few pixels, more filters: the batch-chunks layout splits the filters instead of the pixels
-    (each item packs only its rows of W); checked against the naive loops, buffers poisoned."""
+@pytest.mark.parametrize("algorithm", ["implicit_gemm", "shifted_rows"])
+def test_forward_filter_blocks(N, C, H, W, FN, algorithm, dtype, poisoned, threads_restored):
+    """Few pixels, more filters: both GEMM paths split the filters instead of the pixels (the
+    implicit one in its batch-chunks layout, each item packing only its rows of W; shifted rows
+    reading its slice of W packed once); checked against the naive loops, buffers poisoned."""
     fastconv.set_num_threads(2)
     rng = rng_for("filter-blocks", N, C, H, W, FN)
     x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, 3, 3), dtype), randn(rng, (FN,), dtype)
-    plan = fastconv.explain_plan(x.shape, w.shape, pad=1, dtype=dtype)["forward"]
-    assert plan["layout"] == "batch_chunks" and plan["filter_block"] < FN and plan["chunk"] == N * H * W, plan
-    out = fastconv.conv2d(x, w, b, 1, 1)
+    with forward_algorithm(algorithm):
+        plan = fastconv.explain_plan(x.shape, w.shape, pad=1, dtype=dtype)["forward"]
+        out = fastconv.conv2d(x, w, b, 1, 1)
+    assert plan["algorithm"] == algorithm and plan["filter_block"] < FN, plan
+    if algorithm == "implicit_gemm":
+        assert plan["layout"] == "batch_chunks" and plan["chunk"] == N * H * W, plan
     assert_close(out, naive.conv2d(x, w, b, 1, 1), naive.conv2d(np.abs(x), np.abs(w), np.abs(b), 1, 1),
                  C * 9 + 1, dtype, "filter blocks")
