@@ -50,7 +50,8 @@ struct ConvForwardPlan {
     // computes `rows * pitch` pixels per filter (the pad columns are computed and dropped).
     ForwardAlgorithm algorithm = ForwardAlgorithm::implicit_gemm;
     index_t rows = 0, row_items = 0, pitch = 0, channel_ld = 0, image_elems = 0;
-    index_t shared_elems = 0;  // shifted_rows: W packed once per call, read by every thread
+    index_t shared_elems = 0;       // shifted_rows: W packed once per call, read by every thread
+    bool weights_in_place = false;  // shifted_rows: or W's rows read in place (shared_elems = 0)
 };
 
 // Which gradients a backward call computes: dx alone is a transposed convolution, dW alone is

@@ -39,19 +39,25 @@ py::array gemm_py(const py::array& a, const py::array& b, index_t scratch_elems)
 // kernels: a (k*MR) and, when ldb == 0, b (k*NR) are packed panels, copied to 64-byte aligned
 // scratch; with ldb > 0, b is k rows of ldb elements read in place (run_b_rows), copied one
 // element off alignment. With `gather` (k row numbers, ldb > NR), B row p is b[gather[p], 1:]
-// read through a table of row pointers (run_b_gather, column offset 1).
+// read through a table of row pointers (run_b_gather, column offset 1); a_ld > 0 then reads A's
+// rows in place from a (MR x a_ld, row-major) instead of a packed panel.
 // c (rows >= m, row stride = its width) is updated in place.
 template <class T>
 void ukernel_typed(const std::string& name, index_t k, const py::array& a, const py::array& b, py::array& c, int m,
                    int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb,
-                   const std::optional<py::array_t<std::int64_t>>& gather) {
+                   const std::optional<py::array_t<std::int64_t>>& gather, index_t a_ld) {
     const gemm::MicroKernel<T>* kern = nullptr;
     for (const auto& cand : gemm::all_kernels<T>())
         if (name == cand.name && gemm::cpu_supports(cand.isa)) kern = &cand;
     if (!kern) throw std::invalid_argument("ukernel: no usable kernel named '" + name + "'");
     if (k < 0 || m < 1 || m > kern->mr || n < 1 || n > kern->nr)
         throw std::invalid_argument("ukernel: need k >= 0, 1 <= m <= MR, 1 <= n <= NR");
-    expect_shape(a, {k * kern->mr}, "a");
+    if (a_ld > 0 && !gather) throw std::invalid_argument("ukernel: a_ld needs gather");
+    if (a_ld > 0 && a_ld < k) throw std::invalid_argument("ukernel: a_ld must be >= k");
+    if (a_ld > 0)
+        expect_shape(a, {index_t(kern->mr), a_ld}, "a");
+    else
+        expect_shape(a, {k * kern->mr}, "a");
     if (ldb == 0)
         expect_shape(b, {k * kern->nr}, "b");
     else if (ldb < kern->nr)
@@ -61,7 +67,7 @@ void ukernel_typed(const std::string& name, index_t k, const py::array& a, const
     expect_ndim(c, 2, "c");
     if (c.shape(0) < m || c.shape(1) < n) throw std::invalid_argument("ukernel: c is smaller than the tile");
     if (bias) expect_shape(*bias, {kern->mr}, "bias");
-    gemm::AlignedBuffer<T> a_buf(k * kern->mr), b_buf(b.size() + 1);
+    gemm::AlignedBuffer<T> a_buf(a.size()), b_buf(b.size() + 1);
     std::copy(cdata<T>(a), cdata<T>(a) + a.size(), a_buf.get());
     T* b_at = b_buf.get() + (ldb == 0 ? 0 : 1);
     std::copy(cdata<T>(b), cdata<T>(b) + b.size(), b_at);
@@ -76,7 +82,7 @@ void ukernel_typed(const std::string& name, index_t k, const py::array& a, const
             if (r < 0 || r >= k) throw std::invalid_argument("ukernel: gather rows must be in [0, k)");
             rows[p] = b_at + r * ldb;
         }
-        kern->run_b_gather(k, a_buf.get(), rows.data(), 1, cp, c.shape(1), m, n, accumulate, bp);
+        kern->run_b_gather(k, a_buf.get(), a_ld, rows.data(), 1, cp, c.shape(1), m, n, accumulate, bp);
     } else if (ldb == 0) {
         kern->run(k, a_buf.get(), b_at, cp, c.shape(1), m, n, accumulate, bp);
     } else {
@@ -86,14 +92,14 @@ void ukernel_typed(const std::string& name, index_t k, const py::array& a, const
 
 void ukernel_py(const std::string& name, index_t k, const py::array& a, const py::array& b, py::array& c, int m,
                 int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb,
-                const std::optional<py::array_t<std::int64_t>>& gather) {
+                const std::optional<py::array_t<std::int64_t>>& gather, index_t a_ld) {
     const Dtype dt = float_dtype(c, "c");
     same_dtype(dt, float_dtype(a, "a"), "ukernel");
     same_dtype(dt, float_dtype(b, "b"), "ukernel");
     if (bias) same_dtype(dt, float_dtype(*bias, "bias"), "ukernel");
     if (!c.writeable()) throw std::invalid_argument("ukernel: c must be writeable");
     dispatch(dt, [&](auto tag) {
-        ukernel_typed<decltype(tag)>(name, k, a, b, c, m, n, accumulate, bias, ldb, gather);
+        ukernel_typed<decltype(tag)>(name, k, a, b, c, m, n, accumulate, bias, ldb, gather, a_ld);
         return 0;
     });
 }
@@ -169,7 +175,7 @@ void register_runtime(py::module_& m) {
         },
         "Blocking constants of the pooling kernels (tests aim their shapes at them).");
     m.def("ukernel", &ukernel_py, "name"_a, "k"_a, "a"_a, "b"_a, "c"_a, "m"_a, "n"_a, "accumulate"_a, "bias"_a,
-          "ldb"_a = 0, "gather"_a = py::none(),
+          "ldb"_a = 0, "gather"_a = py::none(), "a_ld"_a = 0,
           "One micro-kernel call on packed panels (ldb = 0), B rows read in place, or B rows gathered through "
           "a row table (tests).");
     m.def(

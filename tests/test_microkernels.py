@@ -30,12 +30,15 @@ def _depths(kern):
     return sorted({0, 1, kern["kc"] - 1, kern["kc"], kern["kc"] + 1})
 
 
-ENTRIES = ["run", "run_b_rows", "run_b_gather"]
+ENTRIES = ["run", "run_b_rows", "run_b_gather", "run_b_gather_a_rows"]
 
 
 def _check_tile(dtype, kern, k, m, n, accumulate, with_bias, entry, rng):
     MR, NR = kern["mr"], kern["nr"]
-    a = rng.standard_normal(k * MR).astype(dtype)
+    a_ld = k + 3 if entry == "run_b_gather_a_rows" else 0
+    a = rng.standard_normal((MR, a_ld) if a_ld else k * MR).astype(dtype)
+    if a_ld:  # rows past m: NaN, so a kernel that mixed them into the tile would show it
+        a[m:] = np.nan
     ldb = 0 if entry == "run" else NR + 5
     b = rng.standard_normal((k, ldb) if ldb else k * NR).astype(dtype)
     bias = rng.standard_normal(MR).astype(dtype) if with_bias else None
@@ -43,10 +46,10 @@ def _check_tile(dtype, kern, k, m, n, accumulate, with_bias, entry, rng):
     around = c.copy()
     start = c[:m, :n].copy()
     # Rows in a shuffled order with repeats, as a convolution's taps revisit one image.
-    gather = rng.integers(0, max(k, 1), size=k) if entry == "run_b_gather" else None
-    _core.ukernel(kern["name"], k, a, b, c, m, n, accumulate, bias, ldb, gather)
+    gather = rng.integers(0, max(k, 1), size=k) if entry.startswith("run_b_gather") else None
+    _core.ukernel(kern["name"], k, a, b, c, m, n, accumulate, bias, ldb, gather, a_ld)
 
-    A = a.reshape(k, MR).astype(np.float64)[:, :m]
+    A = (a[:, :k].T if a_ld else a.reshape(k, MR)).astype(np.float64)[:, :m]
     if entry == "run":
         B = b.reshape(k, NR)
     elif entry == "run_b_rows":

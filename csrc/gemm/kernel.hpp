@@ -28,9 +28,11 @@ using MicroKernelRowsFn = void (*)(index_t k, const T* a, const T* b, index_t ld
                                    int n, bool accumulate, const T* bias);
 // The same tile with B row p at b_rows[p] + col (any alignment, all NR columns readable): the
 // rows of a K that spans several shifted copies of one image, so one call covers every tap.
+// lda == 0: `a` is a packed panel; lda > 0: A's rows i < m are read in place at a + i*lda
+// (batch-1 layers use each weight once per pixel panel: packing them would cost more).
 template <class T>
-using MicroKernelGatherFn = void (*)(index_t k, const T* a, const T* const* b_rows, index_t col, T* c, index_t ldc,
-                                     int m, int n, bool accumulate, const T* bias);
+using MicroKernelGatherFn = void (*)(index_t k, const T* a, index_t lda, const T* const* b_rows, index_t col, T* c,
+                                     index_t ldc, int m, int n, bool accumulate, const T* bias);
 
 template <class T>
 struct MicroKernel {

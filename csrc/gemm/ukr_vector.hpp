@@ -62,29 +62,45 @@ struct VectorTile {
         const T* row(index_t p) const { return rows[p] + col; }
     };
 
+    // A: a packed MR-row panel, or MR rows of a matrix read in place (rows past m repeat row
+    // m - 1, so nothing past the matrix is read; their sums are never stored).
+    struct PackedA {
+        const T* a;
+        T at(index_t p, int i) const { return static_cast<const T*>(__builtin_assume_aligned(a, 64))[p * MR + i]; }
+    };
+    struct RowsA {
+        const T* rows[MR];
+        RowsA(const T* a, index_t lda, int m) {
+            for (int i = 0; i < MR; ++i) rows[i] = a + (i < m ? i : m - 1) * lda;
+        }
+        T at(index_t p, int i) const { return rows[i][p]; }
+    };
+
     static void run(index_t k, const T* __restrict a, const T* __restrict b, T* __restrict c, index_t ldc,
                     int m, int n, bool accumulate, const T* __restrict bias) {
-        tile(k, a, PackedRows{b}, c, ldc, m, n, accumulate, bias);
+        tile(k, PackedA{a}, PackedRows{b}, c, ldc, m, n, accumulate, bias);
     }
     static void run_b_rows(index_t k, const T* __restrict a, const T* __restrict b, index_t ldb, T* __restrict c,
                            index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
-        tile(k, a, StridedRows{b, ldb}, c, ldc, m, n, accumulate, bias);
+        tile(k, PackedA{a}, StridedRows{b, ldb}, c, ldc, m, n, accumulate, bias);
     }
-    static void run_b_gather(index_t k, const T* __restrict a, const T* const* b_rows, index_t col,
+    static void run_b_gather(index_t k, const T* __restrict a, index_t lda, const T* const* b_rows, index_t col,
                              T* __restrict c, index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
-        tile(k, a, GatheredRows{b_rows, col}, c, ldc, m, n, accumulate, bias);
+        if (lda == 0)
+            tile(k, PackedA{a}, GatheredRows{b_rows, col}, c, ldc, m, n, accumulate, bias);
+        else
+            tile(k, RowsA(a, lda, m), GatheredRows{b_rows, col}, c, ldc, m, n, accumulate, bias);
     }
 
-    template <class Rows>
-    static void tile(index_t k, const T* __restrict a, Rows b, T* __restrict c, index_t ldc, int m, int n,
-                     bool accumulate, const T* __restrict bias) {
+    template <class A, class Rows>
+    static void tile(index_t k, A a, Rows b, T* __restrict c, index_t ldc, int m, int n, bool accumulate,
+                     const T* __restrict bias) {
         V acc[MR][NV];
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
             for (int j = 0; j < NV; ++j) acc[i][j] = V{};
 
-        a = static_cast<const T*>(__builtin_assume_aligned(a, 64));
         for (index_t p = 0; p < k; ++p) {
             const T* __restrict b_row = b.row(p);
             V bj[NV];
@@ -92,11 +108,10 @@ struct VectorTile {
             for (int j = 0; j < NV; ++j) bj[j] = load(b_row + j * L);
 #pragma GCC unroll 32
             for (int i = 0; i < MR; ++i) {
-                const V ai = splat(a[i]);
+                const V ai = splat(a.at(p, i));
 #pragma GCC unroll 8
                 for (int j = 0; j < NV; ++j) acc[i][j] += ai * bj[j];
             }
-            a += MR;
         }
 
         if (m == MR && n == NR) {
@@ -140,12 +155,14 @@ struct ScalarTile {
                 for (int j = 0; j < NR; ++j) acc[i][j] += a[p * MR + i] * b[p * ldb + j];
         store(acc, c, ldc, m, n, accumulate, bias);
     }
-    static void run_b_gather(index_t k, const T* __restrict a, const T* const* b_rows, index_t col,
+    static void run_b_gather(index_t k, const T* __restrict a, index_t lda, const T* const* b_rows, index_t col,
                              T* __restrict c, index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
         T acc[MR][NR] = {};
         for (index_t p = 0; p < k; ++p)
-            for (int i = 0; i < MR; ++i)
-                for (int j = 0; j < NR; ++j) acc[i][j] += a[p * MR + i] * b_rows[p][col + j];
+            for (int i = 0; i < MR; ++i) {
+                const T ai = lda == 0 ? a[p * MR + i] : a[(i < m ? i : m - 1) * lda + p];
+                for (int j = 0; j < NR; ++j) acc[i][j] += ai * b_rows[p][col + j];
+            }
         store(acc, c, ldc, m, n, accumulate, bias);
     }
     static void store(const T (&acc)[MR][NR], T* __restrict c, index_t ldc, int m, int n, bool accumulate,

@@ -147,10 +147,11 @@ def get_debug_poison() -> bool: ...
 def ukernel(
     name: str, k: SupportsIndex, a: np.ndarray, b: np.ndarray, c: np.ndarray, m: SupportsIndex,
     n: SupportsIndex, accumulate: bool, bias: Optional[np.ndarray], ldb: SupportsIndex = 0,
-    gather: Optional[np.ndarray] = None,
+    gather: Optional[np.ndarray] = None, a_ld: SupportsIndex = 0,
 ) -> None:
     """One micro-kernel call on packed panels (ldb = 0), B rows read in place, or B rows
-    ``b[gather[p], 1:]`` through a table of row pointers (tests)."""
+    ``b[gather[p], 1:]`` through a table of row pointers, with A packed or (a_ld > 0) its rows
+    read in place from an MR x a_ld matrix (tests)."""
 
 def plane_kernel_limits() -> Dict[str, int]:
     """Blocking constants of the pooling kernels: ``row_block`` (outputs per row sweep) and
