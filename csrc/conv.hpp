@@ -78,6 +78,9 @@ struct ConvBackwardPlan {
     gemm::GemmPlan dx_gemm;  // M = block rows (channels x taps), N = chunk pixels, K = filters
     index_t dx_item_elems = 0;
     bool fused = false;              // each image's dx right after its dW, on the same thread
+    // Stride 1: dx as the forward convolution of dout with W flipped and transposed (padding
+    // kh - 1 - ph), which then runs on the shifted-rows path instead of GEMM + col2im.
+    bool dx_as_forward = false;
     index_t wgrad_thread_elems = 0;  // scratch per thread of the dW phase (with dx when fused)
     index_t dx_thread_elems = 0;     // scratch per thread of the unfused dx phase
 };

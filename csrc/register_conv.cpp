@@ -181,6 +181,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     bwd["oh_chunk"] = b.oh_chunk;
     bwd["dx_gemm"] = gemm_plan_dict(b.dx_gemm);
     bwd["fused"] = b.fused;
+    bwd["data_grad"] = b.dx_as_forward ? "transposed_forward" : "gemm_col2im";
     bwd["thread_elems"] = std::max(b.wgrad_thread_elems, b.dx_thread_elems);
     bwd["threads"] = b.threads;
     d["kernel"] = f.kern->name;

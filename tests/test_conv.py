@@ -96,6 +96,34 @@ def test_backward_matches_naive(case, backend, dtype):
     assert_close(db, rdb, adb, n_db, dtype, f"db[{backend}]")
 
 
+@pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
+    (8, 16, 9, 9, 8, 3, 1),     # the smallest batch and channel count the rule takes
+    (9, 17, 13, 11, 24, 3, 0),  # a valid conv: the transposed forward pads by kh - 1
+    (8, 24, 10, 12, 41, 5, 2),  # 5x5, 41 filters (not a multiple of MR)
+    (8, 16, 7, 7, 130, 1, 0),   # 1x1: dout's 130 channels in
+])
+def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned):
+    """Stride 1, a batch of >= 8, >= 16 channels: dx runs as the forward convolution of dout
+    with W flipped and transposed; dx, dW and db against the naive loops, buffers poisoned,
+    through the whole backward and through dx alone."""
+    rng = rng_for("dx-as-forward", N, C, H, W, FN, k, pad)
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype)
+    OH, OW = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+    dout = randn(rng, (N, FN, OH, OW), dtype)
+    plan = fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]
+    assert plan["data_grad"] == "transposed_forward", plan
+    dx, dw, db = fastconv.conv2d_backward(dout, x, w, 1, pad)
+    rdx, rdw, rdb = naive.conv2d_backward(dout, x, w, 1, pad)
+    adx, adw, adb = naive.conv2d_backward(np.abs(dout), np.abs(x), np.abs(w), 1, pad)
+    assert_close(dx, rdx, adx, FN * k * k, dtype, "dx as a transposed forward")
+    assert_close(dw, rdw, adw, N * OH * OW, dtype, "dW beside it")
+    assert_close(db, rdb, adb, N * OH * OW, dtype, "db beside it")
+    alone = fastconv.conv2d_backward_input(dout, w, x.shape, stride=1, pad=pad)
+    assert_close(alone, rdx, adx, FN * k * k, dtype, "dx alone as a transposed forward")
+    with forward_algorithm("implicit_gemm"):  # the transposed forward would not take shifted rows
+        assert fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]["data_grad"] == "gemm_col2im"
+
+
 @pytest.mark.parametrize("case", params(CASES))
 def test_exact_on_small_integers(case, backend, dtype):
     """Integer-valued data: every product and partial sum is exact, whatever the summation
