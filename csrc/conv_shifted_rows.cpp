@@ -208,11 +208,13 @@ void gemm_gathered(const MicroKernel<T>& kern, const gemm::GemmPlan& g, index_t 
     const index_t mr = kern.mr, nr = kern.nr, m_rows = round_up(M, mr);
     for (index_t ic = m0; ic < m0 + mb; ic += g.mc) {
         const index_t mc = std::min(g.mc, m0 + mb - ic);
-        for (index_t jr = 0; jr < npx; jr += nr) {
-            const int n = static_cast<int>(std::min(nr, npx - jr));
-            for (index_t pc = 0; pc < K; pc += g.kc) {
-                const index_t kc = std::min(g.kc, K - pc);
-                const bool last = pc + kc >= K;
+        // Depth blocks outside the pixel panels: an MC x KC block of A stays in L2 across
+        // the panels (read in place, a whole MC x K slice of W would stream once per panel).
+        for (index_t pc = 0; pc < K; pc += g.kc) {
+            const index_t kc = std::min(g.kc, K - pc);
+            const bool last = pc + kc >= K;
+            for (index_t jr = 0; jr < npx; jr += nr) {
+                const int n = static_cast<int>(std::min(nr, npx - jr));
                 for (index_t ir = ic; ir < ic + mc; ir += mr) {
                     const int m = static_cast<int>(std::min(mr, m0 + mb - ir));
                     const T* a = packed ? packed + pc * m_rows + (ir / mr) * kc * mr : w + ir * K + pc;
