@@ -2,11 +2,13 @@
 //
 // With the input zero-padded into rows of pitch Wp = W + 2 pw, the im2col row of tap (i, j) and
 // channel c is the padded plane of c read from offset i*Wp + j: for output pixel q = oh*Wp + ow,
-// x_pad[c][oh + i][ow + j] = plane_c[q + i*Wp + j]. So each tap is a GEMM
-//     out_block (filters x rows*Wp) += W[:, :, i, j] (filters x C) . shifted planes (C x rows*Wp)
-// whose B is a row-major matrix (ld = the channel stride) read in place by the micro-kernel; the
-// Wp - OW pad columns of each row are computed and dropped when the block is copied out. The
-// implicit-im2col path instead packs kh*kw copies of the image per item.
+// x_pad[c][oh + i][ow + j] = plane_c[q + i*Wp + j]. So the whole convolution of an item is one GEMM
+//     out_block (filters x rows*Wp) = W (filters x C*kh*kw) . B (C*kh*kw x rows*Wp)
+// whose B row (c, i, j) is the padded plane of c from offset i*Wp + j: the micro-kernel reads
+// it in place through a table of row pointers (run_b_gather), one table per thread, built once.
+// The Wp - OW pad columns of each row are computed and dropped when the block is copied out.
+// A strided 1x1 kernel copies its subsampled rows (pitch OW) and runs the same way.
+// The implicit-im2col path instead packs kh*kw copies of the image per item.
 #include <algorithm>
 #include <atomic>
 #include <stdexcept>
@@ -44,7 +46,11 @@ void load_padded_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, con
     buf.need(plan.image_elems, "shifted_rows_forward", "padded rows");
     for (index_t c = 0; c < p.c; ++c) {
         T* plane = buf.data + c * plan.channel_ld;
-        for (index_t r = 0; r < R; ++r) {
+        for (index_t r = 0; r < R && (w.sh != 1 || w.sw != 1); ++r) {  // a strided 1x1: subsample
+            const T* src = img + c * p.in_plane() + (oh0 + r) * w.sh * p.w;
+            for (index_t ow = 0; ow < p.ow; ++ow) plane[r * Wp + ow] = src[ow * w.sw];
+        }
+        for (index_t r = 0; r < R && w.sh == 1 && w.sw == 1; ++r) {
             T* dst = plane + r * Wp;
             const index_t ih = oh0 + r - w.ph;
             if (ih < 0 || ih >= p.h) {
@@ -131,21 +137,29 @@ index_t filters_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, 
 // Auto rule (measured, benchmarks/NOTES.md sections 34 and 37): since one gathered GEMM covers
 // every tap, this path ties or beats the implicit one on every stride-1 layer measured (C = 1 to
 // 512, 7x7 to 56x56 planes) as long as the dropped pad columns stay at most half the output
-// width and items hold at least NR pixels, one item per thread.
+// width, items hold at least NR pixels, one item per thread, and fill their tiles.
 template <class T>
 bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const Window& w = p.win;
     const std::optional<ForwardAlgorithm> forced = forced_forward_algorithm();
-    if (w.sh != 1 || w.sw != 1 || (forced && *forced != ForwardAlgorithm::shifted_rows)) return false;
+    const bool pointwise = w.kh == 1 && w.kw == 1 && w.ph == 0 && w.pw == 0;
+    // Strided 1x1 kernels too: their items copy the subsampled rows, then run as stride 1.
+    if ((!pointwise && (w.sh != 1 || w.sw != 1)) || (forced && *forced != ForwardAlgorithm::shifted_rows))
+        return false;
     const MicroKernel<T>& kern = *plan.kern;
-    const index_t Wp = p.w + 2 * w.pw;
+    const index_t Wp = pointwise ? p.ow : p.w + 2 * w.pw;
     const index_t rows = rows_per_item(p, plan, Wp), row_blocks = p.n * ceil_div(p.oh, rows);
     const index_t filter_block = filters_per_item(p, plan, row_blocks);
     const index_t items = row_blocks * ceil_div(p.oc, filter_block);
-    const bool pointwise = w.kh == 1 && w.kw == 1 && w.ph == 0 && w.pw == 0;
     const bool few_pad_columns = 2 * Wp <= 3 * p.ow;
     const bool wide = rows * Wp >= kern.nr && items >= plan.threads;
-    if (!forced && !((pointwise || few_pad_columns) && wide)) return false;
+    // An item's pixels in NR-wide tiles: a 7x7 plane's 49 or 63 fill 48-wide tiles to 51-66 %,
+    // where the implicit path's chunks of several images fill them (seed CNN's conv3 at batch
+    // 100, ResNet-50's 7x7 1x1 layers at batch 8: 1.15-1.4x faster there; at batch 1 both tile
+    // alike and this path still wins).
+    const index_t npx = rows * Wp;
+    const bool full_tiles = p.n == 1 || 4 * npx >= 3 * round_up(npx, kern.nr);
+    if (!forced && !((pointwise || few_pad_columns) && wide && full_tiles)) return false;
     plan.algorithm = ForwardAlgorithm::shifted_rows;
     plan.rows = rows;
     plan.row_items = ceil_div(p.oh, rows);

@@ -96,6 +96,25 @@ def test_backward_matches_naive(case, backend, dtype):
     assert_close(db, rdb, adb, n_db, dtype, f"db[{backend}]")
 
 
+@pytest.mark.parametrize("N, C, H, W, FN, stride", [
+    (1, 64, 14, 14, 128, 2),  # ResNet's downsampling projection at batch 1
+    (2, 24, 15, 9, 41, 2),    # odd sizes: the last input row and column are skipped
+    (3, 16, 13, 13, 20, 3),   # stride 3
+    (1, 8, 7, 12, 9, (2, 1)),  # different strides per axis
+])
+def test_strided_pointwise_on_shifted_rows(N, C, H, W, FN, stride, dtype, poisoned):
+    """A strided 1x1 conv runs on shifted rows from subsampled copies of its rows; against the
+    naive loops with buffers poisoned, forced and by the auto rule."""
+    rng = rng_for("strided-1x1", N, C, H, W, FN, stride)
+    x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, 1, 1), dtype), randn(rng, (FN,), dtype)
+    ref = naive.conv2d(x, w, b, stride, 0)
+    absref = naive.conv2d(np.abs(x), np.abs(w), np.abs(b), stride, 0)
+    with forward_algorithm("shifted_rows"):
+        assert fastconv.explain_plan(x.shape, w.shape, stride=stride, dtype=dtype)["forward"]["algorithm"] == "shifted_rows"
+        assert_close(fastconv.conv2d(x, w, b, stride, 0), ref, absref, C + 1, dtype, "strided 1x1, forced")
+    assert_close(fastconv.conv2d(x, w, b, stride, 0), ref, absref, C + 1, dtype, "strided 1x1, auto")
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
     (8, 16, 9, 9, 8, 3, 1),     # the smallest batch and channel count the rule takes
     (9, 17, 13, 11, 24, 3, 0),  # a valid conv: the transposed forward pads by kh - 1
