@@ -116,10 +116,10 @@ def test_strided_pointwise_on_shifted_rows(N, C, H, W, FN, stride, dtype, poison
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
-    (8, 16, 9, 9, 8, 3, 1),     # the smallest batch and channel count the rule takes
+    (8, 16, 12, 12, 8, 3, 1),   # the smallest batch and channel count the rule takes
     (9, 17, 13, 11, 24, 3, 0),  # a valid conv: the transposed forward pads by kh - 1
     (8, 24, 10, 12, 41, 5, 2),  # 5x5, 41 filters (not a multiple of MR)
-    (8, 16, 7, 7, 130, 1, 0),   # 1x1: dout's 130 channels in
+    (8, 16, 12, 12, 130, 1, 0),  # 1x1: dout's 130 channels in
 ])
 def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned):
     """Stride 1, a batch of >= 8, >= 16 channels: dx runs as the forward convolution of dout
