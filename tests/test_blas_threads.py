@@ -74,6 +74,7 @@ def test_opting_out_leaves_openblas_alone():
     r = _probe("import numpy", {"FASTCONV_BLAS_THREADS": "0"})
     assert not r["hooked"] and r["regions"] == 0 and r["error"] < 1e-9
     assert "imported before fastconv" in r["spin"]
+    assert r["status"] == "left alone (FASTCONV_BLAS_THREADS=0)", r["status"]  # not "no OpenBLAS loaded"
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")

@@ -90,4 +90,6 @@ def status() -> str:
         return f"runs on fastconv's OpenMP threads ({names}; {_core.blas_regions_run()} regions so far)"
     if _unhookable:
         return "; ".join(f"{os.path.basename(p)} {why}" for p, why in _unhookable.items())
+    if os.environ.get("FASTCONV_BLAS_THREADS", "1") == "0":
+        return "left alone (FASTCONV_BLAS_THREADS=0)"
     return "no OpenBLAS loaded"
