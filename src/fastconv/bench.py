@@ -1058,7 +1058,8 @@ def main(argv: Optional[Sequence[str]] = None, console: Optional[Console] = None
     import_order = None
     if not args.no_import_order and any(c.kind == "train" for c in cases):
         console.progress("timing the training step in fresh processes (import orders, OpenBLAS hook on/off) ...")
-        import_order = bench_blas.measure(n, repeats=15 if args.quick else 40, warm=settings.warmup_s)
+        import_order = bench_blas.measure(n, repeats=15 if args.quick else 40, warm=settings.warmup_s,
+                                          rounds=1 if args.quick else 3)
         console.print()
         console.print(bench_blas.format_rows(import_order))
     failed = [r for r in results if r.failed]

@@ -41,19 +41,36 @@ CONFIGS = (  # (label, imports, environment)
 )
 
 
-def measure(threads: int, repeats: int = 40, warm: float = 0.5) -> List[Dict]:
-    """Median step time (s) of both steps in each configuration, one fresh process each."""
+def _run_config(label: str, imports: str, extra: Dict[str, str], threads: int, repeats: int, warm: float) -> Dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), **extra)
+    for key in ("OPENBLAS_THREAD_TIMEOUT", "FASTCONV_BLAS_THREADS"):
+        if key not in extra:
+            env.pop(key, None)
+    code = _CHILD.format(imports=imports, warm=warm, repeats=repeats)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"import-order run '{label}' failed:\n{proc.stderr.strip()}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(threads: int, repeats: int = 40, warm: float = 0.5, rounds: int = 3) -> List[Dict]:
+    """Median step time (s) of both steps in each configuration, one fresh process per
+    configuration and round. Rounds rotate the order of the configurations: the first process
+    of a sequence ran 10-60 % slower whatever its import order (benchmarks/NOTES.md section 37),
+    so each figure is the median over rounds of the per-process medians."""
+    runs: Dict[str, List[Dict]] = {label: [] for label, _, _ in CONFIGS}
+    for r in range(max(rounds, 1)):
+        for i in range(len(CONFIGS)):
+            label, imports, extra = CONFIGS[(i + r) % len(CONFIGS)]
+            runs[label].append(_run_config(label, imports, extra, threads, repeats, warm))
     rows = []
-    for label, imports, extra in CONFIGS:
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), **extra)
-        for key in ("OPENBLAS_THREAD_TIMEOUT", "FASTCONV_BLAS_THREADS"):
-            if key not in extra:
-                env.pop(key, None)
-        code = _CHILD.format(imports=imports, warm=warm, repeats=repeats)
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"import-order run '{label}' failed:\n{proc.stderr.strip()}")
-        rows.append(dict(config=label, **json.loads(proc.stdout.strip().splitlines()[-1])))
+    for label, _, _ in CONFIGS:
+        row: Dict = dict(config=label, rounds=len(runs[label]), hooked=runs[label][0]["hooked"])
+        for step in ("all fastconv layers", "book's NumPy Affine"):
+            values = sorted(run[step] for run in runs[label])
+            row[step] = values[len(values) // 2]
+            row[step + " per round"] = [run[step] for run in runs[label]]
+        rows.append(row)
     return rows
 
 
@@ -68,5 +85,6 @@ def format_rows(rows: Sequence[Dict]) -> str:
             ratio = base[s] / r[s] if r is not base else 1.0
             cells.append(f"{r[s] * 1e3:8.2f} ms ({ratio:4.2f}x)".rjust(24))
         lines.append(f"{r['config']:<{width}}  " + "  ".join(cells) + ("" if r["hooked"] else "  [no hook]"))
-    lines.append("(x: speed relative to the first row; each row is a fresh process; medians)")
+    lines.append(f"(x: speed relative to the first row; each figure is the median over {rows[0].get('rounds', 1)} rounds "
+                 "of fresh processes, the configurations' order rotated per round)")
     return "\n".join(lines)
