@@ -44,13 +44,14 @@ void load_padded_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, con
     const Window& w = p.win;
     const index_t R = noh + w.kh - 1, Wp = plan.pitch;
     buf.need(plan.image_elems, "shifted_rows_forward", "padded rows");
+    const bool subsampled = w.sh != 1 || w.sw != 1;  // a strided 1x1 kernel (no padding)
     for (index_t c = 0; c < p.c; ++c) {
         T* plane = buf.data + c * plan.channel_ld;
-        for (index_t r = 0; r < R && (w.sh != 1 || w.sw != 1); ++r) {  // a strided 1x1: subsample
+        for (index_t r = 0; subsampled && r < R; ++r) {
             const T* src = img + c * p.in_plane() + (oh0 + r) * w.sh * p.w;
             for (index_t ow = 0; ow < p.ow; ++ow) plane[r * Wp + ow] = src[ow * w.sw];
         }
-        for (index_t r = 0; r < R && w.sh == 1 && w.sw == 1; ++r) {
+        for (index_t r = 0; !subsampled && r < R; ++r) {
             T* dst = plane + r * Wp;
             const index_t ih = oh0 + r - w.ph;
             if (ih < 0 || ih >= p.h) {
@@ -155,7 +156,7 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const bool wide = rows * Wp >= kern.nr && items >= plan.threads;
     // An item's pixels in NR-wide tiles: a 7x7 plane's 49 or 63 fill 48-wide tiles to 51-66 %,
     // where the implicit path's chunks of several images fill them (seed CNN's conv3 at batch
-    // 100, ResNet-50's 7x7 1x1 layers at batch 8: 1.15-1.4x faster there; at batch 1 both tile
+    // 100, ResNet-50's 7x7 1x1 layers at batch 8: 1.14-1.36x faster there; at batch 1 both tile
     // alike and this path still wins).
     const index_t npx = rows * Wp;
     const bool full_tiles = p.n == 1 || 4 * npx >= 3 * round_up(npx, kern.nr);

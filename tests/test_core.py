@@ -73,6 +73,14 @@ def test_show_config(capsys):
     assert "threads" in text and "backends" in text and "numpy" in text
 
 
+def test_cache_sizes_are_reported():
+    """The sizes blocking reads: positive, nested (L1d <= L2 <= L3), and in show_config()."""
+    c = _core.cache_sizes()
+    assert 0 < c["l1d"] <= c["l2"] <= c["l3"], c
+    assert isinstance(c["detected"], bool)
+    assert f"L1d {c['l1d'] // 1024} KiB" in fastconv._config.config()["caches"]
+
+
 def test_python_dash_m_prints_config():
     res = subprocess.run([sys.executable, "-m", "fastconv"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -34,7 +34,8 @@ def _blas_spin() -> str:
 def _caches() -> str:
     c = _core.cache_sizes()
     sizes = f"L1d {c['l1d'] // 1024} KiB, L2 {c['l2'] // 1024} KiB, L3 {c['l3'] // 1024} KiB"
-    return sizes + (" (blocking derives from these)" if c["detected"] else " (not detected: defaults)")
+    # So far only the shifted-rows forward's depth block derives from them (from L1d).
+    return sizes + (" (detected)" if c["detected"] else " (not detected: defaults)")
 
 
 def config() -> dict:

@@ -41,6 +41,9 @@ CONFIGS = (  # (label, imports, environment)
 )
 
 
+STEPS = ("all fastconv layers", "book's NumPy Affine")  # the child's two steps, as it labels them
+
+
 def _run_config(label: str, imports: str, extra: Dict[str, str], threads: int, repeats: int, warm: float) -> Dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), **extra)
     for key in ("OPENBLAS_THREAD_TIMEOUT", "FASTCONV_BLAS_THREADS"):
@@ -66,7 +69,7 @@ def measure(threads: int, repeats: int = 40, warm: float = 0.5, rounds: int = 3)
     rows = []
     for label, _, _ in CONFIGS:
         row: Dict = dict(config=label, rounds=len(runs[label]), hooked=runs[label][0]["hooked"])
-        for step in ("all fastconv layers", "book's NumPy Affine"):
+        for step in STEPS:
             values = sorted(run[step] for run in runs[label])
             row[step] = values[len(values) // 2]
             row[step + " per round"] = [run[step] for run in runs[label]]
@@ -75,13 +78,12 @@ def measure(threads: int, repeats: int = 40, warm: float = 0.5, rounds: int = 3)
 
 
 def format_rows(rows: Sequence[Dict]) -> str:
-    steps = ("all fastconv layers", "book's NumPy Affine")
     base = rows[0]
     width = max(len(r["config"]) for r in rows)
-    lines = [f"{'SimpleConvNet step, batch 100, f64 weights':<{width}}  " + "  ".join(f"{s:>24}" for s in steps)]
+    lines = [f"{'SimpleConvNet step, batch 100, f64 weights':<{width}}  " + "  ".join(f"{s:>24}" for s in STEPS)]
     for r in rows:
         cells = []
-        for s in steps:
+        for s in STEPS:
             ratio = base[s] / r[s] if r is not base else 1.0
             cells.append(f"{r[s] * 1e3:8.2f} ms ({ratio:4.2f}x)".rjust(24))
         lines.append(f"{r['config']:<{width}}  " + "  ".join(cells) + ("" if r["hooked"] else "  [no hook]"))
