@@ -143,6 +143,32 @@ def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned
         assert fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]["data_grad"] == "gemm_col2im"
 
 
+@pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
+    (1, 8, 56, 56, 16, 1, 1, 0),   # ResNet-50's s1 expansion, scaled down: 8 row chunks of 7
+    (1, 6, 41, 47, 13, 1, 2, 0),   # strided 1x1, odd sizes: input rows between outputs stay zero
+    (2, 5, 40, 33, 7, 2, 2, 1),    # 2x2 stride 2 padded: the first chunk owns row 0 alone
+    (1, 4, 50, 65, 9, 3, 3, 2),    # 3x3 stride 3, pad 2: kh == sh, the last chunk owns the tail
+    (1, 3, 70, 70, 5, 1, 3, 0),    # stride > kh: two of every three input rows get no gradient
+])
+def test_data_grad_in_row_chunk_items(N, C, H, W, FN, k, stride, pad, dtype, poisoned):
+    """kh <= sh at a small batch: dx's items are output-row chunks of one channel block (no
+    chunk reaches another's input rows), each zeroing the rows it owns; dx alone and beside
+    dW against the naive loops, buffers poisoned."""
+    rng = rng_for("dx-row-items", N, C, H, W, FN, k, stride, pad)
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype)
+    OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    dout = randn(rng, (N, FN, OH, OW), dtype)
+    plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["backward"]
+    assert plan["data_grad"] == "gemm_col2im" and plan["dx_row_items"] > 1, plan
+    rdx, rdw, _ = naive.conv2d_backward(dout, x, w, stride, pad)
+    adx, adw, _ = naive.conv2d_backward(np.abs(dout), np.abs(x), np.abs(w), stride, pad)
+    alone = fastconv.conv2d_backward_input(dout, w, x.shape, stride=stride, pad=pad)
+    assert_close(alone, rdx, adx, FN * k * k, dtype, "dx alone in row-chunk items")
+    dx, dw, _ = fastconv.conv2d_backward(dout, x, w, stride, pad)
+    assert_close(dx, rdx, adx, FN * k * k, dtype, "dx in row-chunk items")
+    assert_close(dw, rdw, adw, N * OH * OW, dtype, "dW beside it")
+
+
 @pytest.mark.parametrize("case", params(CASES))
 def test_exact_on_small_integers(case, backend, dtype):
     """Integer-valued data: every product and partial sum is exact, whatever the summation
