@@ -439,13 +439,14 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     plan.units = P == 0 ? 0 : p.n * plan.units_per_image;
     plan.groups = std::max<index_t>(std::min<index_t>(plan.units, 8), 1);
     plan.dots_elems = plan.use_dots ? DotsOperands<T>::elems(p, plan.rows_per_unit) : 0;
-    // Under 8 images the units are row chunks and each group keeps a full partial dW: on small
-    // planes (a batch of <= 64 pixels per group) their writes and reduction cost more than the
-    // GEMM (single 7x7x512 layer: 27 -> 8 ms; 56x56 stays: columns were +20 %, NOTES section
-    // 31). Column blocks need no partials, and each element's sum runs over images and pixels
-    // in the same order for any block size, so the blocks may follow the thread count.
+    // Each group keeps a full partial dW: on small planes (a batch of <= 64 pixels per group)
+    // their writes and reduction cost more than the GEMM (single 7x7x512 layer: 27 -> 8 ms;
+    // 56x56 stays: columns were +20 %, NOTES section 31; at batch 8, 7x7 2048 -> 512 1x1 in
+    // f64 wrote 8 partials of 8 MB: 0.36x NumPy, NOTES section 38). Column blocks need no
+    // partials, and each element's sum runs over images and pixels in the same order for any
+    // block size, so the blocks may follow the thread count.
     const index_t nr = plan.kern->nr, panels = ceil_div(K, nr);
-    plan.by_columns = !plan.use_dots && p.n < 8 && P > 0 && p.n * P <= 64 * plan.groups && panels >= 8;
+    plan.by_columns = !plan.use_dots && P > 0 && p.n * P <= 64 * plan.groups && panels >= 8;
     if (plan.by_columns) {
         plan.col_block = ceil_div(panels, std::min<index_t>(panels, 4 * plan.threads)) * nr;
         plan.col_items = ceil_div(K, plan.col_block);
@@ -534,7 +535,8 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
     plan_weight_grad(p, plan);
     // With whole images per unit, each image's dx follows its dW on the same thread while
     // dout_n is still in that core's cache (it is read cold otherwise: ~15 % of the time).
-    plan.fused = grads.data && grads.weight && plan.units_per_image == 1 && plan.units >= 8 && p.c > 0;
+    plan.fused = grads.data && grads.weight && !plan.by_columns && plan.units_per_image == 1 && plan.units >= 8 &&
+                 p.c > 0;
     plan_data_grad(p, plan);
     ScratchBooking wgrad;
     if (grads.weight) {

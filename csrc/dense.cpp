@@ -9,8 +9,11 @@ namespace fastconv {
 
 namespace {
 
-// Rows and columns of one work item: the kernel's MC x NC blocks, made smaller (in whole
-// micro-tiles) until every thread has an item -- a batch-100 Affine is one MC block of rows.
+// Rows and columns of one work item: every row and the kernel's NC columns, so that each
+// item packs its B block once for all its rows (MC-row items repacked B once per MC rows:
+// 1024 x 2048 x 1024 float32 on 1 thread ran at 37 GFLOP/s on a 93 GFLOP/s core). Items are
+// made narrower (in whole micro-tiles), then shorter, until every thread has one; A is packed
+// once per item either way.
 struct GemmItems {
     index_t rows, cols, row_items, col_items;
     index_t count() const { return row_items * col_items; }
@@ -18,18 +21,18 @@ struct GemmItems {
 
 template <class T>
 GemmItems split_gemm(const gemm::MicroKernel<T>& kern, index_t M, index_t N, int threads) {
-    GemmItems it{std::min(M, kern.mc), std::min(N, kern.nc), 0, 0};
+    GemmItems it{std::max<index_t>(M, 1), std::min(N, kern.nc), 0, 0};
     const auto refresh = [&] {
         it.row_items = gemm::ceil_div(M, it.rows);
         it.col_items = gemm::ceil_div(N, it.cols);
     };
     refresh();
-    if (it.count() < threads && M >= 2 * kern.mr)
-        it.rows = std::max<index_t>(kern.mr, gemm::round_up(gemm::ceil_div(M, threads), kern.mr));
+    if (it.count() < threads && N >= 2 * kern.nr)
+        it.cols = std::max<index_t>(kern.nr, gemm::round_up(gemm::ceil_div(N, threads), kern.nr));
     refresh();
-    if (it.count() < threads && N >= 2 * kern.nr) {
-        const index_t col_items = std::max<index_t>(1, threads / it.row_items);
-        it.cols = std::max<index_t>(kern.nr, gemm::round_up(gemm::ceil_div(N, col_items), kern.nr));
+    if (it.count() < threads && M >= 2 * kern.mr) {
+        const index_t row_items = std::max<index_t>(1, threads / it.col_items);
+        it.rows = std::max<index_t>(kern.mr, gemm::round_up(gemm::ceil_div(M, row_items), kern.mr));
     }
     refresh();
     return it;

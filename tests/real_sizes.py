@@ -121,11 +121,11 @@ def _candidates(role: str, dim: str, value: int, rng) -> Iterator[Dict]:
     small = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
     for _ in range(40):
         if role == "fwd" and dim == "k" or role == "wgrad" and dim == "n":
-            # The weight gradient's N is the whole patch only with 8 images or more (smaller
-            # batches on small planes split it into column blocks).
+            # The weight gradient's N is the whole patch only when the batch's pixels exceed 64
+            # per group (8 groups): fewer are split into column blocks.
             C, kh, kw = patches(value)[small(0, len(patches(value)) - 1)]
-            OH, OW = small(3, 8), small(3, 8)
-            N = small(8, 9) if role == "wgrad" else small(1, 3)
+            OH, OW = (small(7, 9), small(7, 9)) if role == "wgrad" else (small(3, 8), small(3, 8))
+            N = small(11, 12) if role == "wgrad" else small(1, 3)
             yield conv_shape(rng, N=N, C=C, kh=kh, kw=kw, FN=small(4, 40), OH=OH, OW=OW,
                              why=f"{role}.{dim}={value}")
         elif dim == "m" and role in ("fwd", "wgrad"):

@@ -169,6 +169,29 @@ def test_data_grad_in_row_chunk_items(N, C, H, W, FN, k, stride, pad, dtype, poi
     assert_close(dw, rdw, adw, N * OH * OW, dtype, "dW beside it")
 
 
+@pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
+    (8, 32, 7, 7, 24, 3, 1),   # ResNet-18's last stage at batch 8, scaled down
+    (9, 130, 5, 5, 16, 1, 0),  # a 1x1 on 5x5 planes, odd batch, K past the dot products
+    (8, 16, 5, 5, 120, 5, 0),  # LeNet-5's c5 at batch 8: one pixel per image
+])
+def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned):
+    """A batch of >= 8 on a small plane (<= 64 pixels per group in all): dW in column blocks,
+    no partial copies, and dx beside it (it no longer rides along the dW groups) against the
+    naive loops, buffers poisoned."""
+    rng = rng_for("wgrad-columns-b8", N, C, H, W, FN, k, pad)
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype)
+    OH, OW = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+    dout = randn(rng, (N, FN, OH, OW), dtype)
+    plan = fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]
+    assert plan["col_block"] > 0 and not plan["fused"], plan
+    dx, dw, db = fastconv.conv2d_backward(dout, x, w, 1, pad)
+    rdx, rdw, rdb = naive.conv2d_backward(dout, x, w, 1, pad)
+    adx, adw, adb = naive.conv2d_backward(np.abs(dout), np.abs(x), np.abs(w), 1, pad)
+    assert_close(dx, rdx, adx, FN * k * k, dtype, "dx beside dW columns")
+    assert_close(dw, rdw, adw, N * OH * OW, dtype, "dW in column blocks")
+    assert_close(db, rdb, adb, N * OH * OW, dtype, "db beside them")
+
+
 @pytest.mark.parametrize("case", params(CASES))
 def test_exact_on_small_integers(case, backend, dtype):
     """Integer-valued data: every product and partial sum is exact, whatever the summation
