@@ -115,6 +115,20 @@ def test_strided_pointwise_on_shifted_rows(N, C, H, W, FN, stride, dtype, poison
     assert_close(fastconv.conv2d(x, w, b, stride, 0), ref, absref, C + 1, dtype, "strided 1x1, auto")
 
 
+def _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, what):
+    """dx, dW and db of one conv2d_backward call against the naive loops; returns the naive
+    dx and its |.| bound for a dx-only call to compare with."""
+    N, FN, OH, OW = dout.shape
+    k = w.shape[2]
+    dx, dw, db = fastconv.conv2d_backward(dout, x, w, stride, pad)
+    rdx, rdw, rdb = naive.conv2d_backward(dout, x, w, stride, pad)
+    adx, adw, adb = naive.conv2d_backward(np.abs(dout), np.abs(x), np.abs(w), stride, pad)
+    assert_close(dx, rdx, adx, FN * k * k, dtype, f"dx {what}")
+    assert_close(dw, rdw, adw, N * OH * OW, dtype, f"dW {what}")
+    assert_close(db, rdb, adb, N * OH * OW, dtype, f"db {what}")
+    return rdx, adx
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
     (8, 16, 12, 12, 8, 3, 1),   # the smallest batch and channel count the rule takes
     (9, 17, 13, 11, 24, 3, 0),  # a valid conv: the transposed forward pads by kh - 1
@@ -131,12 +145,7 @@ def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned
     dout = randn(rng, (N, FN, OH, OW), dtype)
     plan = fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]
     assert plan["data_grad"] == "transposed_forward", plan
-    dx, dw, db = fastconv.conv2d_backward(dout, x, w, 1, pad)
-    rdx, rdw, rdb = naive.conv2d_backward(dout, x, w, 1, pad)
-    adx, adw, adb = naive.conv2d_backward(np.abs(dout), np.abs(x), np.abs(w), 1, pad)
-    assert_close(dx, rdx, adx, FN * k * k, dtype, "dx as a transposed forward")
-    assert_close(dw, rdw, adw, N * OH * OW, dtype, "dW beside it")
-    assert_close(db, rdb, adb, N * OH * OW, dtype, "db beside it")
+    rdx, adx = _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, "with dx as a transposed forward")
     alone = fastconv.conv2d_backward_input(dout, w, x.shape, stride=1, pad=pad)
     assert_close(alone, rdx, adx, FN * k * k, dtype, "dx alone as a transposed forward")
     with forward_algorithm("implicit_gemm"):  # the transposed forward would not take shifted rows
@@ -160,13 +169,9 @@ def test_data_grad_in_row_chunk_items(N, C, H, W, FN, k, stride, pad, dtype, poi
     dout = randn(rng, (N, FN, OH, OW), dtype)
     plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["backward"]
     assert plan["data_grad"] == "gemm_col2im" and plan["dx_row_items"] > 1, plan
-    rdx, rdw, _ = naive.conv2d_backward(dout, x, w, stride, pad)
-    adx, adw, _ = naive.conv2d_backward(np.abs(dout), np.abs(x), np.abs(w), stride, pad)
+    rdx, adx = _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, "with dx in row-chunk items")
     alone = fastconv.conv2d_backward_input(dout, w, x.shape, stride=stride, pad=pad)
     assert_close(alone, rdx, adx, FN * k * k, dtype, "dx alone in row-chunk items")
-    dx, dw, _ = fastconv.conv2d_backward(dout, x, w, stride, pad)
-    assert_close(dx, rdx, adx, FN * k * k, dtype, "dx in row-chunk items")
-    assert_close(dw, rdw, adw, N * OH * OW, dtype, "dW beside it")
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
@@ -184,12 +189,7 @@ def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned)
     dout = randn(rng, (N, FN, OH, OW), dtype)
     plan = fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]
     assert plan["col_block"] > 0 and not plan["fused"], plan
-    dx, dw, db = fastconv.conv2d_backward(dout, x, w, 1, pad)
-    rdx, rdw, rdb = naive.conv2d_backward(dout, x, w, 1, pad)
-    adx, adw, adb = naive.conv2d_backward(np.abs(dout), np.abs(x), np.abs(w), 1, pad)
-    assert_close(dx, rdx, adx, FN * k * k, dtype, "dx beside dW columns")
-    assert_close(dw, rdw, adw, N * OH * OW, dtype, "dW in column blocks")
-    assert_close(db, rdb, adb, N * OH * OW, dtype, "db beside them")
+    _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, "with dW in column blocks")
 
 
 @pytest.mark.parametrize("case", params(CASES))
