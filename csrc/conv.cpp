@@ -476,15 +476,15 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // (batch-1 64 -> 256 1x1 on 56x56, f64: 20 -> 3.2 ms). Each item packs its block of W^T, so
     // the chunks must keep >= 4 NR pixels (2048 -> 512 on 7x7: 1-row chunks were 2.5x slower).
     const index_t min_chunk_rows = ceil_div(OH1, ceil_div(8, N1));
-    plan.dx_row_items_ok = !plan.fused && p.win.kh <= p.win.sh && min_chunk_rows * p.ow >= 4 * kern.nr;
-    const index_t min_blocks = plan.fused || plan.dx_row_items_ok ? 1 : std::min(C1, ceil_div(8, N1));
+    const bool row_items = !plan.fused && p.win.kh <= p.win.sh && min_chunk_rows * p.ow >= 4 * kern.nr;
+    const index_t min_blocks = plan.fused || row_items ? 1 : std::min(C1, ceil_div(8, N1));
     double best = -1.0;
     for (index_t blocks = min_blocks; blocks <= C1; ++blocks) {
         const index_t cb = ceil_div(C1, blocks);
         if (blocks > min_blocks && cb == ceil_div(C1, blocks - 1)) continue;  // same block size
         const index_t rows = cb * khw;
         index_t chunk = std::clamp<index_t>(budget / std::max<index_t>(rows * p.ow, 1), 1, OH1);
-        if (plan.dx_row_items_ok)
+        if (row_items)
             chunk = std::min(chunk, ceil_div(OH1, ceil_div(8, N1 * ceil_div(C1, cb))));
         const index_t npx = std::max<index_t>(chunk * p.ow, 1);
         const double eff = double(rows) / double(round_up(rows, kern.mr)) *  // full tiles in M and N
@@ -497,7 +497,7 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         }
     }
     plan.c_blocks = ceil_div(p.c, plan.c_block);
-    plan.dx_row_items = plan.dx_row_items_ok ? ceil_div(OH1, plan.oh_chunk) : 1;
+    plan.dx_row_items = row_items ? ceil_div(OH1, plan.oh_chunk) : 1;
     plan.px_chunk = plan.oh_chunk * p.ow;
     plan.dx_gemm = gemm::plan_gemm(kern, plan.c_block * khw, plan.px_chunk, p.oc);
     ScratchBooking item;

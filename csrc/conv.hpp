@@ -76,7 +76,6 @@ struct ConvBackwardPlan {
     // dx: items (image, channel block[, output-row chunk]), each in output-row chunks through a
     // dcol scratch; chunks are items of their own (dx_row_items per block) only when kh <= sh.
     index_t c_block = 1, c_blocks = 0, oh_chunk = 1, px_chunk = 0, dcol_elems = 0, dx_row_items = 1;
-    bool dx_row_items_ok = false;
     gemm::GemmPlan dx_gemm;  // M = block rows (channels x taps), N = chunk pixels, K = filters
     index_t dx_item_elems = 0;
     bool fused = false;              // each image's dx right after its dW, on the same thread
