@@ -95,6 +95,13 @@ struct VectorTile {
     template <class A, class Rows>
     static void tile(index_t k, A a, Rows b, T* __restrict c, index_t ldc, int m, int n, bool accumulate,
                      const T* __restrict bias) {
+        // C is touched only after the k loop: start its lines on their way now, so the
+        // stores at the end do not wait on misses.
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i) {
+            __builtin_prefetch(c + i * ldc, 1);
+            __builtin_prefetch(c + i * ldc + NR - 1, 1);
+        }
         V acc[MR][NV];
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i)
