@@ -46,7 +46,7 @@ struct ConvForwardPlan {
     gemm::GemmPlan gemm;        // M = filters, N = chunk, K = patch (shifted_rows: K = channels)
     index_t thread_elems = 0;   // scratch per thread
     // shifted_rows: items (image, block of `rows` output rows); each copies its rows' inputs,
-    // zero-padded, to a buffer of channel stride `channel_ld` and row pitch `pitch` (W + 2 pw),
+    // zero-padded, to a buffer of channel stride `channel_ld` and row pitch `pitch` (W + pw),
     // computes `rows * pitch` pixels per filter (the pad columns are computed and dropped).
     ForwardAlgorithm algorithm = ForwardAlgorithm::implicit_gemm;
     index_t rows = 0, row_items = 0, pitch = 0, channel_ld = 0, image_elems = 0;

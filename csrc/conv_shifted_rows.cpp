@@ -1,8 +1,10 @@
 // Stride-1 convolution forward without im2col packing ("shifted rows").
 //
-// With the input zero-padded into rows of pitch Wp = W + 2 pw, the im2col row of tap (i, j) and
-// channel c is the padded plane of c read from offset i*Wp + j: for output pixel q = oh*Wp + ow,
-// x_pad[c][oh + i][ow + j] = plane_c[q + i*Wp + j]. So the whole convolution of an item is one GEMM
+// With the input zero-padded into rows of pitch Wp, the im2col row of tap (i, j) and channel c
+// is the padded plane of c read from offset i*Wp + j: for output pixel q = oh*Wp + ow,
+// x_pad[c][oh + i][ow + j] = plane_c[q + i*Wp + j]. Each row is pw zeros, then W values, then
+// zeros up to Wp >= W + pw: a row's right padding reads on into the next row's left zeros, so
+// neighbours share one gap of pw columns. So the whole convolution of an item is one GEMM
 //     out_block (filters x rows*Wp) = W (filters x C*kh*kw) . B (C*kh*kw x rows*Wp)
 // whose B row (c, i, j) is the padded plane of c from offset i*Wp + j: the micro-kernel reads
 // it in place through a table of row pointers (run_b_gather), one table per thread, built once.
@@ -148,7 +150,9 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     if ((!pointwise && (w.sh != 1 || w.sw != 1)) || (forced && *forced != ForwardAlgorithm::shifted_rows))
         return false;
     const MicroKernel<T>& kern = *plan.kern;
-    const index_t Wp = pointwise ? p.ow : p.w + 2 * w.pw;
+    // Shared pad columns: pitch W + pw, not W + 2 pw (7x7 3x3 layers compute 8 columns per
+    // row, not 9); at least OW when the padding exceeds the kernel (a padded 1x1).
+    const index_t Wp = pointwise ? p.ow : std::max(p.w + w.pw, p.ow);
     const index_t rows = rows_per_item(p, plan, Wp), row_blocks = p.n * ceil_div(p.oh, rows);
     const index_t filter_block = filters_per_item(p, plan, row_blocks);
     const index_t items = row_blocks * ceil_div(p.oc, filter_block);

@@ -112,6 +112,9 @@ CASES = [
     Case("pool_3x3_s2_p1", 2, 3, 7, 8, 2, 3, 3, 2, 1),
     Case("tall_thin", 1, 2, 15, 3, 2, 3, 3, (2, 1), (0, 1)),
     Case("deepconv_pad2", 2, 2, 14, 14, 3, 3, 3, 1, 2),
+    # Padding wider than the kernel: the shifted-rows pitch is OW here, not W + pw.
+    Case("kernel_1x1_pad1", 2, 3, 5, 4, 6, 1, 1, 1, 1),
+    Case("pad_over_kernel_3x3", 2, 2, 6, 7, 3, 3, 3, 1, (1, 3)),
     Case("batch1_C1", 1, 1, 6, 7, 2, 3, 3),
     Case("batch1_C3", 1, 3, 8, 8, 4, 2, 2, 2),
     Case("single_filter_single_channel", 3, 1, 7, 6, 1, 2, 3, (1, 2)),
