@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -36,6 +37,10 @@ constexpr std::int64_t kDotsPad = 16;
 // Pooling blocks: outputs per max-pooling row sweep (its tap numbers live on the stack), and
 // the largest window (taps per side, taps in all) whose lookup tables live on the stack.
 constexpr std::int64_t kPoolRowBlock = 256;
+// Max pooling rows of fewer outputs than kPoolNarrowRow take max_forward_narrow, kPoolGroup
+// outputs at a time (measured on Zen 3: groups won up to 27 outputs, the sweep at 56).
+constexpr std::int64_t kPoolNarrowRow = 32;
+constexpr std::int64_t kPoolGroup = 4;
 constexpr std::int64_t kWindowTableMax = 64;
 
 // Internal linkage: each per-ISA translation unit must keep its own copy (one shared weak
@@ -170,6 +175,73 @@ void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restr
 }
 #endif
 
+// Short output rows, where the sweep below pays its per-tap setup (ranges, vector prologue,
+// tails) for a handful of outputs (AlexNet's pool5, 13x13 -> 6x6: ~75 cycles an output; NOTES
+// section 39): groups of kPoolGroup outputs keep their best values and winning taps in
+// registers across the whole window, with branch-free vector selects. The last group of a row
+// overlaps the one before (outputs are recomputed, not summed); outputs whose windows reach
+// into the padding take the scalar scan_window. Same tap order and NaN rule as the sweep.
+// One output's window, clipped to the plane: input rows [i_lo, i_hi) of the window.
+template <class T>
+void scan_window(const Conv2dParams& p, const T* __restrict in, index_t oh, index_t ow, index_t i_lo, index_t i_hi,
+                 T* __restrict out, std::int64_t* __restrict argmax) {
+    const index_t W = p.w, kw = p.win.kw;
+    const index_t h0 = oh * p.win.sh - p.win.ph, w0 = ow * p.win.sw - p.win.pw;
+    const index_t j_lo = std::max<index_t>(-w0, 0), j_hi = std::min<index_t>(kw, W - w0);
+    T best = -std::numeric_limits<T>::infinity();
+    index_t at = (h0 + i_lo) * W + w0 + j_lo;  // padding is never a candidate
+    for (index_t i = i_lo; i < i_hi; ++i)
+        for (index_t j = j_lo; j < j_hi; ++j) {
+            const index_t q = (h0 + i) * W + w0 + j;
+            const T v = in[q];
+            const bool take = (v > best) | ((v != v) & (best == best));
+            best = take ? v : best;
+            at = take ? q : at;
+        }
+    out[oh * p.ow + ow] = best;
+    argmax[oh * p.ow + ow] = at;
+}
+
+template <class T>
+void max_forward_narrow(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
+                        std::int64_t* __restrict argmax) {
+    using Lanes = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+    typedef T V __attribute__((vector_size(kPoolGroup * sizeof(T))));
+    typedef Lanes Tap __attribute__((vector_size(kPoolGroup * sizeof(T))));
+    const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
+    const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
+    // Interior columns [ow_lo, ow_hi): windows inside the plane horizontally.
+    const index_t ow_lo = std::min<index_t>((pw + sw - 1) / sw, OW);
+    const index_t ow_hi = std::max<index_t>(ow_lo, std::min<index_t>(OW, (W + pw - kw) / sw + 1));
+    for (index_t oh = 0; oh < OH; ++oh) {
+        const index_t h0 = oh * sh - ph;
+        const index_t i_lo = std::max<index_t>(-h0, 0), i_hi = std::min<index_t>(kh, H - h0);
+        const bool groups = ow_hi - ow_lo >= kPoolGroup;
+        for (index_t ow = 0; ow < OW; ++ow)
+            if (!groups || ow < ow_lo || ow >= ow_hi) scan_window(p, in, oh, ow, i_lo, i_hi, out, argmax);
+        for (index_t g0 = ow_lo; groups && g0 < ow_hi; g0 += kPoolGroup) {
+            const index_t ow = std::min(g0, ow_hi - kPoolGroup), w0 = ow * sw - pw;
+            V best = V{} - std::numeric_limits<T>::infinity();
+            Tap tap = Tap{} + Lanes(i_lo * kw);
+            for (index_t i = i_lo; i < i_hi; ++i) {
+                const T* row = in + (h0 + i) * W + w0;
+                for (index_t j = 0; j < kw; ++j) {
+                    V v;
+#pragma GCC unroll 8
+                    for (int g = 0; g < kPoolGroup; ++g) v[g] = row[g * sw + j];
+                    const Tap take = (v > best) | ((v != v) & (best == best));
+                    best = take ? v : best;
+                    tap = take ? Tap{} + Lanes(i * kw + j) : tap;
+                }
+            }
+            for (int g = 0; g < kPoolGroup; ++g) {
+                out[oh * OW + ow + g] = best[g];
+                argmax[oh * OW + ow + g] = h0 * W + w0 + g * sw + (tap[g] / kw) * W + tap[g] % kw;
+            }
+        }
+    }
+}
+
 // For each output row and each window tap (i, j), sweep the row: branch-free selects (random
 // data would mispredict every other compare). Taps run in row-major window order, so a strict
 // '>' keeps the first maximum; the first NaN wins and then stays.
@@ -182,6 +254,7 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && W < (index_t(1) << 30))
         return max_forward_2x2s2(p, in, out, argmax);
 #endif
+    if (OW < kPoolNarrowRow) return max_forward_narrow(p, in, out, argmax);
     // The sweep tracks the winning tap as a 32-bit number (one vector of selects instead of
     // two for 64-bit positions); positions are formed once per output at the end.
     constexpr index_t kRow = kPoolRowBlock;

@@ -170,6 +170,8 @@ void register_runtime(py::module_& m) {
         [] {
             py::dict d;
             d["row_block"] = kPoolRowBlock;
+            d["narrow_row"] = kPoolNarrowRow;
+            d["row_group"] = kPoolGroup;
             d["window_table"] = kWindowTableMax;
             return d;
         },

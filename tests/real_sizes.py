@@ -284,6 +284,11 @@ def pool_shapes(family: str, dtype: str, count: int) -> List[Dict]:
     for OW in (row - 1, row, row + 1, 2 * row + 1):
         sw = int(rng.integers(1, 3))
         add(2, 3, int(rng.integers(3, 9)), (OW - 1) * sw + 1, 3, 3, 1, sw, 1, 1, f"pool row {OW}")
+    # Short max-pooling rows: groups of row_group outputs below narrow_row, scalar edges.
+    for OW in (lim["row_group"] - 1, lim["row_group"], lim["row_group"] + 1,
+               lim["narrow_row"] - 1, lim["narrow_row"], lim["narrow_row"] + 1):
+        sw, pw = int(rng.integers(1, 3)), int(rng.integers(0, 2))
+        add(2, 3, int(rng.integers(5, 14)), (OW - 1) * sw + 3 - 2 * pw, 3, 3, 2, sw, pw, pw, f"short row {OW}")
     taps = lim["window_table"]
     for kh, kw in ((7, 9), (8, 8), (5, 13), (1, taps + 1), (taps + 1, 1)):
         add(1, 2, kh + int(rng.integers(0, 9)), kw + int(rng.integers(0, 9)), kh, kw,

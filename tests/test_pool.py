@@ -358,3 +358,27 @@ def test_book_2x2_stride2_every_row_length(backend, dtype, W, rng):
     assert_exact(idx[nan_free], ref_idx[nan_free], f"2x2 indices, width {W}")
     picked = np.take_along_axis(x.reshape(2, 3, -1), idx.reshape(2, 3, -1), axis=2).reshape(out.shape)
     assert np.isnan(picked[~nan_free]).all(), "a NaN window's index must name a NaN"
+
+
+@pytest.mark.parametrize("pad", [0, 1], ids=["pad0", "pad1"])
+def test_short_rows_every_length(backend, dtype, pad, rng):
+    """Max-pooling rows shorter than narrow_row take groups of row_group outputs with scalar
+    edges (plane_kernels.hpp): every row length across both limits, 3x3 stride 2 (AlexNet's
+    pool5) with and without padding, ties, NaN and -inf mixed in."""
+    lim = fastconv._core.plane_kernel_limits()
+    for OW in range(1, lim["narrow_row"] + 3):
+        W = 2 * (OW - 1) + 3 - 2 * pad
+        if W < 1:
+            continue
+        x = rng.integers(-3, 4, size=(2, 2, 7, W)).astype(dtype) + 0.5  # many ties
+        x[0, 0] = randn(rng, (7, W), dtype)
+        x[1, 0, 3, W // 2] = np.nan
+        x[1, 1, :3, : min(W, 7)] = -np.inf  # all -inf windows, also in the groups
+        out, idx = fastconv.max_pool2d(x, 3, 3, 2, pad, return_indices=True)
+        ref, ref_idx = naive.max_pool2d(x, 3, 3, 2, pad)
+        assert out.shape[3] == OW
+        assert_exact(out, ref.astype(dtype), f"3x3 values, {OW} outputs a row, pad {pad}")
+        nan_free = ~np.isnan(ref)
+        assert_exact(idx[nan_free], ref_idx[nan_free], f"3x3 indices, {OW} outputs a row, pad {pad}")
+        picked = np.take_along_axis(x.reshape(2, 2, -1), idx.reshape(2, 2, -1), axis=2).reshape(out.shape)
+        assert np.isnan(picked[~nan_free]).all(), "a NaN window's index must name a NaN"
