@@ -41,6 +41,13 @@ constexpr std::int64_t kPoolRowBlock = 256;
 // outputs at a time (measured on Zen 3: groups won up to 27 outputs, the sweep at 56).
 constexpr std::int64_t kPoolNarrowRow = 32;
 constexpr std::int64_t kPoolGroup = 4;
+
+// Output columns [lo, hi) whose windows lie inside the plane horizontally.
+inline Range interior_columns(const Conv2dParams& p) {
+    const Window& w = p.win;
+    const index_t lo = std::min<index_t>((w.pw + w.sw - 1) / w.sw, p.ow);
+    return {lo, std::max<index_t>(lo, std::min<index_t>(p.ow, (p.w + w.pw - w.kw) / w.sw + 1))};
+}
 constexpr std::int64_t kWindowTableMax = 64;
 
 // Internal linkage: each per-ISA translation unit must keep its own copy (one shared weak
@@ -179,8 +186,9 @@ void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restr
 // tails) for a handful of outputs (AlexNet's pool5, 13x13 -> 6x6: ~75 cycles an output; NOTES
 // section 39): groups of kPoolGroup outputs keep their best values and winning taps in
 // registers across the whole window, with branch-free vector selects. The last group of a row
-// overlaps the one before (outputs are recomputed, not summed); outputs whose windows reach
-// into the padding take the scalar scan_window. Same tap order and NaN rule as the sweep.
+// overlaps the one before (outputs are recomputed, not summed); the few outputs whose windows
+// reach into the side padding take the scalar scan_window (rows with fewer interior outputs
+// than a group stay on the sweep). Same tap order and NaN rule as the sweep.
 // One output's window, clipped to the plane: input rows [i_lo, i_hi) of the window.
 template <class T>
 void scan_window(const Conv2dParams& p, const T* __restrict in, index_t oh, index_t ow, index_t i_lo, index_t i_hi,
@@ -210,16 +218,14 @@ void max_forward_narrow(const Conv2dParams& p, const T* __restrict in, T* __rest
     typedef Lanes Tap __attribute__((vector_size(kPoolGroup * sizeof(T))));
     const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
     const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
-    // Interior columns [ow_lo, ow_hi): windows inside the plane horizontally.
-    const index_t ow_lo = std::min<index_t>((pw + sw - 1) / sw, OW);
-    const index_t ow_hi = std::max<index_t>(ow_lo, std::min<index_t>(OW, (W + pw - kw) / sw + 1));
+    const Range interior = interior_columns(p);  // at least kPoolGroup columns (max_forward)
+    const index_t ow_lo = interior.lo, ow_hi = interior.hi;
     for (index_t oh = 0; oh < OH; ++oh) {
         const index_t h0 = oh * sh - ph;
         const index_t i_lo = std::max<index_t>(-h0, 0), i_hi = std::min<index_t>(kh, H - h0);
-        const bool groups = ow_hi - ow_lo >= kPoolGroup;
-        for (index_t ow = 0; ow < OW; ++ow)
-            if (!groups || ow < ow_lo || ow >= ow_hi) scan_window(p, in, oh, ow, i_lo, i_hi, out, argmax);
-        for (index_t g0 = ow_lo; groups && g0 < ow_hi; g0 += kPoolGroup) {
+        for (index_t ow = 0; ow < ow_lo; ++ow) scan_window(p, in, oh, ow, i_lo, i_hi, out, argmax);
+        for (index_t ow = ow_hi; ow < OW; ++ow) scan_window(p, in, oh, ow, i_lo, i_hi, out, argmax);
+        for (index_t g0 = ow_lo; g0 < ow_hi; g0 += kPoolGroup) {
             const index_t ow = std::min(g0, ow_hi - kPoolGroup), w0 = ow * sw - pw;
             V best = V{} - std::numeric_limits<T>::infinity();
             Tap tap = Tap{} + Lanes(i_lo * kw);
@@ -254,7 +260,8 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && W < (index_t(1) << 30))
         return max_forward_2x2s2(p, in, out, argmax);
 #endif
-    if (OW < kPoolNarrowRow) return max_forward_narrow(p, in, out, argmax);
+    const Range interior = interior_columns(p);
+    if (OW < kPoolNarrowRow && interior.hi - interior.lo >= kPoolGroup) return max_forward_narrow(p, in, out, argmax);
     // The sweep tracks the winning tap as a 32-bit number (one vector of selects instead of
     // two for 64-bit positions); positions are formed once per output at the end.
     constexpr index_t kRow = kPoolRowBlock;
