@@ -37,18 +37,13 @@ constexpr std::int64_t kDotsPad = 16;
 // Pooling blocks: outputs per max-pooling row sweep (its tap numbers live on the stack), and
 // the largest window (taps per side, taps in all) whose lookup tables live on the stack.
 constexpr std::int64_t kPoolRowBlock = 256;
+constexpr std::int64_t kWindowTableMax = 64;
 // Max pooling rows of fewer outputs than kPoolNarrowRow take max_forward_narrow, kPoolGroup
 // outputs at a time (measured on Zen 3: groups won up to 27 outputs, the sweep at 56).
 constexpr std::int64_t kPoolNarrowRow = 32;
 constexpr std::int64_t kPoolGroup = 4;
-
-// Output columns [lo, hi) whose windows lie inside the plane horizontally.
-inline Range interior_columns(const Conv2dParams& p) {
-    const Window& w = p.win;
-    const index_t lo = std::min<index_t>((w.pw + w.sw - 1) / w.sw, p.ow);
-    return {lo, std::max<index_t>(lo, std::min<index_t>(p.ow, (p.w + w.pw - w.kw) / w.sw + 1))};
-}
-constexpr std::int64_t kWindowTableMax = 64;
+// Largest side-padded plane (elements) max_forward_narrow copies to its stack.
+constexpr std::int64_t kNarrowPlaneMax = 8192;
 
 // Internal linkage: each per-ISA translation unit must keep its own copy (one shared weak
 // symbol would let the linker hand the AVX-512 build to every caller).
@@ -186,30 +181,9 @@ void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restr
 // tails) for a handful of outputs (AlexNet's pool5, 13x13 -> 6x6: ~75 cycles an output; NOTES
 // section 39): groups of kPoolGroup outputs keep their best values and winning taps in
 // registers across the whole window, with branch-free vector selects. The last group of a row
-// overlaps the one before (outputs are recomputed, not summed); the few outputs whose windows
-// reach into the side padding take the scalar scan_window (rows with fewer interior outputs
-// than a group stay on the sweep). Same tap order and NaN rule as the sweep.
-// One output's window, clipped to the plane: input rows [i_lo, i_hi) of the window.
-template <class T>
-void scan_window(const Conv2dParams& p, const T* __restrict in, index_t oh, index_t ow, index_t i_lo, index_t i_hi,
-                 T* __restrict out, std::int64_t* __restrict argmax) {
-    const index_t W = p.w, kw = p.win.kw;
-    const index_t h0 = oh * p.win.sh - p.win.ph, w0 = ow * p.win.sw - p.win.pw;
-    const index_t j_lo = std::max<index_t>(-w0, 0), j_hi = std::min<index_t>(kw, W - w0);
-    T best = -std::numeric_limits<T>::infinity();
-    index_t at = (h0 + i_lo) * W + w0 + j_lo;  // padding is never a candidate
-    for (index_t i = i_lo; i < i_hi; ++i)
-        for (index_t j = j_lo; j < j_hi; ++j) {
-            const index_t q = (h0 + i) * W + w0 + j;
-            const T v = in[q];
-            const bool take = (v > best) | ((v != v) & (best == best));
-            best = take ? v : best;
-            at = take ? q : at;
-        }
-    out[oh * p.ow + ow] = best;
-    argmax[oh * p.ow + ow] = at;
-}
-
+// overlaps the one before (outputs are recomputed, not summed). With side padding the plane is
+// first copied between -inf columns, which never win a strict '>', and each lane starts at its
+// window's first real pixel. Same tap order and NaN rule as the sweep.
 template <class T>
 void max_forward_narrow(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
                         std::int64_t* __restrict argmax) {
@@ -218,19 +192,29 @@ void max_forward_narrow(const Conv2dParams& p, const T* __restrict in, T* __rest
     typedef Lanes Tap __attribute__((vector_size(kPoolGroup * sizeof(T))));
     const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
     const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
-    const Range interior = interior_columns(p);  // at least kPoolGroup columns (max_forward)
-    const index_t ow_lo = interior.lo, ow_hi = interior.hi;
+    const index_t Wp = W + 2 * pw;
+    T padded[kNarrowPlaneMax];  // max_forward sends only planes that fit
+    const T* plane = in;
+    if (pw > 0) {
+        for (index_t h = 0; h < H; ++h) {
+            T* row = padded + h * Wp;
+            std::fill(row, row + pw, -std::numeric_limits<T>::infinity());
+            std::copy(in + h * W, in + (h + 1) * W, row + pw);
+            std::fill(row + pw + W, row + Wp, -std::numeric_limits<T>::infinity());
+        }
+        plane = padded;
+    }
     for (index_t oh = 0; oh < OH; ++oh) {
         const index_t h0 = oh * sh - ph;
         const index_t i_lo = std::max<index_t>(-h0, 0), i_hi = std::min<index_t>(kh, H - h0);
-        for (index_t ow = 0; ow < ow_lo; ++ow) scan_window(p, in, oh, ow, i_lo, i_hi, out, argmax);
-        for (index_t ow = ow_hi; ow < OW; ++ow) scan_window(p, in, oh, ow, i_lo, i_hi, out, argmax);
-        for (index_t g0 = ow_lo; g0 < ow_hi; g0 += kPoolGroup) {
-            const index_t ow = std::min(g0, ow_hi - kPoolGroup), w0 = ow * sw - pw;
+        for (index_t g0 = 0; g0 < OW; g0 += kPoolGroup) {
+            const index_t ow = std::min(g0, OW - kPoolGroup);
             V best = V{} - std::numeric_limits<T>::infinity();
-            Tap tap = Tap{} + Lanes(i_lo * kw);
+            Tap tap;
+            for (int g = 0; g < kPoolGroup; ++g)  // the first real pixel: padding never wins
+                tap[g] = Lanes(i_lo * kw + std::max<index_t>(pw - (ow + g) * sw, 0));
             for (index_t i = i_lo; i < i_hi; ++i) {
-                const T* row = in + (h0 + i) * W + w0;
+                const T* row = plane + (h0 + i) * Wp + ow * sw;
                 for (index_t j = 0; j < kw; ++j) {
                     V v;
 #pragma GCC unroll 8
@@ -241,8 +225,9 @@ void max_forward_narrow(const Conv2dParams& p, const T* __restrict in, T* __rest
                 }
             }
             for (int g = 0; g < kPoolGroup; ++g) {
+                const index_t w0 = (ow + g) * sw - pw;
                 out[oh * OW + ow + g] = best[g];
-                argmax[oh * OW + ow + g] = h0 * W + w0 + g * sw + (tap[g] / kw) * W + tap[g] % kw;
+                argmax[oh * OW + ow + g] = h0 * W + w0 + (tap[g] / kw) * W + tap[g] % kw;
             }
         }
     }
@@ -260,8 +245,8 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && W < (index_t(1) << 30))
         return max_forward_2x2s2(p, in, out, argmax);
 #endif
-    const Range interior = interior_columns(p);
-    if (OW < kPoolNarrowRow && interior.hi - interior.lo >= kPoolGroup) return max_forward_narrow(p, in, out, argmax);
+    if (OW >= kPoolGroup && OW < kPoolNarrowRow && (pw == 0 || H * (W + 2 * pw) <= kNarrowPlaneMax))
+        return max_forward_narrow(p, in, out, argmax);
     // The sweep tracks the winning tap as a 32-bit number (one vector of selects instead of
     // two for 64-bit positions); positions are formed once per output at the end.
     constexpr index_t kRow = kPoolRowBlock;

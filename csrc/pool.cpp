@@ -48,8 +48,9 @@ void scan_window_padded(const Conv2dParams& p, const T* x, T value, index_t oh, 
 template <class T>
 void rescan_padded_windows(const Conv2dParams& p, const T* x, T value, T* out, std::int64_t* argmax) {
     const Window& w = p.win;
-    const Range interior = interior_columns(p);
-    const index_t ow_lo = interior.lo, ow_hi = interior.hi;
+    // Interior columns: ow in [ow_lo, ow_hi), windows inside the plane horizontally.
+    const index_t ow_lo = std::min<index_t>((w.pw + w.sw - 1) / w.sw, p.ow);
+    const index_t ow_hi = std::max<index_t>(ow_lo, std::min<index_t>(p.ow, (p.w + w.pw - w.kw) / w.sw + 1));
     for (index_t oh = 0; oh < p.oh; ++oh) {
         const index_t h0 = oh * w.sh - w.ph;
         const bool edge_row = h0 < 0 || h0 + w.kh > p.h;

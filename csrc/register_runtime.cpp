@@ -172,6 +172,7 @@ void register_runtime(py::module_& m) {
             d["row_block"] = kPoolRowBlock;
             d["narrow_row"] = kPoolNarrowRow;
             d["row_group"] = kPoolGroup;
+            d["narrow_plane"] = kNarrowPlaneMax;
             d["window_table"] = kWindowTableMax;
             return d;
         },

@@ -289,6 +289,10 @@ def pool_shapes(family: str, dtype: str, count: int) -> List[Dict]:
                lim["narrow_row"] - 1, lim["narrow_row"], lim["narrow_row"] + 1):
         sw, pw = int(rng.integers(1, 3)), int(rng.integers(0, 2))
         add(2, 3, int(rng.integers(5, 14)), (OW - 1) * sw + 3 - 2 * pw, 3, 3, 2, sw, pw, pw, f"short row {OW}")
+    # Short padded rows copy their plane to the stack up to narrow_plane elements.
+    W = 2 * (lim["narrow_row"] - 2) + 1
+    for H in (lim["narrow_plane"] // (W + 2), lim["narrow_plane"] // (W + 2) + 1):
+        add(1, 2, H, W, 3, 3, 2, 2, 1, 1, f"short rows, padded plane {H * (W + 2)}")
     taps = lim["window_table"]
     for kh, kw in ((7, 9), (8, 8), (5, 13), (1, taps + 1), (taps + 1, 1)):
         add(1, 2, kh + int(rng.integers(0, 9)), kw + int(rng.integers(0, 9)), kh, kw,
