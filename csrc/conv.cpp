@@ -179,12 +179,12 @@ void pack_b_image_t(const Conv2dParams& p, const T* __restrict img, int nr, inde
 // Kept out of line: inlined into data_grad_item, GCC 12 made its sums 5 % longer in
 // instructions (AlexNet conv1 batch 8 backward +8 % wall; NOTES section 32).
 // Sums the dcol rows of channels [c0, c0+nc) for output rows [oh0, oh0+noh) into dx planes
-// (already holding earlier rows' sums). dcol row (c-c0, i, j) has noh*OW entries.
+// (already holding earlier rows' sums). dcol row (c-c0, i, j) starts ld entries after the one
+// before and holds those rows' noh*OW entries first.
 template <class T>
-FASTCONV_NOINLINE void col2im_rows(const Conv2dParams& p, const T* __restrict dcol, index_t c0, index_t nc, index_t oh0, index_t noh,
-                 T* __restrict dx) {
+FASTCONV_NOINLINE void col2im_rows(const Conv2dParams& p, const T* __restrict dcol, index_t ld, index_t c0, index_t nc,
+                                   index_t oh0, index_t noh, T* __restrict dx) {
     const Window& w = p.win;
-    const index_t npx = noh * p.ow;
     for (index_t c = c0; c < c0 + nc; ++c) {
         T* plane = dx + c * p.in_plane();
         for (index_t i = 0; i < w.kh; ++i) {
@@ -192,7 +192,7 @@ FASTCONV_NOINLINE void col2im_rows(const Conv2dParams& p, const T* __restrict dc
             const index_t r_lo = std::max(rows.lo, oh0), r_hi = std::min(rows.hi, oh0 + noh);
             for (index_t j = 0; j < w.kw; ++j) {
                 const Range cols = valid_outputs(p.ow, w.sw, w.pw, j, p.w);
-                const T* src = dcol + (((c - c0) * w.kh + i) * w.kw + j) * npx;
+                const T* src = dcol + (((c - c0) * w.kh + i) * w.kw + j) * ld;
                 for (index_t oh = r_lo; oh < r_hi; ++oh) {
                     const index_t dst = (oh * w.sh - w.ph + i) * p.w - w.pw + j;
                     const T* s = src + (oh - oh0) * p.ow;
@@ -499,9 +499,17 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     plan.c_blocks = ceil_div(p.c, plan.c_block);
     plan.dx_row_items = row_items ? ceil_div(OH1, plan.oh_chunk) : 1;
     plan.px_chunk = plan.oh_chunk * p.ow;
-    plan.dx_gemm = gemm::plan_gemm(kern, plan.c_block * khw, plan.px_chunk, p.oc);
+    // Planes of fewer than 4 NR pixels: whole images side by side fill the GEMM's columns
+    // (LeNet-5's c5, one pixel an image, ran one-column GEMMs that each packed W^T's block).
+    const index_t P = p.out_plane();
+    plan.dx_images = 1;
+    if (!plan.fused && P > 0 && P < 4 * kern.nr && plan.oh_chunk >= p.oh)
+        plan.dx_images = std::clamp<index_t>(std::min(ceil_div(4 * kern.nr, P), budget / (plan.c_block * khw * P)), 1,
+                                             N1);
+    const index_t item_px = plan.dx_images * plan.px_chunk;
+    plan.dx_gemm = gemm::plan_gemm(kern, plan.c_block * khw, item_px, p.oc);
     ScratchBooking item;
-    plan.dcol_elems = item.book(plan.c_block * khw * plan.px_chunk);
+    plan.dcol_elems = item.book(plan.c_block * khw * item_px);
     item.book(plan.dx_gemm.scratch_elems());
     plan.dx_item_elems = item.total();
 }
@@ -515,11 +523,14 @@ inline Conv2dParams transposed_forward_params(const Conv2dParams& p) {
 
 // Measured (NOTES section 37): a whole backward 1.07-1.22x faster this way at batch 8-100 with
 // 16-128 input channels on 7x7-56x56 planes; with C < 16 the forward's few filters fill MR
-// rows poorly (C = 1: 2-4x slower), and at batch 1 its single row block loses to col2im.
+// rows poorly (C = 1: 2-4x slower), and at batch 1 its single row block loses to col2im. An
+// output plane smaller than the kernel is mostly padding there (LeNet-5's c5, 1x1 out of 5x5
+// taps: 25x the FLOPs; NOTES section 39).
 template <class T>
 bool use_dx_as_forward(const Conv2dParams& p, int threads, ConvGrads grads) {
     const Window& w = p.win;
-    if (!grads.data || w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw || p.n < 8 || p.c < 16 || p.oc == 0)
+    if (!grads.data || w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw || p.n < 8 || p.c < 16 || p.oc == 0 ||
+        p.oh < w.kh || p.ow < w.kw)
         return false;
     return plan_conv_forward<T>(transposed_forward_params(p), threads).algorithm == ForwardAlgorithm::shifted_rows;
 }
@@ -559,35 +570,66 @@ inline Range owned_input_rows(const Conv2dParams& p, index_t oh0, index_t oh1) {
     return {std::clamp<index_t>(first, 0, p.h), std::clamp<index_t>(end, 0, p.h)};
 }
 
-// dx of channels [c0, c0 + c_block) of image n from output rows [oh_begin, oh_end), in
-// oh_chunk chunks through dcol; zeroes the input rows those outputs own first.
+// Column j of B for images side by side: dout of image j / P, pixel j % P (row pitch P,
+// image_ld apart).
+template <class T>
+void pack_b_images(const T* d, index_t image_ld, index_t P, int nr, index_t pc, index_t kc, index_t jc, index_t ncol,
+                   Span<T> out) {
+    out.need(gemm::panel_elems(ncol, nr, kc), "pack_b_images", "B panels");
+    for (index_t q0 = 0; q0 < ncol; q0 += nr) {
+        T* dst = out.data + (q0 / nr) * kc * nr;
+        const index_t cols = std::min<index_t>(nr, ncol - q0);
+        for (index_t jj = 0; jj < nr; ++jj) {
+            const index_t j = jc + q0 + jj;
+            const T* src = jj < cols ? d + (j / P) * image_ld + pc * P + j % P : nullptr;
+            for (index_t k = 0; k < kc; ++k) dst[k * nr + jj] = src ? src[k * P] : T(0);
+        }
+    }
+}
+
+// dx of channels [c0, c0 + c_block) of images [n0, n0 + images) from output rows
+// [oh_begin, oh_end) (all of them when images > 1), in oh_chunk chunks through dcol; zeroes
+// the input rows those outputs own first.
 template <class T>
 void data_grad_item(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx,
-                    index_t n, index_t c0, index_t oh_begin, index_t oh_end, Span<T> scratch) {
+                    index_t n0, index_t images, index_t c0, index_t oh_begin, index_t oh_end, Span<T> scratch) {
     const MicroKernel<T>& kern = *plan.kern;
     const index_t FN = p.oc, K = p.patch(), P = p.out_plane(), khw = p.win.kh * p.win.kw;
     const index_t nc = std::min(plan.c_block, p.c - c0), rows = nc * khw;
-    T* dx_n = dx + n * p.c * p.in_plane();
     const Range owned = owned_input_rows(p, oh_begin, oh_end);
-    for (index_t c = c0; c < c0 + nc; ++c)
-        std::fill(dx_n + c * p.in_plane() + owned.lo * p.w, dx_n + c * p.in_plane() + owned.hi * p.w, T(0));
+    for (index_t n = n0; n < n0 + images; ++n)
+        for (index_t c = c0; c < c0 + nc; ++c) {
+            T* plane = dx + (n * p.c + c) * p.in_plane();
+            std::fill(plane + owned.lo * p.w, plane + owned.hi * p.w, T(0));
+        }
     if (P == 0) return;
     const Span<T> dcol = scratch.take(plan.dcol_elems, "conv2d_backward dx", "dcol");
-    const T* d = dout + n * FN * P;
+    const T* d = dout + n0 * FN * P;
     const T* wt = w + c0 * khw;  // W^T rows of this block: element (k, f) at wt[f*K + k]
+    const auto pack_wt = [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
+        gemm::pack_a_cols(wt, K, rows, kern.mr, ic, mc, pc, kc, dst);
+    };
+    if (images > 1) {
+        gemm::gemm_blocked(
+            kern, plan.dx_gemm, rows, images * P, FN, pack_wt,
+            [&](index_t pc, index_t kc, index_t jc, index_t ncol, Span<T> dst) {
+                pack_b_images(d, FN * P, P, kern.nr, pc, kc, jc, ncol, dst);
+            },
+            dcol, images * P, false, static_cast<const T*>(nullptr), scratch);
+        for (index_t i = 0; i < images; ++i)
+            col2im_rows(p, dcol.data + i * P, images * P, c0, nc, 0, p.oh, dx + (n0 + i) * p.c * p.in_plane());
+        return;
+    }
     for (index_t oh0 = oh_begin; oh0 < oh_end; oh0 += plan.oh_chunk) {
         const index_t noh = std::min(plan.oh_chunk, oh_end - oh0), npx = noh * p.ow, px0 = oh0 * p.ow;
         gemm::gemm_blocked(
-            kern, plan.dx_gemm, rows, npx, FN,
-            [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
-                gemm::pack_a_cols(wt, K, rows, kern.mr, ic, mc, pc, kc, dst);
-            },
+            kern, plan.dx_gemm, rows, npx, FN, pack_wt,
             [&](index_t pc, index_t kc, index_t jc, index_t ncol, Span<T> dst) {
                 gemm::pack_b_rows(d + px0, P, npx, kern.nr, pc, kc, jc, ncol, dst);
             },
             dcol, npx, false, static_cast<const T*>(nullptr), scratch,
             gemm::BRows<T>{d + px0, P});  // dout_n's rows are B: no copy of full panels
-        col2im_rows(p, dcol.data, c0, nc, oh0, noh, dx_n);
+        col2im_rows(p, dcol.data, npx, c0, nc, oh0, noh, dx + n0 * p.c * p.in_plane());
     }
 }
 
@@ -624,7 +666,7 @@ void weight_grad_group(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, c
         }
         if (plan.fused)
             for (index_t c0 = 0; c0 < p.c; c0 += plan.c_block)
-                data_grad_item(p, plan, dout, w, dx, n, c0, 0, p.oh, scratch);
+                data_grad_item(p, plan, dout, w, dx, n, 1, c0, 0, p.oh, scratch);
     }
 }
 
@@ -700,17 +742,17 @@ void weight_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T
     }, 1, plan.threads);
 }
 
-// dx alone, in (image, channel block) items.
+// dx alone, in (image group, channel block, output-row chunk) items.
 template <class T>
 void data_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx) {
     ThreadScratch<T> scratch(plan.dx_thread_elems, plan.threads, "conv2d_backward dx");
-    const index_t per_image = plan.c_blocks * plan.dx_row_items;
+    const index_t per_group = plan.c_blocks * plan.dx_row_items, groups = ceil_div(p.n, plan.dx_images);
     const index_t rows_per_item = plan.dx_row_items == 1 ? p.oh : plan.oh_chunk;
-    parallel_for_flush(p.n * per_image, [&](index_t item) {
-        const index_t n = item / per_image, block = item % per_image / plan.dx_row_items;
+    parallel_for_flush(groups * per_group, [&](index_t item) {
+        const index_t n0 = item / per_group * plan.dx_images, block = item % per_group / plan.dx_row_items;
         const index_t oh0 = item % plan.dx_row_items * rows_per_item;
-        data_grad_item(p, plan, dout, w, dx, n, block * plan.c_block, oh0, std::min(p.oh, oh0 + rows_per_item),
-                       scratch.mine());
+        data_grad_item(p, plan, dout, w, dx, n0, std::min(plan.dx_images, p.n - n0), block * plan.c_block, oh0,
+                       std::min(p.oh, oh0 + rows_per_item), scratch.mine());
     }, 1, plan.threads);
     scratch.verify();
 }

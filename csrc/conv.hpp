@@ -75,8 +75,10 @@ struct ConvBackwardPlan {
     index_t dots_elems = 0;
     // dx: items (image, channel block[, output-row chunk]), each in output-row chunks through a
     // dcol scratch; chunks are items of their own (dx_row_items per block) only when kh <= sh.
+    // Small planes: items of dx_images whole images, their pixels side by side as GEMM columns.
     index_t c_block = 1, c_blocks = 0, oh_chunk = 1, px_chunk = 0, dcol_elems = 0, dx_row_items = 1;
-    gemm::GemmPlan dx_gemm;  // M = block rows (channels x taps), N = chunk pixels, K = filters
+    index_t dx_images = 1;
+    gemm::GemmPlan dx_gemm;  // M = block rows (channels x taps), N = item pixels, K = filters
     index_t dx_item_elems = 0;
     bool fused = false;              // each image's dx right after its dW, on the same thread
     // Stride 1: dx as the forward convolution of dout with W flipped and transposed (padding

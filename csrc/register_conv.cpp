@@ -180,6 +180,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     bwd["c_block"] = b.c_block;
     bwd["oh_chunk"] = b.oh_chunk;
     bwd["dx_row_items"] = b.dx_row_items;
+    bwd["dx_images"] = b.dx_images;
     bwd["dx_gemm"] = gemm_plan_dict(b.dx_gemm);
     bwd["fused"] = b.fused;
     bwd["data_grad"] = b.dx_as_forward ? "transposed_forward" : "gemm_col2im";

@@ -153,6 +153,27 @@ def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
+    (8, 16, 5, 5, 120, 5, 1, 0),   # LeNet-5's c5: one pixel an image, all 8 images in one item
+    (7, 7, 7, 7, 11, 3, 2, 1),     # 16 pixels an image, 7 images: the last item is short
+    (5, 3, 6, 9, 4, 2, 2, 0),      # 2x2 stride 2: 3x4 planes
+    (7, 20, 10, 10, 24, 1, 2, 0),  # strided 1x1 on 5x5 outputs: a few images per item
+])
+def test_data_grad_in_image_groups(N, C, H, W, FN, k, stride, pad, dtype, poisoned):
+    """Output planes of fewer than 4 NR pixels: dx's items take several whole images, their
+    pixels side by side as the GEMM's columns, each image then summed back by col2im; dx
+    alone and beside dW against the naive loops, buffers poisoned."""
+    rng = rng_for("dx-image-groups", N, C, H, W, FN, k, stride, pad)
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype)
+    OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    dout = randn(rng, (N, FN, OH, OW), dtype)
+    plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["backward"]
+    assert plan["data_grad"] == "gemm_col2im" and plan["dx_images"] > 1, plan
+    rdx, adx = _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, "with dx in image groups")
+    alone = fastconv.conv2d_backward_input(dout, w, x.shape, stride=stride, pad=pad)
+    assert_close(alone, rdx, adx, FN * k * k, dtype, "dx alone in image groups")
+
+
+@pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
     (1, 8, 56, 56, 16, 1, 1, 0),   # ResNet-50's s1 expansion, scaled down: 8 row chunks of 7
     (1, 6, 41, 47, 13, 1, 2, 0),   # strided 1x1, odd sizes: input rows between outputs stay zero
     (2, 5, 40, 33, 7, 2, 2, 1),    # 2x2 stride 2 padded: the first chunk owns row 0 alone
