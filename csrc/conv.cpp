@@ -124,10 +124,11 @@ void pack_b_image(const Conv2dParams& p, const TapTables& taps, const T* __restr
     }
 }
 
-// B panels of the weight-gradient GEMM: the transposed im2col matrix of one image, depth =
-// output pixels [px0 + pc, +kc), columns k = (c, i, j) in [k0, k0+nk). Pixel-major so each
-// panel row is written contiguously; taps are gathered through precomputed offsets, and
-// only windows that cross the border pay a bounds check.
+// B panels of the weight-gradient GEMM: the transposed im2col matrix of image `img` and those
+// after it, depth = output pixels [px0 + pc, +kc) counted on across images, columns
+// k = (c, i, j) in [k0, k0+nk). Pixel-major so each panel row is written contiguously; taps
+// are gathered through precomputed offsets, and only windows that cross the border pay a
+// bounds check.
 template <class T>
 void pack_b_image_t(const Conv2dParams& p, const T* __restrict img, int nr, index_t px0, index_t pc, index_t kc,
                     index_t k0, index_t nk, Span<T> panels) {
@@ -145,24 +146,29 @@ void pack_b_image_t(const Conv2dParams& p, const T* __restrict img, int nr, inde
             tap_w[jj] = j - w.pw;
             offset[jj] = c * p.in_plane() + tap_h[jj] * p.w + tap_w[jj];
         }
-        index_t oh = (px0 + pc) / p.ow, ow = (px0 + pc) % p.ow;
+        const index_t first = px0 + pc;
+        const T* __restrict image = img + first / p.out_plane() * p.c * p.in_plane();
+        index_t oh = first % p.out_plane() / p.ow, ow = first % p.ow;
         for (index_t pp = 0; pp < kc; ++pp) {
             T* d = dst + pp * nr;
             const index_t ih0 = oh * w.sh, iw0 = ow * w.sw;  // window origin, padding not yet removed
             const bool interior = ih0 >= w.ph && ih0 - w.ph + w.kh <= p.h && iw0 >= w.pw && iw0 - w.pw + w.kw <= p.w;
             if (interior) {
-                const T* base = img + ih0 * p.w + iw0;
+                const T* base = image + ih0 * p.w + iw0;
                 for (int jj = 0; jj < cols; ++jj) d[jj] = base[offset[jj]];
             } else {
                 for (int jj = 0; jj < cols; ++jj) {
                     const index_t ih = ih0 + tap_h[jj], iw = iw0 + tap_w[jj];
-                    d[jj] = (ih >= 0 && ih < p.h && iw >= 0 && iw < p.w) ? img[offset[jj] + ih0 * p.w + iw0] : T(0);
+                    d[jj] = (ih >= 0 && ih < p.h && iw >= 0 && iw < p.w) ? image[offset[jj] + ih0 * p.w + iw0] : T(0);
                 }
             }
             for (int jj = cols; jj < nr; ++jj) d[jj] = T(0);
             if (++ow == p.ow) {
                 ow = 0;
-                ++oh;
+                if (++oh == p.oh) {
+                    oh = 0;
+                    image += p.c * p.in_plane();
+                }
             }
         }
     }
@@ -452,7 +458,7 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         plan.col_items = ceil_div(K, plan.col_block);
         plan.groups = 1;
     }
-    plan.wgrad_gemm = plan.by_columns ? gemm::plan_gemm(*plan.kern, FN, plan.col_block, P)
+    plan.wgrad_gemm = plan.by_columns ? gemm::plan_gemm(*plan.kern, FN, plan.col_block, p.n * P)
                                       : gemm::plan_gemm(*plan.kern, FN, K, plan.px_per_unit);
 }
 
@@ -539,16 +545,20 @@ template <class T>
 ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvGrads grads) {
     ConvBackwardPlan<T> plan;
     plan.kern = &gemm::active_kernel<T>();
-    plan.dx_as_forward = use_dx_as_forward<T>(p, threads, grads);
-    if (plan.dx_as_forward) grads.data = false;  // the rest of the plan is the dW half
     const double gemm_flop = 2.0 * double(p.n * p.out_plane()) * double(p.oc * p.patch());
     plan.threads = threads_for_flop(gemm_flop * (int(grads.data) + int(grads.weight)), std::max(threads, 1));
+    plan.dx_pointwise = grads.data && plan_pointwise_dx(p, plan);
+    plan.dx_as_forward = !plan.dx_pointwise && use_dx_as_forward<T>(p, threads, grads);
+    const bool pointwise_dx = plan.dx_pointwise;
+    if (plan.dx_as_forward || plan.dx_pointwise) grads.data = false;  // the rest of the plan is the dW half
+    if (plan.dx_as_forward)  // the transposed forward plans its own threads
+        plan.threads = threads_for_flop(gemm_flop * int(grads.weight), std::max(threads, 1));
     plan_weight_grad(p, plan);
     // With whole images per unit, each image's dx follows its dW on the same thread while
     // dout_n is still in that core's cache (it is read cold otherwise: ~15 % of the time).
     plan.fused = grads.data && grads.weight && !plan.by_columns && plan.units_per_image == 1 && plan.units >= 8 &&
                  p.c > 0;
-    plan_data_grad(p, plan);
+    if (!pointwise_dx) plan_data_grad(p, plan);
     ScratchBooking wgrad;
     if (grads.weight) {
         wgrad.book(plan.wgrad_gemm.scratch_elems());
@@ -556,7 +566,7 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
     }
     if (plan.fused) wgrad.book(plan.dx_item_elems);
     plan.wgrad_thread_elems = wgrad.total();
-    plan.dx_thread_elems = grads.data && !plan.fused ? plan.dx_item_elems : 0;
+    plan.dx_thread_elems = (grads.data && !plan.fused) || pointwise_dx ? plan.dx_item_elems : 0;
     return plan;
 }
 
@@ -568,6 +578,24 @@ inline Range owned_input_rows(const Conv2dParams& p, index_t oh0, index_t oh1) {
     const index_t first = oh0 == 0 ? 0 : oh0 * p.win.sh - p.win.ph;
     const index_t end = oh1 >= p.oh ? p.h : oh1 * p.win.sh - p.win.ph;
     return {std::clamp<index_t>(first, 0, p.h), std::clamp<index_t>(end, 0, p.h)};
+}
+
+// A panels of rows [ic, ic + mc) of M, depth [pc, pc + kc) counted across images: element
+// (i, k) at a[(k / P) * image_ld + i * P + k % P] (dout's rows, image after image).
+template <class T>
+void pack_a_images(const T* a, index_t image_ld, index_t P, index_t M, int mr, index_t ic, index_t mc, index_t pc,
+                   index_t kc, Span<T> out) {
+    out.need(gemm::panel_elems(mc, mr, kc), "pack_a_images", "A panels");
+    for (index_t r0 = 0; r0 < mc; r0 += mr) {
+        T* dst = out.data + (r0 / mr) * kc * mr;
+        const index_t rows = std::min<index_t>(mr, M - (ic + r0));
+        for (index_t k = 0; k < kc; ++k) {
+            const T* src = a + (pc + k) / P * image_ld + (ic + r0) * P + (pc + k) % P;
+            index_t i = 0;
+            for (; i < rows; ++i) dst[k * mr + i] = src[i * P];
+            for (; i < mr; ++i) dst[k * mr + i] = T(0);
+        }
+    }
 }
 
 // Column j of B for images side by side: dout of image j / P, pixel j % P (row pitch P,
@@ -670,28 +698,23 @@ void weight_grad_group(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, c
     }
 }
 
-// dW[:, k0:k0+nk] summed over every image in order, and nothing else (db is summed apart).
+// dW[:, k0:k0+nk] as one GEMM whose depth runs over every image's pixels in order, and nothing
+// else (db is summed apart). A is dout_n's rows, image after image.
 template <class T>
 void weight_grad_columns(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* x,
                          T* dw, index_t item, Span<T> scratch) {
     const MicroKernel<T>& kern = *plan.kern;
     const index_t FN = p.oc, K = p.patch(), P = p.out_plane();
     const index_t k0 = item * plan.col_block, nk = std::min(plan.col_block, K - k0);
-    for (index_t f = 0; f < FN; ++f) std::fill(dw + f * K + k0, dw + f * K + k0 + nk, T(0));
-    const Span<T> block{dw + k0, FN * K - k0};
-    for (index_t n = 0; n < p.n; ++n) {
-        const T* img = x + n * p.c * p.in_plane();
-        const T* d = dout + n * FN * P;
-        gemm::gemm_blocked(
-            kern, plan.wgrad_gemm, FN, nk, P,
-            [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
-                gemm::pack_a_rows(d, P, FN, kern.mr, ic, mc, pc, kc, dst);
-            },
-            [&](index_t pc, index_t kc, index_t jc, index_t nc, Span<T> dst) {
-                pack_b_image_t(p, img, kern.nr, 0, pc, kc, k0 + jc, nc, dst);
-            },
-            block, K, true, static_cast<const T*>(nullptr), scratch);
-    }
+    gemm::gemm_blocked(
+        kern, plan.wgrad_gemm, FN, nk, p.n * P,
+        [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
+            pack_a_images(dout, FN * P, P, FN, kern.mr, ic, mc, pc, kc, dst);
+        },
+        [&](index_t pc, index_t kc, index_t jc, index_t nc, Span<T> dst) {
+            pack_b_image_t(p, x, kern.nr, 0, pc, kc, k0 + jc, nc, dst);
+        },
+        Span<T>{dw + k0, FN * K - k0}, K, false, static_cast<const T*>(nullptr), scratch);
 }
 
 // db[f] = the sum of filter f's output gradient over images and pixels, in image order.
@@ -781,6 +804,7 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
         bias_grad(p, dout, db);
     }
     if (plan.dx_as_forward) return data_grad_as_forward(p, dout, w, dx);
+    if (plan.dx_pointwise) return pointwise_data_grad(p, plan, dout, w, dx);
     if (grads.data && !plan.fused && p.n > 0 && p.c > 0) data_grad(p, plan, dout, w, dx);
 }
 

@@ -84,6 +84,10 @@ struct ConvBackwardPlan {
     // Stride 1: dx as the forward convolution of dout with W flipped and transposed (padding
     // kh - 1 - ph), which then runs on the shifted-rows path instead of GEMM + col2im.
     bool dx_as_forward = false;
+    // 1x1 without padding on small planes: dx^T blocks of dx_col_block channels, each one GEMM
+    // over the batch's pixels (conv_pointwise_dx.cpp); dx_gemm and dx_item_elems are its own.
+    bool dx_pointwise = false;
+    index_t dx_col_block = 0, dx_col_items = 0;
     index_t wgrad_thread_elems = 0;  // scratch per thread of the dW phase (with dx when fused)
     index_t dx_thread_elems = 0;     // scratch per thread of the unfused dx phase
 };
@@ -100,6 +104,13 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan);
 template <class T>
 void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* x, const T* w,
                           const T* bias, T* out);
+
+// The pointwise dx (conv_pointwise_dx.cpp): fills the plan's dx fields and returns true when
+// it can run the shape; runs a plan that chose it.
+template <class T>
+bool plan_pointwise_dx(const Conv2dParams& p, ConvBackwardPlan<T>& plan);
+template <class T>
+void pointwise_data_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx);
 
 // The pixel-dots forward (conv_pixel_dots.cpp), the same pair of entries.
 template <class T>

@@ -152,6 +152,28 @@ def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned
         assert fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]["data_grad"] == "gemm_col2im"
 
 
+@pytest.mark.parametrize("N, C, H, W, FN", [
+    (1, 512, 7, 7, 300),   # ResNet-50's s4 at batch 1, scaled: K = 300 filters crosses KC
+    (8, 40, 7, 7, 13),     # batch 8: 392 pixel rows cross MC; 40 channels in 16- or 8-wide blocks
+    (3, 17, 5, 8, 9),      # channels past the last full NR block, 40-pixel planes
+    (2, 64, 8, 8, 7),      # 64 pixels an image: the largest plane the rule takes
+])
+def test_pointwise_data_grad(N, C, H, W, FN, dtype, poisoned):
+    """Stride-1 1x1 on small planes: dx^T in channel blocks, one GEMM over the batch's pixels
+    each, transposed into dx; dx alone and beside dW against the naive loops, buffers
+    poisoned."""
+    rng = rng_for("dx-pointwise", N, C, H, W, FN)
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, 1, 1), dtype)
+    dout = randn(rng, (N, FN, H, W), dtype)
+    plan = fastconv.explain_plan(x.shape, w.shape, dtype=dtype)["backward"]
+    assert plan["data_grad"] == "pointwise", plan
+    rdx, adx = _assert_backward_matches_naive(dout, x, w, 1, 0, dtype, "with pointwise dx")
+    alone = fastconv.conv2d_backward_input(dout, w, x.shape)
+    assert_close(alone, rdx, adx, FN, dtype, "pointwise dx alone")
+    wider = (N, C, 9, 9)  # 81 pixels an image: past the rule, the col2im path
+    assert fastconv.explain_plan(wider, w.shape, dtype=dtype)["backward"]["data_grad"] != "pointwise"
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
     (8, 16, 5, 5, 120, 5, 1, 0),   # LeNet-5's c5: one pixel an image, all 8 images in one item
     (7, 7, 7, 7, 11, 3, 2, 1),     # 16 pixels an image, 7 images: the last item is short
