@@ -129,6 +129,21 @@ def _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, what):
     return rdx, adx
 
 
+def _assert_dx_path_matches_naive(x_shape, w_shape, stride, pad, dtype, what, plan_takes):
+    """Fresh inputs for one dx path: the plan must take it (plan_takes(backward plan)); then
+    dx, dW and db of the whole backward and dx alone against the naive loops."""
+    rng = rng_for("dx-path", what, *x_shape, *w_shape, stride, pad)
+    (N, C, H, W), (FN, _, k, _) = x_shape, w_shape
+    x, w = randn(rng, x_shape, dtype), randn(rng, w_shape, dtype)
+    OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    dout = randn(rng, (N, FN, OH, OW), dtype)
+    plan = fastconv.explain_plan(x_shape, w_shape, stride=stride, pad=pad, dtype=dtype)["backward"]
+    assert plan_takes(plan), plan
+    rdx, adx = _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, f"with dx {what}")
+    alone = fastconv.conv2d_backward_input(dout, w, x_shape, stride=stride, pad=pad)
+    assert_close(alone, rdx, adx, FN * k * k, dtype, f"dx alone {what}")
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
     (8, 16, 12, 12, 8, 3, 1),   # the smallest batch and channel count the rule takes
     (9, 17, 13, 11, 24, 3, 0),  # a valid conv: the transposed forward pads by kh - 1
@@ -162,16 +177,10 @@ def test_pointwise_data_grad(N, C, H, W, FN, dtype, poisoned):
     """Stride-1 1x1 on small planes: dx^T in channel blocks, one GEMM over the batch's pixels
     each, transposed into dx; dx alone and beside dW against the naive loops, buffers
     poisoned."""
-    rng = rng_for("dx-pointwise", N, C, H, W, FN)
-    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, 1, 1), dtype)
-    dout = randn(rng, (N, FN, H, W), dtype)
-    plan = fastconv.explain_plan(x.shape, w.shape, dtype=dtype)["backward"]
-    assert plan["data_grad"] == "pointwise", plan
-    rdx, adx = _assert_backward_matches_naive(dout, x, w, 1, 0, dtype, "with pointwise dx")
-    alone = fastconv.conv2d_backward_input(dout, w, x.shape)
-    assert_close(alone, rdx, adx, FN, dtype, "pointwise dx alone")
+    _assert_dx_path_matches_naive((N, C, H, W), (FN, C, 1, 1), 1, 0, dtype, "as pointwise dx",
+                                  lambda plan: plan["data_grad"] == "pointwise")
     wider = (N, C, 9, 9)  # 81 pixels an image: past the rule, the col2im path
-    assert fastconv.explain_plan(wider, w.shape, dtype=dtype)["backward"]["data_grad"] != "pointwise"
+    assert fastconv.explain_plan(wider, (FN, C, 1, 1), dtype=dtype)["backward"]["data_grad"] != "pointwise"
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
@@ -184,15 +193,8 @@ def test_data_grad_in_image_groups(N, C, H, W, FN, k, stride, pad, dtype, poison
     """Output planes of fewer than 4 NR pixels: dx's items take several whole images, their
     pixels side by side as the GEMM's columns, each image then summed back by col2im; dx
     alone and beside dW against the naive loops, buffers poisoned."""
-    rng = rng_for("dx-image-groups", N, C, H, W, FN, k, stride, pad)
-    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype)
-    OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
-    dout = randn(rng, (N, FN, OH, OW), dtype)
-    plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["backward"]
-    assert plan["data_grad"] == "gemm_col2im" and plan["dx_images"] > 1, plan
-    rdx, adx = _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, "with dx in image groups")
-    alone = fastconv.conv2d_backward_input(dout, w, x.shape, stride=stride, pad=pad)
-    assert_close(alone, rdx, adx, FN * k * k, dtype, "dx alone in image groups")
+    _assert_dx_path_matches_naive((N, C, H, W), (FN, C, k, k), stride, pad, dtype, "in image groups",
+                                  lambda plan: plan["data_grad"] == "gemm_col2im" and plan["dx_images"] > 1)
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
@@ -206,15 +208,8 @@ def test_data_grad_in_row_chunk_items(N, C, H, W, FN, k, stride, pad, dtype, poi
     """kh <= sh at a small batch: dx's items are output-row chunks of one channel block (no
     chunk reaches another's input rows), each zeroing the rows it owns; dx alone and beside
     dW against the naive loops, buffers poisoned."""
-    rng = rng_for("dx-row-items", N, C, H, W, FN, k, stride, pad)
-    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype)
-    OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
-    dout = randn(rng, (N, FN, OH, OW), dtype)
-    plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["backward"]
-    assert plan["data_grad"] == "gemm_col2im" and plan["dx_row_items"] > 1, plan
-    rdx, adx = _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, "with dx in row-chunk items")
-    alone = fastconv.conv2d_backward_input(dout, w, x.shape, stride=stride, pad=pad)
-    assert_close(alone, rdx, adx, FN * k * k, dtype, "dx alone in row-chunk items")
+    _assert_dx_path_matches_naive((N, C, H, W), (FN, C, k, k), stride, pad, dtype, "in row-chunk items",
+                                  lambda plan: plan["data_grad"] == "gemm_col2im" and plan["dx_row_items"] > 1)
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
