@@ -549,7 +549,6 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
     plan.threads = threads_for_flop(gemm_flop * (int(grads.data) + int(grads.weight)), std::max(threads, 1));
     plan.dx_pointwise = grads.data && plan_pointwise_dx(p, plan);
     plan.dx_as_forward = !plan.dx_pointwise && use_dx_as_forward<T>(p, threads, grads);
-    const bool pointwise_dx = plan.dx_pointwise;
     if (plan.dx_as_forward || plan.dx_pointwise) grads.data = false;  // the rest of the plan is the dW half
     if (plan.dx_as_forward)  // the transposed forward plans its own threads
         plan.threads = threads_for_flop(gemm_flop * int(grads.weight), std::max(threads, 1));
@@ -558,7 +557,7 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
     // dout_n is still in that core's cache (it is read cold otherwise: ~15 % of the time).
     plan.fused = grads.data && grads.weight && !plan.by_columns && plan.units_per_image == 1 && plan.units >= 8 &&
                  p.c > 0;
-    if (!pointwise_dx) plan_data_grad(p, plan);
+    if (!plan.dx_pointwise) plan_data_grad(p, plan);
     ScratchBooking wgrad;
     if (grads.weight) {
         wgrad.book(plan.wgrad_gemm.scratch_elems());
@@ -566,7 +565,7 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
     }
     if (plan.fused) wgrad.book(plan.dx_item_elems);
     plan.wgrad_thread_elems = wgrad.total();
-    plan.dx_thread_elems = (grads.data && !plan.fused) || pointwise_dx ? plan.dx_item_elems : 0;
+    plan.dx_thread_elems = (grads.data && !plan.fused) || plan.dx_pointwise ? plan.dx_item_elems : 0;
     return plan;
 }
 
@@ -598,23 +597,6 @@ void pack_a_images(const T* a, index_t image_ld, index_t P, index_t M, int mr, i
     }
 }
 
-// Column j of B for images side by side: dout of image j / P, pixel j % P (row pitch P,
-// image_ld apart).
-template <class T>
-void pack_b_images(const T* d, index_t image_ld, index_t P, int nr, index_t pc, index_t kc, index_t jc, index_t ncol,
-                   Span<T> out) {
-    out.need(gemm::panel_elems(ncol, nr, kc), "pack_b_images", "B panels");
-    for (index_t q0 = 0; q0 < ncol; q0 += nr) {
-        T* dst = out.data + (q0 / nr) * kc * nr;
-        const index_t cols = std::min<index_t>(nr, ncol - q0);
-        for (index_t jj = 0; jj < nr; ++jj) {
-            const index_t j = jc + q0 + jj;
-            const T* src = jj < cols ? d + (j / P) * image_ld + pc * P + j % P : nullptr;
-            for (index_t k = 0; k < kc; ++k) dst[k * nr + jj] = src ? src[k * P] : T(0);
-        }
-    }
-}
-
 // dx of channels [c0, c0 + c_block) of images [n0, n0 + images) from output rows
 // [oh_begin, oh_end) (all of them when images > 1), in oh_chunk chunks through dcol; zeroes
 // the input rows those outputs own first.
@@ -641,7 +623,7 @@ void data_grad_item(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, cons
         gemm::gemm_blocked(
             kern, plan.dx_gemm, rows, images * P, FN, pack_wt,
             [&](index_t pc, index_t kc, index_t jc, index_t ncol, Span<T> dst) {
-                pack_b_images(d, FN * P, P, kern.nr, pc, kc, jc, ncol, dst);
+                pack_dout_pixels(d, FN, P, kern.nr, jc, ncol, pc, kc, dst);
             },
             dcol, images * P, false, static_cast<const T*>(nullptr), scratch);
         for (index_t i = 0; i < images; ++i)

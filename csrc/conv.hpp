@@ -92,6 +92,29 @@ struct ConvBackwardPlan {
     index_t dx_thread_elems = 0;     // scratch per thread of the unfused dx phase
 };
 
+// Panels (A or B: `width` = MR or NR) of dout with the batch's pixels side by side: panel line
+// j = pixel j % P of image j / P, depth k = filter pc + k, i.e. dout[(j / P) * FN * P +
+// (pc + k) * P + j % P]; lines [j0, j0 + count), zero past them to whole panels.
+template <class T>
+void pack_dout_pixels(const T* dout, index_t FN, index_t P, int width, index_t j0, index_t count, index_t pc,
+                      index_t kc, Span<T> out) {
+    out.need(gemm::panel_elems(count, width, kc), "pack_dout_pixels", "panels");
+    for (index_t q0 = 0; q0 < count; q0 += width) {
+        T* dst = out.data + (q0 / width) * kc * width;
+        const index_t lines = std::min<index_t>(width, count - q0);
+        const T* src[gemm::kMaxNr];
+        for (index_t i = 0; i < lines; ++i) {
+            const index_t j = j0 + q0 + i;
+            src[i] = dout + (j / P * FN + pc) * P + j % P;
+        }
+        for (index_t k = 0; k < kc; ++k) {
+            index_t i = 0;
+            for (; i < lines; ++i) dst[k * width + i] = src[i][k * P];
+            for (; i < width; ++i) dst[k * width + i] = T(0);
+        }
+    }
+}
+
 template <class T>
 ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads);
 template <class T>

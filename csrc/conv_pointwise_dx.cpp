@@ -23,30 +23,6 @@ namespace {
 // 7x7: 1.04-1.73x; NOTES section 39). The batch's pixels at most bound the dx^T block.
 constexpr index_t kPointwiseMaxPlane = 64;
 constexpr index_t kPointwiseMaxPixels = 4096;
-// Rows of an A panel whose source pointers the packer keeps on the stack.
-constexpr int kMaxPanelRows = 32;
-
-// A panels of dout^T: row r = (image r / P, pixel r % P), depth = filters [pc, pc + kc).
-template <class T>
-void pack_dout_pixels(const T* dout, index_t FN, index_t P, index_t rows_total, int mr, index_t ic, index_t mc,
-                      index_t pc, index_t kc, Span<T> out) {
-    out.need(gemm::panel_elems(mc, mr, kc), "pack_dout_pixels", "A panels");
-    for (index_t r0 = 0; r0 < mc; r0 += mr) {
-        T* dst = out.data + (r0 / mr) * kc * mr;
-        const index_t rows = std::min<index_t>(mr, rows_total - (ic + r0));
-        const T* src[kMaxPanelRows];
-        for (index_t i = 0; i < rows; ++i) {
-            const index_t r = ic + r0 + i;
-            src[i] = dout + (r / P * FN + pc) * P + r % P;
-        }
-        for (index_t k = 0; k < kc; ++k) {
-            index_t i = 0;
-            for (; i < rows; ++i) dst[k * mr + i] = src[i][k * P];
-            for (; i < mr; ++i) dst[k * mr + i] = T(0);
-        }
-    }
-}
-
 // Channels [c0, c0 + nc) of dx from the block's dx^T (row = batch pixel, ld = its width).
 template <class T>
 void transpose_block(const Conv2dParams& p, const T* block, index_t ld, index_t c0, index_t nc, T* dx) {
@@ -67,7 +43,7 @@ bool plan_pointwise_dx(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     const MicroKernel<T>& kern = *plan.kern;
     const index_t pixels = p.n * p.out_plane();
     if (w.kh != 1 || w.kw != 1 || w.sh != 1 || w.sw != 1 || w.ph != 0 || w.pw != 0 || pixels == 0 ||
-        p.out_plane() > kPointwiseMaxPlane || pixels > kPointwiseMaxPixels || p.c < kern.nr || kern.mr > kMaxPanelRows)
+        p.out_plane() > kPointwiseMaxPlane || pixels > kPointwiseMaxPixels || p.c < kern.nr)
         return false;
     // Channel blocks of whole NR panels, two per thread: each block packs all of dout^T again.
     // (A block's sums do not depend on its width, so the count may follow the threads.)
@@ -93,7 +69,7 @@ void pointwise_data_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan,
         gemm::gemm_blocked(
             kern, plan.dx_gemm, pixels, nc, p.oc,
             [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
-                pack_dout_pixels(dout, p.oc, P, pixels, kern.mr, ic, mc, pc, kc, dst);
+                pack_dout_pixels(dout, p.oc, P, kern.mr, ic, mc, pc, kc, dst);  // dout^T
             },
             [&](index_t pc, index_t kc, index_t jc, index_t ncol, Span<T> dst) {
                 gemm::pack_b_rows(w + c0, p.c, nc, kern.nr, pc, kc, jc, ncol, dst);  // W is FN x C
