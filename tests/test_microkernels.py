@@ -1,8 +1,9 @@
 """Every GEMM micro-kernel of the table, tested on its own (the way XNNPACK's
 gemm-microkernel-tester tests each kernel): every entry (``run`` on packed panels, ``run_b_rows``
 on B rows read in place, ``run_b_gather`` on B rows through a pointer table with A packed or read
-in place), with and without accumulation and bias, on every edge tile m <= MR, n <= NR, at
-depths k = 0, 1, KC - 1, KC, KC + 1 -- against a float64 product.
+in place), with and without accumulation and bias, on every edge tile m <= MR, n <= NR (tiles
+of n <= NR - L columns run the narrower kernels of fewer vectors), at depths k = 0, 1, KC - 1,
+KC, KC + 1 -- against a float64 product.
 
 The C array is larger than the tile and filled around it with random values checked bit for bit
 afterwards: a write outside the tile changes them, accumulating or not.

@@ -78,56 +78,70 @@ struct VectorTile {
 
     static void run(index_t k, const T* __restrict a, const T* __restrict b, T* __restrict c, index_t ldc,
                     int m, int n, bool accumulate, const T* __restrict bias) {
-        tile(k, PackedA{a}, PackedRows{b}, c, ldc, m, n, accumulate, bias);
+        tile_columns(k, PackedA{a}, PackedRows{b}, c, ldc, m, n, accumulate, bias);
     }
     static void run_b_rows(index_t k, const T* __restrict a, const T* __restrict b, index_t ldb, T* __restrict c,
                            index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
-        tile(k, PackedA{a}, StridedRows{b, ldb}, c, ldc, m, n, accumulate, bias);
+        tile_columns(k, PackedA{a}, StridedRows{b, ldb}, c, ldc, m, n, accumulate, bias);
     }
     static void run_b_gather(index_t k, const T* __restrict a, index_t lda, const T* const* b_rows, index_t col,
                              T* __restrict c, index_t ldc, int m, int n, bool accumulate, const T* __restrict bias) {
         if (lda == 0)
-            tile(k, PackedA{a}, GatheredRows{b_rows, col}, c, ldc, m, n, accumulate, bias);
+            tile_columns(k, PackedA{a}, GatheredRows{b_rows, col}, c, ldc, m, n, accumulate, bias);
         else
-            tile(k, RowsA(a, lda, m), GatheredRows{b_rows, col}, c, ldc, m, n, accumulate, bias);
+            tile_columns(k, RowsA(a, lda, m), GatheredRows{b_rows, col}, c, ldc, m, n, accumulate, bias);
     }
 
+    // A tile of n <= NR columns computes only the vectors that hold them: a 49-pixel plane's
+    // last 16-wide panel has one column, which at full width cost a whole tile's FMAs.
     template <class A, class Rows>
+    static void tile_columns(index_t k, A a, Rows b, T* __restrict c, index_t ldc, int m, int n, bool accumulate,
+                             const T* __restrict bias) {
+        if constexpr (NV > 1)
+            if (n <= L) return tile<1>(k, a, b, c, ldc, m, n, accumulate, bias);
+        if constexpr (NV > 2)
+            if (n <= 2 * L) return tile<2>(k, a, b, c, ldc, m, n, accumulate, bias);
+        tile<NV>(k, a, b, c, ldc, m, n, accumulate, bias);
+    }
+
+    // The MR x (NA vectors) tile of C.
+    template <int NA, class A, class Rows>
     static void tile(index_t k, A a, Rows b, T* __restrict c, index_t ldc, int m, int n, bool accumulate,
                      const T* __restrict bias) {
+        constexpr int W = NA * L;
         // C is touched only after the k loop: start its lines on their way now, so the
         // stores at the end do not wait on misses.
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i) {
             __builtin_prefetch(c + i * ldc, 1);
-            __builtin_prefetch(c + i * ldc + NR - 1, 1);
+            __builtin_prefetch(c + i * ldc + W - 1, 1);
         }
-        V acc[MR][NV];
+        V acc[MR][NA];
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
-            for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+            for (int j = 0; j < NA; ++j) acc[i][j] = V{};
 
         for (index_t p = 0; p < k; ++p) {
             const T* __restrict b_row = b.row(p);
-            V bj[NV];
+            V bj[NA];
 #pragma GCC unroll 8
-            for (int j = 0; j < NV; ++j) bj[j] = load(b_row + j * L);
+            for (int j = 0; j < NA; ++j) bj[j] = load(b_row + j * L);
 #pragma GCC unroll 32
             for (int i = 0; i < MR; ++i) {
                 const V ai = splat(a.at(p, i));
 #pragma GCC unroll 8
-                for (int j = 0; j < NV; ++j) acc[i][j] += ai * bj[j];
+                for (int j = 0; j < NA; ++j) acc[i][j] += ai * bj[j];
             }
         }
 
-        if (m == MR && n == NR) {
+        if (m == MR && n == W) {
 #pragma GCC unroll 32
             for (int i = 0; i < MR; ++i) {
                 T* row = c + i * ldc;
                 const V shift = splat(bias ? bias[i] : T(0));
 #pragma GCC unroll 8
-                for (int j = 0; j < NV; ++j) {
+                for (int j = 0; j < NA; ++j) {
                     V v = acc[i][j] + shift;
                     if (accumulate) v += load(row + j * L);
                     store(row + j * L, v);
@@ -136,7 +150,7 @@ struct VectorTile {
             return;
         }
         // Edge tile: spill, then write only the valid part.
-        alignas(64) T tile[MR][NR];
+        alignas(64) T tile[MR][W];
         std::memcpy(tile, acc, sizeof(tile));
         for (int i = 0; i < m; ++i) {
             T* row = c + i * ldc;
