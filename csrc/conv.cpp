@@ -329,6 +329,48 @@ class DotsOperands {
 
 // --- forward ---------------------------------------------------------------------
 
+// The time of packing one element, in FLOP of the same core's GEMM, per NR of vector width:
+// 5-7 NR on Zen 3 (packing a 2048 x 512 W four times instead of once cost ~3.5 ms of 13).
+constexpr double kPackFlopsPerNr = 5.0;
+
+struct ChunkBlocks {
+    index_t chunk, filter_block;
+};
+
+// The batch_chunks items: pixel chunks x filter blocks. Each item packs its filters' rows of W
+// (mb x K) and its chunk's B panels (K x chunk), so more chunks re-pack W and more filter
+// blocks re-pack the image; the estimate of the slowest thread (rounds of items, each its
+// tiles' FLOP plus its packs) picks both. A fixed 4 items per thread had packed a batch-1
+// 512-filter, 49-pixel layer's 1.2 M weights four times at one thread (0.46x NumPy).
+template <class T>
+ChunkBlocks batch_chunk_blocks(const MicroKernel<T>& kern, index_t M, index_t K, index_t total, int threads) {
+    const double pack = kPackFlopsPerNr * kern.nr;
+    const index_t spread = 8 * std::max(threads, 1);
+    // A block of at most MC filters reads each packed B panel once: such chunks keep their B
+    // block in half of L2 (AlexNet conv1 at batch 1, 96 filters: 3025-pixel chunks ran 14 %
+    // slower than 768). More filters re-read it per MC block, from L3, as BLIS does.
+    const index_t kc = gemm::plan_gemm(kern, 1, 1, K).kc;
+    const index_t l2_cols = std::max<index_t>(gemm::cache_sizes().l2 / 2 / (kc * index_t(sizeof(T))), kern.nr);
+    ChunkBlocks best{total, M};
+    double best_cost = -1.0;
+    for (index_t fb = 1; fb <= std::min(spread, ceil_div(M, kern.mr)); ++fb) {
+        const index_t mb = round_up(ceil_div(M, fb), kern.mr);
+        const index_t min_chunks = ceil_div(total, mb <= kern.mc ? std::min(l2_cols, kern.nc) : kern.nc);
+        for (index_t cb = min_chunks; cb <= std::min(min_chunks + spread, ceil_div(total, kern.nr)); ++cb) {
+            const index_t tiled = round_up(ceil_div(total, cb), kern.nr), chunk = std::min(tiled, total);
+            const index_t items = ceil_div(M, mb) * ceil_div(total, chunk);
+            const double item = 2.0 * double(mb) * double(tiled) * double(K) + pack * double(K) * double(mb + tiled);
+            const double cost = double(ceil_div(items, threads)) * item;
+            if (best_cost < 0 || cost < best_cost * 0.999) {
+                best_cost = cost;
+                best = {chunk, mb};
+            }
+        }
+    }
+    return best;
+}
+
+
 template <class T>
 ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
     ConvForwardPlan<T> plan;
@@ -346,29 +388,17 @@ ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
         plan.items = p.n * plan.per_image;
     } else {
         // Small images whose pixel count is not a multiple of NR (mnist-cnn-l2: 196 = 4 x 48 + 4)
-        // would leave a mostly empty last tile per image; chunks of the whole batch's pixels keep
-        // the tiles full, at the price of one copy of each chunk's output into its images.
+        // would leave a mostly empty last tile per image: chunks of the whole batch's pixels
+        // keep the tiles full, their tiles written into each image (ImageColumnsC).
         plan.layout = ForwardLayout::batch_chunks;
-        const index_t total = p.n * P;
-        plan.chunk = chunk_size(total, 1, kern.nr, kern.nc, plan.threads);
-        // Each item packs the A rows of its filters and the B panels of its pixels. With c items
-        // as pixel chunks that is c*M*K + K*total elements; as filter blocks over all pixels,
-        // M*K + c*K*total: fewer when there are more filters than pixels. Measured (NOTES
-        // section 36), they win from twice as many filters as pixels (ResNet-18 layer 4 at
-        // batch 1, 512 filters and 49 pixels: 0.55 -> 0.63x torch f32, 0.57 -> 0.83x f64) and
-        // lose below (AlexNet conv5, 256 filters and 169 pixels: 0.59 -> 0.49x).
-        if (plan.threads > 1 && M >= 2 * total && total <= kern.nc) {
-            plan.chunk = total;
-            plan.filter_block = round_up(ceil_div(M, 4 * plan.threads), kern.mr);
-        }
-        plan.items = ceil_div(total, plan.chunk);
+        const ChunkBlocks blocks = batch_chunk_blocks(kern, M, K, p.n * P, plan.threads);
+        plan.chunk = blocks.chunk;
+        plan.filter_block = blocks.filter_block;
+        plan.items = ceil_div(p.n * P, plan.chunk);
     }
     if (plan.filter_block == 0 || plan.filter_block > M) plan.filter_block = M;
     plan.filter_blocks = ceil_div(M, plan.filter_block);
-    if (plan.layout == ForwardLayout::batch_chunks) {
-        plan.items *= plan.filter_blocks;
-        plan.c_block_elems = booking.book(plan.filter_block * plan.chunk);
-    }
+    if (plan.layout == ForwardLayout::batch_chunks) plan.items *= plan.filter_blocks;
     plan.gemm = gemm::plan_gemm(kern, plan.filter_block, plan.chunk, K);
     booking.book(plan.gemm.scratch_elems());
     plan.thread_elems = booking.total();
@@ -386,8 +416,8 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
     const Span<T> output{out, p.n * M * P};
     const TapTables taps(p);
     // Filters [m0, m0 + mb) of pixels [g0, g0 + npx) of the whole batch into c.
-    auto run_gemm = [&](index_t m0, index_t mb, index_t g0, index_t npx, Span<T> c, index_t ldc, Span<T> scratch) {
-        gemm::gemm_blocked(
+    auto run_gemm = [&](index_t m0, index_t mb, index_t g0, index_t npx, const auto& target, Span<T> scratch) {
+        gemm::gemm_blocked_into(
             kern, plan.gemm, mb, npx, K,
             [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
                 gemm::pack_a_rows(w + m0 * K, K, mb, kern.mr, ic, mc, pc, kc, dst);
@@ -395,30 +425,22 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
             [&](index_t pc, index_t kc, index_t jc, index_t nc, Span<T> dst) {
                 pack_b_image(p, taps, x, kern.nr, pc, kc, g0 + jc, nc, dst);
             },
-            c, ldc, false, bias ? bias + m0 : nullptr, scratch);
+            target, false, bias ? bias + m0 : nullptr, scratch);
     };
     ThreadScratch<T> scratch(plan.thread_elems, plan.threads, "conv2d_forward");
     if (plan.layout == ForwardLayout::image_tiles) {
         parallel_for_flush(plan.items, [&](index_t item) {
             const index_t n = item / plan.per_image, px0 = (item % plan.per_image) * plan.chunk;
-            run_gemm(0, M, n * P + px0, std::min(plan.chunk, P - px0), output.from(n * M * P + px0, "conv2d_forward"),
-                     P, scratch.mine());
+            const gemm::MatrixC<T> tiles{output.from(n * M * P + px0, "conv2d_forward"), P};
+            run_gemm(0, M, n * P + px0, std::min(plan.chunk, P - px0), tiles, scratch.mine());
         }, 1, plan.threads);
     } else {
         const index_t total = p.n * P;
         parallel_for_flush(plan.items, [&](index_t item) {
             const index_t g0 = (item / plan.filter_blocks) * plan.chunk, npx = std::min(plan.chunk, total - g0);
             const index_t m0 = (item % plan.filter_blocks) * plan.filter_block, mb = std::min(plan.filter_block, M - m0);
-            Span<T> mine = scratch.mine();
-            const T* block = mine.data;
-            run_gemm(m0, mb, g0, npx, mine.take(plan.c_block_elems, "conv2d_forward", "output block"), npx, mine);
-            for (index_t g = g0; g < g0 + npx;) {  // one image's share of the chunk at a time
-                const index_t n = g / P, pix = g % P, len = std::min(P - pix, g0 + npx - g);
-                for (index_t f = 0; f < mb; ++f)
-                    std::copy(block + f * npx + (g - g0), block + f * npx + (g - g0) + len,
-                              out + (n * M + m0 + f) * P + pix);
-                g += len;
-            }
+            const gemm::ImageColumnsC<T> block{output.from(m0 * P, "conv2d_forward"), P, M * P, g0};
+            run_gemm(m0, mb, g0, npx, block, scratch.mine());
         }, 1, plan.threads);
     }
     scratch.verify();

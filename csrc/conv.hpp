@@ -29,7 +29,7 @@ std::optional<ForwardAlgorithm> forced_forward_algorithm();  // nullopt: the aut
 
 enum class ForwardLayout {
     image_tiles,   // items (image, pixel chunk): the GEMM writes straight into NCHW
-    batch_chunks,  // items = chunks of the whole batch's pixels, copied into their images
+    batch_chunks,  // items = chunks of the whole batch's pixels, tiles written into their images
 };
 
 template <class T>
@@ -40,7 +40,7 @@ struct ConvForwardPlan {
     index_t chunk = 1;      // output pixels per item (the GEMM's N)
     index_t per_image = 1;  // items per image (image_tiles)
     index_t items = 0;
-    index_t c_block_elems = 0;  // batch_chunks: the item's output block
+    index_t c_block_elems = 0;  // shifted_rows: the item's output block
     index_t filter_block = 0;   // filters per item (all of them unless batch_chunks or pixel_dots
     index_t filter_blocks = 1;  // split them: items are then (pixel chunk, filter block) pairs)
     gemm::GemmPlan gemm;        // M = filters, N = chunk, K = patch (shifted_rows: K = channels)

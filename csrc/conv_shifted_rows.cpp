@@ -161,9 +161,11 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     // An item's pixels in NR-wide tiles: a 7x7 plane's 49 or 63 fill 48-wide tiles to 51-66 %,
     // where the implicit path's chunks of several images fill them (seed CNN's conv3 at batch
     // 100, ResNet-50's 7x7 1x1 layers at batch 8: 1.14-1.36x faster there; at batch 1 both tile
-    // alike and this path still wins).
-    const index_t npx = rows * Wp;
-    const bool full_tiles = p.n == 1 || 4 * npx >= 3 * round_up(npx, kern.nr);
+    // alike and this path still wins). A 1x1 kernel packs no taps on that path, so it goes
+    // there from a tenth of its tiles lost (7x7 at batch 8, 16-wide tiles: 1.2-1.4x; 14x14 lose
+    // 6 % and stay: the implicit path's packing of the image then costs more, NOTES section 40).
+    const index_t npx = rows * Wp, tiled = round_up(npx, kern.nr);
+    const bool full_tiles = p.n == 1 || (pointwise ? 10 * npx >= 9 * tiled : 4 * npx >= 3 * tiled);
     if (!forced && !((pointwise || few_pad_columns) && wide && full_tiles)) return false;
     plan.algorithm = ForwardAlgorithm::shifted_rows;
     plan.rows = rows;

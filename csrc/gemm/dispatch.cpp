@@ -45,7 +45,7 @@ const std::vector<MicroKernel<T>>& all_kernels() {
         append_avx2_kernels<T>(t);
         append_generic_kernels<T>(t);
         for (const auto& k : t)
-            if (k.nr > kMaxNr || k.mc % k.mr != 0 || k.nc % k.nr != 0)
+            if (k.nr > kMaxNr || k.mr > kMaxMr || k.mc % k.mr != 0 || k.nc % k.nr != 0)
                 throw std::logic_error(std::string("GEMM kernel ") + k.name + " has inconsistent blocking");
         return t;
     }();

@@ -63,24 +63,74 @@ struct BRows {
     index_t ld = 0;
 };
 
-// C (M x N, row stride ldc) = (accumulate ? C : 0) + A . B (+ bias on the last depth block).
+// Where the driver writes C. A target checks its span once per call (`check`), hands the
+// micro-kernel each tile as (pointer, row stride) (`tile`), and gives single elements for the
+// empty sum (`at`).
+template <class T>
+struct MatrixC {  // row-major, row stride ldc
+    Span<T> c;
+    index_t ldc;
+    void check(index_t M, index_t N) const { c.need((M - 1) * ldc + N, "gemm_blocked", "C"); }
+    T* at(index_t i, index_t j) const { return c.data + i * ldc + j; }
+    template <class Run>
+    void tile(index_t i, index_t j, int, int, bool, Run&& run) const {
+        run(c.data + i * ldc + j, ldc);
+    }
+};
+
+// Columns are the pixels of consecutive images: column j is pixel (j0 + j) % P of image
+// (j0 + j) / P, and row i of an image's block starts i*P after it (an NCHW output, or a block
+// of its filters). A tile that spans two images is computed in a stack tile and scattered.
+template <class T>
+struct ImageColumnsC {
+    Span<T> c;  // from image 0, row 0
+    index_t plane, image_ld, j0;
+    void check(index_t M, index_t N) const {
+        if (M * plane > image_ld) throw_misfit("gemm_blocked", "rows of an image's block", M * plane, image_ld);
+        const index_t last = j0 + N - 1;
+        c.need(last / plane * image_ld + (M - 1) * plane + last % plane + 1, "gemm_blocked", "C");
+    }
+    T* at(index_t i, index_t j) const {
+        const index_t g = j0 + j;
+        return c.data + g / plane * image_ld + i * plane + g % plane;
+    }
+    template <class Run>
+    void tile(index_t i, index_t j, int m, int n, bool accumulate, Run&& run) const {
+        index_t pixel = (j0 + j) % plane;
+        if (pixel + n <= plane) return run(at(i, j), plane);
+        T* col[kMaxNr];  // column q's element of row i
+        col[0] = at(i, j);
+        for (int q = 1; q < n; ++q) {
+            col[q] = ++pixel < plane ? col[q - 1] + 1 : col[q - 1] + 1 + image_ld - plane;
+            if (pixel == plane) pixel = 0;
+        }
+        alignas(64) T split[kMaxMr * kMaxNr];
+        for (int r = 0; accumulate && r < m; ++r)
+            for (int q = 0; q < n; ++q) split[r * kMaxNr + q] = col[q][r * plane];
+        run(split, index_t(kMaxNr));
+        for (int r = 0; r < m; ++r)
+            for (int q = 0; q < n; ++q) col[q][r * plane] = split[r * kMaxNr + q];
+    }
+};
+
+// C (M x N, at `target`) = (accumulate ? C : 0) + A . B (+ bias on the last depth block).
 // Checks the call against its plan, C against its span and the scratch against the plan's
 // booking before anything is written.
-template <class T, class PackA, class PackB>
-void gemm_blocked(const MicroKernel<T>& kern, const GemmPlan& plan, index_t M, index_t N, index_t K,
-                  PackA&& pack_a, PackB&& pack_b, Span<T> c, index_t ldc, bool accumulate, const T* bias,
-                  Span<T> scratch, const BRows<T>& b_rows = {}) {
+template <class T, class PackA, class PackB, class Target>
+void gemm_blocked_into(const MicroKernel<T>& kern, const GemmPlan& plan, index_t M, index_t N, index_t K,
+                       PackA&& pack_a, PackB&& pack_b, const Target& target, bool accumulate, const T* bias,
+                       Span<T> scratch, const BRows<T>& b_rows = {}) {
     if (M <= 0 || N <= 0) return;
     if (M > plan.m_max || N > plan.n_max || K > plan.k_max)
         throw_misfit("gemm_blocked", "a call larger than its plan (M+N+K)", M + N + K,
                      plan.m_max + plan.n_max + plan.k_max);
-    c.need((M - 1) * ldc + N, "gemm_blocked", "C");
+    target.check(M, N);
     if (K <= 0) {  // empty sum: C = (accumulate ? C : 0) + bias
-        for (index_t i = 0; i < M; ++i) {
-            T* row = c.data + i * ldc;
-            const T shift = bias ? bias[i] : T(0);
-            for (index_t j = 0; j < N; ++j) row[j] = (accumulate ? row[j] : T(0)) + shift;
-        }
+        for (index_t i = 0; i < M; ++i)
+            for (index_t j = 0; j < N; ++j) {
+                T* e = target.at(i, j);
+                *e = (accumulate ? *e : T(0)) + (bias ? bias[i] : T(0));
+            }
         return;
     }
     const index_t mr = kern.mr, nr = kern.nr, kc_max = plan.kc;
@@ -106,17 +156,26 @@ void gemm_blocked(const MicroKernel<T>& kern, const GemmPlan& plan, index_t M, i
                     for (index_t ir = 0; ir < mc; ir += mr) {
                         const int m = static_cast<int>(std::min(mr, mc - ir));
                         const T* a_panel = a_buf.data + (ir / mr) * kc * mr;
-                        T* c_tile = c.data + (ic + ir) * ldc + jc + jr;
                         const T* tile_bias = (last && bias) ? bias + ic + ir : nullptr;
-                        if (in_place)
-                            kern.run_b_rows(kc, a_panel, b_panel, b_rows.ld, c_tile, ldc, m, n, acc, tile_bias);
-                        else
-                            kern.run(kc, a_panel, b_panel, c_tile, ldc, m, n, acc, tile_bias);
+                        target.tile(ic + ir, jc + jr, m, n, acc, [&](T* c_tile, index_t ldc) {
+                            if (in_place)
+                                kern.run_b_rows(kc, a_panel, b_panel, b_rows.ld, c_tile, ldc, m, n, acc, tile_bias);
+                            else
+                                kern.run(kc, a_panel, b_panel, c_tile, ldc, m, n, acc, tile_bias);
+                        });
                     }
                 }
             }
         }
     }
+}
+
+// C a row-major matrix (row stride ldc).
+template <class T, class PackA, class PackB>
+void gemm_blocked(const MicroKernel<T>& kern, const GemmPlan& plan, index_t M, index_t N, index_t K,
+                  PackA&& pack_a, PackB&& pack_b, Span<T> c, index_t ldc, bool accumulate, const T* bias,
+                  Span<T> scratch, const BRows<T>& b_rows = {}) {
+    gemm_blocked_into(kern, plan, M, N, K, pack_a, pack_b, MatrixC<T>{c, ldc}, accumulate, bias, scratch, b_rows);
 }
 
 // Elements a packer writes for `count` rows (A) or columns (B) of depth kc.

@@ -15,8 +15,10 @@ namespace fastconv::gemm {
 
 using index_t = std::int64_t;
 
-// Widest NR any kernel may have: packers keep per-column tables of this size on the stack.
+// Widest NR and tallest MR any kernel may have: packers keep per-column tables of NR entries
+// on the stack, and a C tile split across images is computed in an MR x NR stack tile.
 constexpr int kMaxNr = 64;
+constexpr int kMaxMr = 16;
 
 template <class T>
 using MicroKernelFn = void (*)(index_t k, const T* a, const T* b, T* c, index_t ldc, int m, int n,
