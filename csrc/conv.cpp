@@ -370,7 +370,6 @@ ChunkBlocks batch_chunk_blocks(const MicroKernel<T>& kern, index_t M, index_t K,
     return best;
 }
 
-
 template <class T>
 ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
     ConvForwardPlan<T> plan;
