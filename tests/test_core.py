@@ -81,6 +81,32 @@ def test_cache_sizes_are_reported():
     assert f"L1d {c['l1d'] // 1024} KiB" in fastconv._config.config()["caches"]
 
 
+def _sysfs_data_caches() -> dict:
+    """{level: bytes} of cpu0's data/unified caches as Linux's sysfs lists them."""
+    sizes = {}
+    for index in sorted(pathlib.Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        if kind != "Instruction":
+            unit = {"K": 1024, "M": 1024 * 1024}.get(size[-1], 1)
+            sizes.setdefault(int(level), int(size.rstrip("KM")) * unit)
+    return sizes
+
+
+def test_cache_sizes_follow_sysfs_where_linux_lists_them():
+    """sysfs, not glibc's CPUID-derived sysconf, is the source: some guests' CPUID reports the
+    host's whole L3 (a 32 MiB EPYC guest read 256 MiB)."""
+    listed = _sysfs_data_caches()
+    if not listed:
+        pytest.skip("this system has no /sys/devices/system/cpu/cpu0/cache")
+    c = _core.cache_sizes()
+    for level, key in ((1, "l1d"), (2, "l2"), (3, "l3")):
+        if level in listed:
+            assert c[key] == listed[level], (key, c, listed)
+
+
 def test_python_dash_m_prints_config():
     res = subprocess.run([sys.executable, "-m", "fastconv"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -81,7 +81,7 @@ double fma_burn_avx2(index_t iters, T* sink);
 template <class T>
 double fma_burn_avx512(index_t iters, T* sink);
 
-// Data cache sizes of the CPU this process runs on (sysconf; 0 where it does not say), and the
+// Data cache sizes of the CPU this process runs on (Linux sysfs, else sysconf), and the
 // sizes blocking uses: those, or 32 KiB / 512 KiB / 8 MiB where unknown.
 struct CacheSizes {
     index_t l1d = 0, l2 = 0, l3 = 0;
