@@ -337,13 +337,14 @@ struct ChunkBlocks {
     index_t chunk, filter_block;
 };
 
-// The batch_chunks items: pixel chunks x filter blocks. Each item packs its filters' rows of W
-// (mb x K) and its chunk's B panels (K x chunk), so more chunks re-pack W and more filter
-// blocks re-pack the image; the estimate of the slowest thread (rounds of items, each its
+// Items of one GEMM (M rows, depth K, `total` columns) as column chunks x row blocks: the
+// forward's batch chunks (pixels x filters) and dW's blocks (taps x filters). Each item packs
+// its rows of A (mb x K) and its chunk's B panels (K x chunk), so more chunks re-pack A and
+// more row blocks re-pack B; the estimate of the slowest thread (rounds of items, each its
 // tiles' FLOP plus its packs) picks both. A fixed 4 items per thread had packed a batch-1
 // 512-filter, 49-pixel layer's 1.2 M weights four times at one thread (0.46x NumPy).
 template <class T>
-ChunkBlocks batch_chunk_blocks(const MicroKernel<T>& kern, index_t M, index_t K, index_t total, int threads) {
+ChunkBlocks gemm_item_blocks(const MicroKernel<T>& kern, index_t M, index_t K, index_t total, int threads) {
     const double pack = kPackFlopsPerNr * kern.nr;
     const index_t spread = 8 * std::max(threads, 1);
     // A block of at most MC filters reads each packed B panel once: such chunks keep their B
@@ -390,7 +391,7 @@ ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
         // would leave a mostly empty last tile per image: chunks of the whole batch's pixels
         // keep the tiles full, their tiles written into each image (ImageColumnsC).
         plan.layout = ForwardLayout::batch_chunks;
-        const ChunkBlocks blocks = batch_chunk_blocks(kern, M, K, p.n * P, plan.threads);
+        const ChunkBlocks blocks = gemm_item_blocks(kern, M, K, p.n * P, plan.threads);
         plan.chunk = blocks.chunk;
         plan.filter_block = blocks.filter_block;
         plan.items = ceil_div(p.n * P, plan.chunk);
@@ -472,14 +473,20 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // f64 wrote 8 partials of 8 MB: 0.36x NumPy, NOTES section 38). Column blocks need no
     // partials, and each element's sum runs over images and pixels in the same order for any
     // block size, so the blocks may follow the thread count.
+    // Each block packs its filters' dout rows (A) and its columns of the image (B); the forward's
+    // batch-chunk estimate picks both sizes (column blocks alone had packed a batch-1 1024-filter
+    // layer's dout 8 times: 256 -> 1024 on 14x14 ran 0.75x NumPy).
     const index_t nr = plan.kern->nr, panels = ceil_div(K, nr);
     plan.by_columns = !plan.use_dots && P > 0 && p.n * P <= 64 * plan.groups && panels >= 8;
     if (plan.by_columns) {
-        plan.col_block = ceil_div(panels, std::min<index_t>(panels, 4 * plan.threads)) * nr;
+        const ChunkBlocks blocks = gemm_item_blocks(*plan.kern, FN, p.n * P, K, plan.threads);
+        plan.col_block = blocks.chunk;
         plan.col_items = ceil_div(K, plan.col_block);
+        plan.wgrad_filter_block = std::min(blocks.filter_block, FN);
+        plan.wgrad_filter_blocks = ceil_div(FN, plan.wgrad_filter_block);
         plan.groups = 1;
     }
-    plan.wgrad_gemm = plan.by_columns ? gemm::plan_gemm(*plan.kern, FN, plan.col_block, p.n * P)
+    plan.wgrad_gemm = plan.by_columns ? gemm::plan_gemm(*plan.kern, plan.wgrad_filter_block, plan.col_block, p.n * P)
                                       : gemm::plan_gemm(*plan.kern, FN, K, plan.px_per_unit);
 }
 
@@ -609,11 +616,14 @@ void pack_a_images(const T* a, index_t image_ld, index_t P, index_t M, int mr, i
     for (index_t r0 = 0; r0 < mc; r0 += mr) {
         T* dst = out.data + (r0 / mr) * kc * mr;
         const index_t rows = std::min<index_t>(mr, M - (ic + r0));
-        for (index_t k = 0; k < kc; ++k) {
-            const T* src = a + (pc + k) / P * image_ld + (ic + r0) * P + (pc + k) % P;
-            index_t i = 0;
-            for (; i < rows; ++i) dst[k * mr + i] = src[i * P];
-            for (; i < mr; ++i) dst[k * mr + i] = T(0);
+        for (index_t k = 0; k < kc;) {  // runs of depth inside one image: no division per element
+            const index_t image = (pc + k) / P, q0 = (pc + k) % P, len = std::min(kc - k, P - q0);
+            const T* src = a + image * image_ld + (ic + r0) * P + q0;
+            for (index_t q = 0; q < len; ++q, ++k) {
+                index_t i = 0;
+                for (; i < rows; ++i) dst[k * mr + i] = src[i * P + q];
+                for (; i < mr; ++i) dst[k * mr + i] = T(0);
+            }
         }
     }
 }
@@ -708,16 +718,18 @@ void weight_grad_columns(const Conv2dParams& p, const ConvBackwardPlan<T>& plan,
                          T* dw, index_t item, Span<T> scratch) {
     const MicroKernel<T>& kern = *plan.kern;
     const index_t FN = p.oc, K = p.patch(), P = p.out_plane();
-    const index_t k0 = item * plan.col_block, nk = std::min(plan.col_block, K - k0);
+    const index_t k0 = (item % plan.col_items) * plan.col_block, nk = std::min(plan.col_block, K - k0);
+    const index_t f0 = (item / plan.col_items) * plan.wgrad_filter_block;
+    const index_t nf = std::min(plan.wgrad_filter_block, FN - f0);
     gemm::gemm_blocked(
-        kern, plan.wgrad_gemm, FN, nk, p.n * P,
+        kern, plan.wgrad_gemm, nf, nk, p.n * P,
         [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {
-            pack_a_images(dout, FN * P, P, FN, kern.mr, ic, mc, pc, kc, dst);
+            pack_a_images(dout + f0 * P, FN * P, P, nf, kern.mr, ic, mc, pc, kc, dst);
         },
         [&](index_t pc, index_t kc, index_t jc, index_t nc, Span<T> dst) {
             pack_b_image_t(p, x, kern.nr, 0, pc, kc, k0 + jc, nc, dst);
         },
-        Span<T>{dw + k0, FN * K - k0}, K, false, static_cast<const T*>(nullptr), scratch);
+        Span<T>{dw + f0 * K + k0, (FN - f0) * K - k0}, K, false, static_cast<const T*>(nullptr), scratch);
 }
 
 // db[f] = the sum of filter f's output gradient over images and pixels, in image order.
@@ -740,7 +752,7 @@ void weight_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T
     if (plan.by_columns) {
         if (db) bias_grad(p, dout, db);
         ThreadScratch<T> scratch(plan.wgrad_thread_elems, plan.threads, "conv2d_backward dW columns");
-        parallel_for_flush(plan.col_items, [&](index_t item) {
+        parallel_for_flush(plan.col_items * plan.wgrad_filter_blocks, [&](index_t item) {
             weight_grad_columns(p, plan, dout, x, dw, item, scratch.mine());
         }, 1, plan.threads);
         scratch.verify();

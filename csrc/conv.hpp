@@ -66,10 +66,10 @@ struct ConvBackwardPlan {
     int threads = 1;
     // Weight gradient: units (image, output rows) dealt to `groups` partial sums.
     bool use_dots = false;  // dot products (weight_grad_dots.hpp) instead of the GEMM
-    // Small batches: items are blocks of dW's columns (patch taps), each summed over every
+    // Small batches: items are blocks of dW (filters x patch taps), each summed over every
     // image in order -- no partial dW copies, no reduction (a 7x7x512 layer had 7 of 9.4 MB).
     bool by_columns = false;
-    index_t col_block = 0, col_items = 0;
+    index_t col_block = 0, col_items = 0, wgrad_filter_block = 0, wgrad_filter_blocks = 1;
     index_t rows_per_unit = 1, px_per_unit = 0, units_per_image = 1, units = 0, groups = 1;
     gemm::GemmPlan wgrad_gemm;  // M = filters, N = patch, K = unit pixels
     index_t dots_elems = 0;

@@ -172,6 +172,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     fwd["filter_block"] = f.filter_block;
     bwd["weight_grad"] = b.use_dots ? "dots" : b.by_columns ? "gemm_columns" : "gemm";
     bwd["col_block"] = b.col_block;
+    bwd["wgrad_filter_block"] = b.wgrad_filter_block;
     bwd["rows_per_unit"] = b.rows_per_unit;
     bwd["px_per_unit"] = b.px_per_unit;
     bwd["units"] = b.units;

@@ -230,6 +230,32 @@ def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned)
     _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, "with dW in column blocks")
 
 
+@pytest.mark.parametrize("N, C, H, W, FN, k", [
+    (1, 40, 6, 6, 300, 3),     # two filter blocks at two threads
+    (1, 64, 5, 5, 400, 3),     # two column blocks at two threads
+    (2, 24, 4, 4, 250, 3),     # two images; 250 filters in blocks of 126 and 124
+    (1, 256, 7, 7, 1000, 1),   # ResNet-50's stage-4 1x1 at batch 1, narrower: more filters than MC
+])
+def test_weight_grad_filter_and_column_blocks(N, C, H, W, FN, k, dtype, poisoned, threads_restored):
+    """Batch-1 dW by blocks of filters x columns, each packing only its rows of dout and its
+    columns of the image: against the naive loops at one and two threads (buffers poisoned),
+    and bit for bit the same dW at both (every element sums the same pixels in the same order)."""
+    rng = rng_for("wgrad-blocks", N, C, H, W, FN, k)
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype)
+    pad = k // 2
+    dout = randn(rng, (N, FN, H, W), dtype)
+    dws = []
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        plan = fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]
+        assert plan["weight_grad"] == "gemm_columns", plan
+        if threads == 2:
+            assert plan["col_block"] < C * k * k or plan["wgrad_filter_block"] < FN, plan
+        _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, f"with dW in filter x column blocks, {threads} threads")
+        dws.append(fastconv.conv2d_backward_weight(dout, x, k, k, stride=1, pad=pad))
+    assert_exact(dws[1], dws[0], "dW at two threads against one")
+
+
 @pytest.mark.parametrize("case", params(CASES))
 def test_exact_on_small_integers(case, backend, dtype):
     """Integer-valued data: every product and partial sum is exact, whatever the summation
