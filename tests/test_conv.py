@@ -212,6 +212,30 @@ def test_data_grad_in_row_chunk_items(N, C, H, W, FN, k, stride, pad, dtype, poi
                                   lambda plan: plan["data_grad"] == "gemm_col2im" and plan["dx_row_items"] > 1)
 
 
+@pytest.mark.parametrize("N, C, H, W, FN, k, stride", [
+    (1, 300, 9, 9, 40, 1, 1),    # 1x1 on an 81-pixel plane: channel blocks of at most MC rows
+    (2, 250, 8, 8, 30, 1, 2),    # strided 1x1, two images side by side in one item
+    (1, 130, 8, 8, 20, 2, 2),    # 2x2 windows at stride 2: disjoint, four taps per block row
+    (1, 200, 32, 32, 16, 1, 1),  # row-chunk items whose blocks are MC-capped too
+])
+def test_data_grad_disjoint_windows_in_blocks(N, C, H, W, FN, k, stride, dtype, poisoned, threads_restored):
+    """Windows that never overlap (kh <= sh, kw <= sw) at a small batch: dx's channel blocks follow
+    the threads and stay under MC rows. Against the naive loops at one and two threads, buffers
+    poisoned, and bit for bit the same dx at both (one term per dx element from each block)."""
+    rng = rng_for("dx-disjoint", N, C, H, W, FN, k, stride)
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype)
+    OH, OW = (H - k) // stride + 1, (W - k) // stride + 1
+    dout = randn(rng, (N, FN, OH, OW), dtype)
+    dxs = []
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, dtype=dtype)["backward"]
+        assert plan["data_grad"] == "gemm_col2im" and plan["c_block"] < C, plan
+        _assert_backward_matches_naive(dout, x, w, stride, 0, dtype, f"dx of disjoint windows, {threads} threads")
+        dxs.append(fastconv.conv2d_backward_input(dout, w, x.shape, stride=stride, pad=0))
+    assert_exact(dxs[1], dxs[0], "dx at two threads against one")
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
     (8, 32, 7, 7, 24, 3, 1),   # ResNet-18's last stage at batch 8, scaled down
     (9, 130, 5, 5, 16, 1, 0),  # a 1x1 on 5x5 planes, odd batch, K past the dot products
