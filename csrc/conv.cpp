@@ -482,7 +482,7 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         const ChunkBlocks blocks = gemm_item_blocks(*plan.kern, FN, p.n * P, K, plan.threads);
         plan.col_block = blocks.chunk;
         plan.col_items = ceil_div(K, plan.col_block);
-        plan.wgrad_filter_block = std::min(blocks.filter_block, FN);
+        plan.wgrad_filter_block = std::max<index_t>(std::min(blocks.filter_block, FN), 1);  // FN may be 0
         plan.wgrad_filter_blocks = ceil_div(FN, plan.wgrad_filter_block);
         plan.groups = 1;
     }
