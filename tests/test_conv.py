@@ -254,6 +254,20 @@ def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned)
     _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, "with dW in column blocks")
 
 
+@pytest.mark.parametrize("N, C, H, W, FN", [
+    (1, 64, 28, 28, 96),   # ResNet-50's 64-channel 1x1 at batch 1, a quarter of its plane
+    (9, 17, 11, 13, 40),   # odd sizes, K = 17
+])
+def test_weight_grad_of_small_1x1_is_a_gemm(N, C, H, W, FN, dtype, poisoned):
+    """A 1x1 with K <= 64 has no shifted rows for the dot products to share: its dW runs as the
+    GEMM over the pixels, against the naive loops with buffers poisoned."""
+    rng = rng_for("wgrad-1x1-gemm", N, C, H, W, FN)
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, 1, 1), dtype)
+    plan = fastconv.explain_plan(x.shape, w.shape, dtype=dtype)["backward"]
+    assert plan["weight_grad"] in ("gemm", "gemm_columns"), plan
+    _assert_backward_matches_naive(randn(rng, (N, FN, H, W), dtype), x, w, 1, 0, dtype, "1x1 dW as a GEMM")
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, k", [
     (1, 40, 6, 6, 300, 3),     # two filter blocks at two threads
     (1, 64, 5, 5, 400, 3),     # two column blocks at two threads
