@@ -399,17 +399,19 @@ def test_bias_as_list_and_scalar_types(backend, rng):
                  np.abs(ref) + 2, 28, np.float64, "bias adds per filter")
 
 
-@pytest.mark.parametrize("N, C, H, k", [
-    (1, 64, 5, 3),    # a small plane: dW in filter x column blocks
-    (1, 8, 5, 3),     # a small patch: dW as dot products
-    (2, 64, 20, 3),   # dW in partial-sum groups
-    (1, 256, 7, 1),   # a 1x1: the pointwise dx
+@pytest.mark.parametrize("N, C, H, k, weight_grad, data_grad", [
+    (1, 64, 5, 3, "gemm_columns", "gemm_col2im"),  # a small plane: dW in filter x column blocks
+    (1, 7, 5, 3, "dots", "gemm_col2im"),           # a small patch (K = 63): dW as dot products
+    (2, 64, 20, 3, "gemm", "gemm_col2im"),         # dW in partial-sum groups
+    (1, 256, 7, 1, "gemm_columns", "pointwise"),   # a 1x1 on 49 pixels: the pointwise dx
 ])
-def test_no_filters(N, C, H, k, backend, dtype, rng):
+def test_no_filters(N, C, H, k, weight_grad, data_grad, backend, dtype, rng):
     """A layer of zero filters (the plan's block sizes must not divide by its filter count): an
-    empty output and empty dW / db, and dx exactly zero."""
+    empty output and empty dW / db, and dx exactly zero, on each dW path."""
     x = randn(rng, (N, C, H, H), dtype)
     w = np.empty((0, C, k, k), dtype=dtype)
+    plan = fastconv.explain_plan(x.shape, w.shape, pad=k // 2, dtype=dtype)["backward"]
+    assert (plan["weight_grad"], plan["data_grad"]) == (weight_grad, data_grad), plan
     assert_result_array(fastconv.conv2d(x, w, np.empty(0, dtype), pad=k // 2), (N, 0, H, H), dtype, "conv2d FN=0")
     dx, dw, db = fastconv.conv2d_backward(np.empty((N, 0, H, H), dtype), x, w, pad=k // 2)
     assert_result_array(dw, w.shape, dtype, "dW FN=0")
