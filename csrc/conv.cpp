@@ -242,9 +242,6 @@ inline index_t chunk_size(index_t total, index_t outer, index_t align, index_t m
 // Bytes of dcol scratch one dx item may use: fits in a core's L2 together with the packs.
 constexpr index_t kDcolBudgetBytes = 512 * 1024;
 
-// Stride-1 patches up to this size take the dot-product weight gradient (weight_grad_dots.hpp):
-// beyond it K fills the GEMM's tiles well and the GEMM reuses its operands better.
-constexpr index_t kDotsMaxPatch = 64;
 // Bytes of the zero-padded dout copy one dot-product unit may use.
 constexpr index_t kDotsBudgetBytes = 256 * 1024;
 
@@ -448,6 +445,17 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
 
 // --- backward --------------------------------------------------------------------
 
+template <class T>
+void set_weight_grad_units(const Conv2dParams& p, ConvBackwardPlan<T>& plan, index_t rows) {
+    plan.rows_per_unit = std::max<index_t>(rows, 1);
+    plan.px_per_unit = plan.rows_per_unit * p.ow;
+    plan.units_per_image = ceil_div(p.oh, plan.rows_per_unit);
+    plan.units = p.out_plane() == 0 ? 0 : p.n * plan.units_per_image;
+    plan.groups = std::max<index_t>(std::min<index_t>(plan.units, 8), 1);
+}
+template void set_weight_grad_units<float>(const Conv2dParams&, ConvBackwardPlan<float>&, index_t);
+template void set_weight_grad_units<double>(const Conv2dParams&, ConvBackwardPlan<double>&, index_t);
+
 // dW = sum over images of dout_n (FN x P) . im2col_n^T (P x K), and db = row sums of the
 // same dout_n slices. Units (image, output rows) are dealt to a fixed number of groups,
 // each summing into its own partial dW and db, so the result is the same for any thread
@@ -455,19 +463,19 @@ void conv2d_forward(const Conv2dParams& p, const T* x, const T* w, const T* bias
 template <class T>
 void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     const index_t FN = p.oc, K = p.patch(), P = p.out_plane();
+    const PlaneKernels<T>& kernels = active_plane_kernels<T>();
+    const std::optional<WeightGradAlgorithm> forced = forced_weight_grad_algorithm();
+    const bool stride1 = p.win.sh == 1 && p.win.sw == 1;
     // 1x1 windows have no shifted rows to share: dW is a plain GEMM over the pixels, which ran
     // ResNet-50's 64-channel 1x1 layers 1.05-1.46x faster than the dots (NOTES section 41).
-    plan.use_dots = active_plane_kernels<T>().weight_grad_dots && p.win.sh == 1 && p.win.sw == 1 &&
-                    K <= kDotsMaxPatch && (p.win.kh > 1 || p.win.kw > 1);
+    plan.use_dots = kernels.weight_grad_dots && stride1 &&
+                    (forced ? *forced == WeightGradAlgorithm::dots
+                            : K <= kDotsMaxPatch && (p.win.kh > 1 || p.win.kw > 1));
     index_t rows = p.n >= 8 ? p.oh : ceil_div(p.oh, ceil_div(8, std::max<index_t>(p.n, 1)));
     if (plan.use_dots)
         rows = std::min(rows, kDotsBudgetBytes / index_t(sizeof(T)) /
                                   std::max<index_t>(FN * DotsOperands<T>::pitch(p), 1));
-    plan.rows_per_unit = std::max<index_t>(rows, 1);
-    plan.px_per_unit = plan.rows_per_unit * p.ow;
-    plan.units_per_image = ceil_div(p.oh, plan.rows_per_unit);
-    plan.units = P == 0 ? 0 : p.n * plan.units_per_image;
-    plan.groups = std::max<index_t>(std::min<index_t>(plan.units, 8), 1);
+    set_weight_grad_units(p, plan, rows);
     plan.dots_elems = plan.use_dots ? DotsOperands<T>::elems(p, plan.rows_per_unit) : 0;
     // Each group keeps a full partial dW: on small planes (a batch of <= 64 pixels per group)
     // their writes and reduction cost more than the GEMM (single 7x7x512 layer: 27 -> 8 ms;
@@ -480,6 +488,17 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // layer's dout 8 times: 256 -> 1024 on 14x14 ran 0.75x NumPy).
     const index_t nr = plan.kern->nr, panels = ceil_div(K, nr);
     plan.by_columns = !plan.use_dots && P > 0 && p.n * P <= 64 * plan.groups && panels >= 8;
+    // The taps read the im2col in place, where the GEMM packs it: 1.1-2.7x faster on every
+    // layer measured outside the column blocks (f32 DeepConvNet conv2 at batch 100: 2.7x), but
+    // a window narrower than its stride leaves most of each cache line it reads unused (1x1
+    // stride 2: 0.8x). NOTES section 42.
+    const bool taps_fit = p.win.kh >= p.win.sh && p.win.kw >= p.win.sw;
+    plan.use_taps = kernels.weight_grad_taps && !plan.use_dots &&
+                    (forced ? *forced == WeightGradAlgorithm::taps : taps_fit && !plan.by_columns);
+    if (plan.use_taps) {
+        plan.by_columns = false;
+        plan_weight_taps(p, plan, rows);
+    }
     if (plan.by_columns) {
         const ChunkBlocks blocks = gemm_item_blocks(*plan.kern, FN, p.n * P, K, plan.threads);
         plan.col_block = blocks.chunk;
@@ -488,6 +507,7 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         plan.wgrad_filter_blocks = ceil_div(FN, plan.wgrad_filter_block);
         plan.groups = 1;
     }
+    if (plan.use_taps) return;  // (the dots fall back to the GEMM on units that hold inf or NaN)
     plan.wgrad_gemm = plan.by_columns ? gemm::plan_gemm(*plan.kern, plan.wgrad_filter_block, plan.col_block, p.n * P)
                                       : gemm::plan_gemm(*plan.kern, FN, K, plan.px_per_unit);
 }
@@ -592,13 +612,14 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
     plan_weight_grad(p, plan);
     // With whole images per unit, each image's dx follows its dW on the same thread while
     // dout_n is still in that core's cache (it is read cold otherwise: ~15 % of the time).
-    plan.fused = grads.data && grads.weight && !plan.by_columns && plan.units_per_image == 1 && plan.units >= 8 &&
-                 p.c > 0;
+    plan.fused = grads.data && grads.weight && !plan.by_columns && plan.taps_channel_block == 0 &&
+                 plan.units_per_image == 1 && plan.units >= 8 && p.c > 0;
     if (!plan.dx_pointwise) plan_data_grad(p, plan);
     ScratchBooking wgrad;
     if (grads.weight) {
         wgrad.book(plan.wgrad_gemm.scratch_elems());
         wgrad.book(plan.dots_elems);
+        wgrad.book(plan.taps_elems);
     }
     if (plan.fused) wgrad.book(plan.dx_item_elems);
     plan.wgrad_thread_elems = wgrad.total();
@@ -693,6 +714,7 @@ void weight_grad_group(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, c
     std::fill(acc_db, acc_db + FN, T(0));
     const Span<T> gemm_scratch = scratch.take(plan.wgrad_gemm.scratch_elems(), "conv2d_backward dW", "GEMM");
     const Span<T> dots_scratch = scratch.take(plan.dots_elems, "conv2d_backward dW", "dot operands");
+    const Span<T> taps_scratch = scratch.take(plan.taps_elems, "conv2d_backward dW", "taps operands");
     std::optional<DotsOperands<T>> operands;
     if (plan.use_dots) operands.emplace(p, plan.rows_per_unit, dots_scratch);
     for (index_t u = g * plan.units / plan.groups; u < (g + 1) * plan.units / plan.groups; ++u) {
@@ -701,7 +723,9 @@ void weight_grad_group(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, c
         const T* img = x + n * p.c * p.in_plane();
         const T* d = dout + n * FN * P + px0;
         for (index_t f = 0; f < FN; ++f) acc_db[f] += lane_sum(d + f * P, npx);
-        if (operands && operands->load(img, dout + n * FN * P, oh0, npx / p.ow)) {
+        if (plan.use_taps) {
+            weight_taps_unit(p, plan, img, dout + n * FN * P, oh0, npx / p.ow, 0, p.c, acc.data, taps_scratch);
+        } else if (operands && operands->load(img, dout + n * FN * P, oh0, npx / p.ow)) {
             operands->accumulate(active_plane_kernels<T>().weight_grad_dots, acc.data);
         } else {
             gemm::gemm_blocked(
@@ -758,8 +782,9 @@ template <class T>
 void weight_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* x, const T* w,
                  T* dx, T* dw, T* db) {
     const index_t FN = p.oc, dw_size = FN * p.patch();
-    if (plan.by_columns) {
+    if (plan.by_columns || plan.taps_channel_block > 0) {
         if (db) bias_grad(p, dout, db);
+        if (!plan.by_columns) return weight_taps_by_channels(p, plan, dout, x, dw);
         ThreadScratch<T> scratch(plan.wgrad_thread_elems, plan.threads, "conv2d_backward dW columns");
         parallel_for_flush(plan.col_items * plan.wgrad_filter_blocks, [&](index_t item) {
             weight_grad_columns(p, plan, dout, x, dw, item, scratch.mine());
@@ -767,10 +792,12 @@ void weight_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T
         scratch.verify();
         return;
     }
-    AlignedBuffer<T> partial((plan.groups - 1) * dw_size), partial_db(plan.groups * FN);
+    // Group 0 sums straight into dW, except with the taps: their partials are transposed.
+    const index_t own = plan.use_taps ? 0 : 1, part_size = plan.use_taps ? p.patch() * plan.taps_ld : dw_size;
+    AlignedBuffer<T> partial((plan.groups - own) * part_size), partial_db(plan.groups * FN);
     ThreadScratch<T> scratch(plan.wgrad_thread_elems, plan.threads, "conv2d_backward dW");
     parallel_for_flush(plan.groups, [&](index_t g) {
-        const Span<T> acc{g == 0 ? dw : partial.get() + (g - 1) * dw_size, dw_size};
+        const Span<T> acc{g < own ? dw : partial.get() + (g - own) * part_size, part_size};
         weight_grad_group(p, plan, dout, x, w, dx, g, acc, partial_db.get() + g * FN, scratch.mine());
     }, 1, plan.threads);
     scratch.verify();
@@ -779,6 +806,7 @@ void weight_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T
         for (index_t g = 0; g < plan.groups; ++g) sum += partial_db.get()[g * FN + f];
         db[f] = sum;
     }
+    if (plan.use_taps) return add_transposed_partials(p, plan, partial.get(), dw);
     if (plan.groups == 1) return;
     parallel_for_flush(ceil_div(dw_size, 4096), [&](index_t blk) {
         const index_t lo = blk * 4096, hi = std::min(dw_size, lo + 4096);

@@ -21,11 +21,46 @@ enum class ForwardAlgorithm {
     pixel_dots,     // a handful of output pixels: each one's im2col row dotted with W's rows
 };
 
+// The index of `name` among `names` (an algorithm forced by tests), -1 for "auto"; throws
+// std::invalid_argument naming `setter` for anything else.
+int algorithm_index(const std::string& name, const char* const* names, int count, const char* setter);
+// The setting's name back: "auto" for -1.
+inline std::string algorithm_name(int index, const char* const* names) { return index < 0 ? "auto" : names[index]; }
+
 // Tests force an algorithm over the whole case table ("auto" restores the cost rule); a
 // forced algorithm that cannot run a shape (shifted_rows at stride 2) falls back.
 void set_forward_algorithm(const std::string& name);
 std::string forward_algorithm_setting();
 std::optional<ForwardAlgorithm> forced_forward_algorithm();  // nullopt: the auto rule
+
+enum class WeightGradAlgorithm {
+    gemm,  // dout . im2col^T, the transposed im2col packed as B (in groups, or in column blocks)
+    dots,  // stride 1, small patches: dot products along the padded rows (weight_grad_dots.hpp)
+    taps,  // the im2col read in place as A, dout^T packed as B (weight_grad_taps.hpp)
+};
+
+// Tests force a weight-gradient algorithm the same way; forced dots fall back to the GEMM where
+// the stride is not 1.
+void set_weight_grad_algorithm(const std::string& name);
+std::string weight_grad_algorithm_setting();
+std::optional<WeightGradAlgorithm> forced_weight_grad_algorithm();  // nullopt: the auto rule
+
+// Stride-1 patches up to this size take the dot-product weight gradient (weight_grad_dots.hpp):
+// below it the taps' dout^T pack costs as much as their FMAs (VGG conv1_1 at batch 1, K = 27:
+// 1.8x slower than the dots), beyond it the taps win.
+constexpr index_t kDotsMaxPatch = 64;
+
+// Blocking of the taps weight gradient (conv_weight_taps.cpp; tests aim their shapes at them).
+// Output pixels per depth block at most (whole output rows, at least one); fewer when the
+// block's B panels, all filters, would fill more than half of L2.
+constexpr index_t kTapsBlockPixels = 256;
+// Bytes of the padded input copy of one unit at most (a unit of fewer rows repeats kh - 1 of
+// them).
+constexpr index_t kTapsImageBudgetBytes = 2 * 1024 * 1024;
+// Taps per channel block at least: its repacked dout^T then costs under ~10 % of its FMAs
+// (blocks of 72 taps ran 1.1-1.2x slower than blocks of 288). Blocks are used only where the
+// patch holds at least 8 of them.
+constexpr index_t kTapsBlockTaps = 288;
 
 enum class ForwardLayout {
     image_tiles,   // items (image, pixel chunk): the GEMM writes straight into NCHW
@@ -66,6 +101,12 @@ struct ConvBackwardPlan {
     int threads = 1;
     // Weight gradient: units (image, output rows) dealt to `groups` partial sums.
     bool use_dots = false;  // dot products (weight_grad_dots.hpp) instead of the GEMM
+    // Or the im2col read in place (conv_weight_taps.cpp): each group sums into a transposed
+    // partial (patch x taps_ld filters, padded to whole panels), in depth blocks of
+    // taps_block_rows output rows.
+    bool use_taps = false;
+    index_t taps_ld = 0, taps_block_rows = 0, taps_elems = 0;
+    index_t taps_channel_block = 0;  // > 0: items are blocks of channels (their taps) over all units
     // Small batches: items are blocks of dW (filters x patch taps), each summed over every
     // image in order -- no partial dW copies, no reduction (a 7x7x512 layer had 7 of 9.4 MB).
     bool by_columns = false;
@@ -134,6 +175,25 @@ template <class T>
 bool plan_pointwise_dx(const Conv2dParams& p, ConvBackwardPlan<T>& plan);
 template <class T>
 void pointwise_data_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx);
+
+// dW's units (image, `rows` output rows) and their groups.
+template <class T>
+void set_weight_grad_units(const Conv2dParams& p, ConvBackwardPlan<T>& plan, index_t rows);
+
+// The in-place-taps weight gradient (conv_weight_taps.cpp): its plan fields and units (of at
+// most `rows` output rows), one unit's sums into a transposed dW (its group's partial, or
+// its channel block's rows), dW by channel blocks, and the partials' sum into dW (group 0's
+// partial is overwritten on the way).
+template <class T>
+void plan_weight_taps(const Conv2dParams& p, ConvBackwardPlan<T>& plan, index_t rows);
+template <class T>
+void weight_taps_unit(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* img, const T* dout_n,
+                      index_t oh0, index_t noh, index_t c0, index_t nc, T* dwt, Span<T> scratch);
+template <class T>
+void weight_taps_by_channels(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* x,
+                             T* dw);
+template <class T>
+void add_transposed_partials(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, T* partials, T* dw);
 
 // The pixel-dots forward (conv_pixel_dots.cpp), the same pair of entries.
 template <class T>

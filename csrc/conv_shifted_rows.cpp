@@ -76,25 +76,21 @@ constexpr const char* kAlgorithmNames[] = {"implicit_gemm", "shifted_rows", "pix
 
 }  // namespace
 
-void set_forward_algorithm(const std::string& name) {
-    if (name == "auto") {
-        g_forward_algorithm = -1;
-        return;
+int algorithm_index(const std::string& name, const char* const* names, int count, const char* setter) {
+    if (name == "auto") return -1;
+    std::string known = "auto";
+    for (int i = 0; i < count; ++i) {
+        if (name == names[i]) return i;
+        known += std::string(i + 1 < count ? ", " : " or ") + names[i];
     }
-    for (int i = 0; i < 3; ++i) {
-        if (name == kAlgorithmNames[i]) {
-            g_forward_algorithm = i;
-            return;
-        }
-    }
-    throw std::invalid_argument("set_forward_algorithm: '" + name +
-                                "' is not auto, implicit_gemm, shifted_rows or pixel_dots");
+    throw std::invalid_argument(std::string(setter) + ": '" + name + "' is not " + known);
 }
 
-std::string forward_algorithm_setting() {
-    const int forced = g_forward_algorithm.load();
-    return forced < 0 ? "auto" : kAlgorithmNames[forced];
+void set_forward_algorithm(const std::string& name) {
+    g_forward_algorithm = algorithm_index(name, kAlgorithmNames, 3, "set_forward_algorithm");
 }
+
+std::string forward_algorithm_setting() { return algorithm_name(g_forward_algorithm.load(), kAlgorithmNames); }
 
 std::optional<ForwardAlgorithm> forced_forward_algorithm() {
     const int forced = g_forward_algorithm.load();

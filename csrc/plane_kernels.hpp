@@ -15,6 +15,7 @@
 
 #include "params.hpp"
 #include "weight_grad_dots.hpp"
+#include "weight_grad_taps.hpp"
 
 namespace fastconv {
 
@@ -26,6 +27,11 @@ struct PlaneKernels {
     // weight_grad_dots.hpp; null where the compiler has no vector extensions.
     void (*weight_grad_dots)(std::int64_t nf, std::int64_t nk, const T* d, std::int64_t ldd, const T* x,
                              const std::int64_t* offset, std::int64_t len, T* dw, std::int64_t ldw);
+    // weight_grad_taps.hpp, with its tile of taps_mr taps x taps_nr filters; null as above.
+    void (*weight_grad_taps)(std::int64_t nk, const std::int64_t* offset, const T* x, std::int64_t runs,
+                             std::int64_t run, std::int64_t run_ld, std::int64_t step, std::int64_t panels,
+                             const T* b, T* dwt, std::int64_t ldc);
+    int taps_mr, taps_nr;
     // ReLU with the book's byte mask (x <= 0): per ISA because the byte <-> lane conversions
     // only vectorise with AVX-512's mask registers (the baseline loops run ~10x slower).
     void (*relu_mask_forward)(std::int64_t n, const T* x, T* y, bool* mask);
@@ -381,19 +387,27 @@ void relu_mask_backward(std::int64_t n, const T* dout, const bool* __restrict ma
 
 template <class T>
 PlaneKernels<T> make_plane_kernels(const char* isa) {
-#if !defined(__GNUC__)
-    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, nullptr,
-            &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
-#elif defined(__AVX512F__)  // 32 registers: 5 x 5 accumulators + 5 dout vectors + 1 tap
-    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 64, 5, 5>,
-            &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
-#elif defined(__AVX2__)  // 16 registers: 3 x 4 + 3 + 1
-    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 32, 3, 4>,
-            &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
+    PlaneKernels<T> k{isa, &planes::max_forward<T>, &planes::avg_forward<T>, nullptr, nullptr, 0, 0,
+                      &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
+#if defined(__GNUC__)
+    // Register budgets: dots TF x TK accumulators + TF dout vectors + 1 tap; taps MR x NV
+    // accumulators + NV B vectors + 1 broadcast.
+#if defined(__AVX512F__)  // 32 registers
+    constexpr int kBytes = 64, kTapsMr = 12;
+    k.weight_grad_dots = &dots::weight_grad_dots<T, kBytes, 5, 5>;
+#else  // 16 registers
+#if defined(__AVX2__)
+    constexpr int kBytes = 32, kTapsMr = 6;
 #else
-    return {isa, &planes::max_forward<T>, &planes::avg_forward<T>, &dots::weight_grad_dots<T, 16, 3, 4>,
-            &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
+    constexpr int kBytes = 16, kTapsMr = 6;
 #endif
+    k.weight_grad_dots = &dots::weight_grad_dots<T, kBytes, 3, 4>;
+#endif
+    k.weight_grad_taps = &taps::weight_grad_taps<T, kBytes, kTapsMr, 2>;
+    k.taps_mr = kTapsMr;
+    k.taps_nr = 2 * kBytes / int(sizeof(T));
+#endif
+    return k;
 }
 }  // namespace
 

@@ -3,6 +3,7 @@
 #include "conv.hpp"
 #include "im2col.hpp"
 #include "parallel.hpp"
+#include "plane_kernels.hpp"
 
 #include <algorithm>
 
@@ -170,7 +171,12 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     fwd["thread_elems"] = f.thread_elems;
     fwd["threads"] = f.threads;
     fwd["filter_block"] = f.filter_block;
-    bwd["weight_grad"] = b.use_dots ? "dots" : b.by_columns ? "gemm_columns" : "gemm";
+    bwd["weight_grad"] = b.use_dots ? "dots" : b.use_taps ? "taps" : b.by_columns ? "gemm_columns" : "gemm";
+    bwd["taps_block_rows"] = b.taps_block_rows;
+    bwd["taps_channel_block"] = b.taps_channel_block;
+    bwd["taps_ld"] = b.taps_ld;
+    bwd["taps_mr"] = active_plane_kernels<T>().taps_mr;
+    bwd["taps_nr"] = active_plane_kernels<T>().taps_nr;
     bwd["col_block"] = b.col_block;
     bwd["wgrad_filter_block"] = b.wgrad_filter_block;
     bwd["rows_per_unit"] = b.rows_per_unit;
@@ -220,6 +226,21 @@ void register_conv(py::module_& m) {
           "Force the convolution forward algorithm: 'auto' (the cost rule), 'implicit_gemm', 'shifted_rows' "
           "(stride 1 only; other shapes fall back) or 'pixel_dots'. Tests only.");
     m.def("get_forward_algorithm", &forward_algorithm_setting);
+    m.def("set_weight_grad_algorithm", &set_weight_grad_algorithm, "name"_a,
+          "Force the convolution weight-gradient algorithm: 'auto' (the cost rule), 'gemm' (in groups or in "
+          "column blocks), 'dots' (stride 1 only; other shapes take the GEMM) or 'taps'. Tests only.");
+    m.def("get_weight_grad_algorithm", &weight_grad_algorithm_setting);
+    m.def(
+        "weight_grad_limits",
+        [] {
+            py::dict d;
+            d["taps_block_pixels"] = kTapsBlockPixels;
+            d["taps_image_budget_bytes"] = kTapsImageBudgetBytes;
+            d["taps_block_taps"] = kTapsBlockTaps;
+            d["dots_max_patch"] = kDotsMaxPatch;
+            return d;
+        },
+        "Blocking constants of the weight-gradient paths (tests aim their shapes at them).");
     m.def("im2col", &im2col_py, "x"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,
           "Book-layout im2col: (N*OH*OW, C*KH*KW), rows (n, oh, ow), columns (c, kh, kw).");
     m.def("col2im", &col2im_py, "col"_a, "input_shape"_a, "kh"_a, "kw"_a, "sh"_a, "sw"_a, "ph"_a, "pw"_a,

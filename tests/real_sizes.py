@@ -20,7 +20,7 @@ import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from fastconv import _core
-from support import SEED, forward_algorithm, gemm_family, rng_for, under_asan
+from support import SEED, forward_algorithm, gemm_family, rng_for, under_asan, weight_grad_algorithm
 
 DTYPE_NAMES = ("float32", "float64")
 MAX_KERNEL = 11
@@ -88,10 +88,11 @@ def planes(P: int, max_side: int = 1100) -> List[Tuple[int, int]]:
     return [hw for hw in both if max(hw) <= max_side] or both
 
 
-def plan_of(s: Dict, dtype: str, algorithm: str = "implicit_gemm") -> Dict:
-    """The plan of the shape; the tier's forward targets are the implicit-GEMM plan's blocks (the
-    shifted-rows blocks have their own shapes, shifted_rows_shapes)."""
-    with forward_algorithm(algorithm):
+def plan_of(s: Dict, dtype: str, algorithm: str = "implicit_gemm", weight_grad: str = "gemm") -> Dict:
+    """The plan of the shape; the tier's targets are the implicit-GEMM forward's and the GEMM
+    weight gradient's blocks (the shifted rows and the taps have their own shapes,
+    shifted_rows_shapes and taps_shapes)."""
+    with forward_algorithm(algorithm), weight_grad_algorithm(weight_grad):
         return _core.conv2d_plan([s["N"], s["C"], s["H"], s["W"]], [s["FN"], s["C"], s["kh"], s["kw"]],
                                  s["sh"], s["sw"], s["ph"], s["pw"], dtype)
 
@@ -371,4 +372,55 @@ def shifted_rows_shapes(family: str, dtype: str) -> List[Dict]:
 
 def shifted_rows_tier(name: Optional[str] = None) -> List[Dict]:
     shapes = [s for f in families() for dt in DTYPE_NAMES for s in shifted_rows_shapes(f, dt)]
+    return shapes if (name or slice_name()) == "full" else shapes[::2]
+
+
+# --- the taps weight gradient ------------------------------------------------------------------
+
+def taps_tile(family: str, dtype: str) -> Tuple[int, int]:
+    """(taps per tile, filters per panel) of the family's taps kernel, as its plans report them."""
+    with forced(family):
+        bwd = _core.conv2d_plan([1, 1, 4, 4], [1, 1, 3, 3], 1, 1, 1, 1, dtype)["backward"]
+    return bwd["taps_mr"], bwd["taps_nr"]
+
+
+def taps_shapes(family: str, dtype: str) -> List[Dict]:
+    """Layers for the taps weight gradient (run forced, and by the auto rule): patches of MR +- 1
+    taps, filters of NR +- 1 and 2 NR + 1, output rows wider than a depth block and planes whose
+    last block is short, filters so many that L2 narrows the block, a unit cut by the image
+    budget, channel blocks with a short last one, strides 2-4 (and a 1x1 at stride 2, never the
+    auto choice), a non-square kernel and pads, a batch of 8 (dx fused with the units)."""
+    mr, nr = taps_tile(family, dtype)
+    lim = _core.weight_grad_limits()
+    block = lim["taps_block_pixels"]
+    itemsize = 4 if dtype == "float32" else 8
+    # C x 128 x 128 in one image of 8 units: each unit's 16 rows overflow the copy budget.
+    budget_c = 2 * lim["taps_image_budget_bytes"] // (itemsize * 128 * 16) + 1
+
+    def layer(N, C, H, W, FN, kh, kw, s, ph, pw, why):
+        return dict(N=N, C=C, H=H, W=W, FN=FN, kh=kh, kw=kw, sh=s, sw=s, ph=ph, pw=pw, why=why,
+                    family=family, dtype=dtype)
+
+    return [
+        layer(3, 1, 9, 10, nr - 1, 1, mr - 1, 1, 0, 1, "K = MR - 1, FN = NR - 1"),
+        layer(2, 1, 8, 11, nr, 1, mr + 1, 1, 0, 2, "K = MR + 1, FN = NR"),
+        layer(2, 13, 12, 9, nr + 1, 3, 3, 1, 1, 1, "K = 117, FN = NR + 1"),
+        layer(1, 7, 11, 10, 2 * nr + 1, 3, 3, 1, 1, 1, "K = 63, FN = 2 NR + 1"),
+        layer(2, 3, 5, block + 1, 6, 3, 3, 1, 1, 1, "rows wider than a depth block"),
+        layer(8, 2, 3 * (block // 16) + 5, 16, 5, 3, 3, 1, 1, 1, "16-pixel rows: whole blocks, short last"),
+        layer(8, 2, 12, 12, 1100, 3, 3, 1, 1, 1, "1,100 filters: L2 narrows the depth block"),
+        layer(1, budget_c, 128, 128, 5, 1, 1, 1, 0, 0, "units cut by the image budget"),
+        layer(2, 260, 10, 10, 40, 3, 3, 1, 1, 1, "channel blocks, short last"),
+        layer(3, 5, 17, 19, 33, 3, 3, 2, 1, 1, "3x3 stride 2"),
+        layer(2, 3, 31, 29, 20, 5, 5, 3, 2, 2, "5x5 stride 3"),
+        layer(2, 3, 67, 67, 24, 11, 11, 4, 2, 2, "11x11 stride 4"),
+        layer(2, 24, 15, 9, 41, 1, 1, 2, 0, 0, "1x1 stride 2 (forced only)"),
+        layer(2, 9, 11, 8, 14, 3, 5, 1, 0, 2, "3x5 kernel, pad (0, 2)"),
+        layer(8, 12, 13, 14, 18, 3, 3, 1, 1, 1, "batch 8: dx fused with the units"),
+        layer(1, 17, 23, 21, 19, 3, 3, 1, 1, 1, "batch 1: 8 units, short last"),
+    ]
+
+
+def taps_tier(name: Optional[str] = None) -> List[Dict]:
+    shapes = [s for f in families() for dt in DTYPE_NAMES for s in taps_shapes(f, dt)]
     return shapes if (name or slice_name()) == "full" else shapes[::2]

@@ -46,17 +46,27 @@ def gemm_family(isa: str):
 
 
 FORWARD_ALGORITHMS = ("implicit_gemm", "shifted_rows", "pixel_dots")
+WEIGHT_GRAD_ALGORITHMS = ("gemm", "dots", "taps")
 
 
 @contextlib.contextmanager
-def forward_algorithm(name: str):
-    """Force the native convolution forward algorithm for the block ("auto": the cost rule)."""
-    before = fastconv._core.get_forward_algorithm()
-    fastconv._core.set_forward_algorithm(name)
+def _setting(get, set_, name: str):
+    before = get()
+    set_(name)
     try:
         yield
     finally:
-        fastconv._core.set_forward_algorithm(before)
+        set_(before)
+
+
+def forward_algorithm(name: str):
+    """Force the native convolution forward algorithm for the block ("auto": the cost rule)."""
+    return _setting(fastconv._core.get_forward_algorithm, fastconv._core.set_forward_algorithm, name)
+
+
+def weight_grad_algorithm(name: str):
+    """Force the native weight-gradient algorithm for the block ("auto": the cost rule)."""
+    return _setting(fastconv._core.get_weight_grad_algorithm, fastconv._core.set_weight_grad_algorithm, name)
 
 
 @contextlib.contextmanager

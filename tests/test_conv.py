@@ -9,8 +9,8 @@ import pytest
 import fastconv
 import naive
 from cases import CASES, SMALL_CASES, params
-from support import (FORWARD_ALGORITHMS, assert_close, assert_exact, assert_result_array, backend_context,
-                     forward_algorithm, randn, rng_for, seed_note, small_ints)
+from support import (FORWARD_ALGORITHMS, WEIGHT_GRAD_ALGORITHMS, assert_close, assert_exact, assert_result_array,
+                     backend_context, forward_algorithm, randn, rng_for, seed_note, small_ints, weight_grad_algorithm)
 
 
 @functools.lru_cache(maxsize=None)
@@ -79,6 +79,29 @@ def test_every_forward_algorithm_matches_naive(case, family, algorithm, dtype):
     _, abs_b, *_ = _reference(case, "normal", dtype.name, True)
     nterms = naive.conv_terms(case.x_shape, case.w_shape, case.stride, case.pad)[0]
     assert_close(out, ref_b, abs_b, nterms, dtype, f"conv2d[{algorithm}, {family}]")
+
+
+@pytest.mark.parametrize("algorithm", WEIGHT_GRAD_ALGORITHMS)
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+@pytest.mark.parametrize("case", params(CASES))
+def test_every_weight_grad_algorithm_matches_naive(case, family, algorithm, dtype):
+    """Each native weight-gradient algorithm forced over the case table, with every kernel
+    family: dW and db of the whole backward and of dW alone (forced dots take the GEMM where the
+    stride is not 1; a forced GEMM runs in groups or column blocks; the plan says which)."""
+    x, w, _, dout = _inputs(case, "normal", dtype)
+    with weight_grad_algorithm(algorithm), backend_context(f"native:{family}"):
+        _, dw, db = fastconv.conv2d_backward(dout, x, w, **case.geometry)
+        dw_alone = fastconv.conv2d_backward_weight(dout, x, case.kh, case.kw, **case.geometry)
+        chosen = fastconv.explain_plan(case.x_shape, case.w_shape, dtype=dtype, **case.geometry)["backward"]
+    expected = {"gemm": ("gemm", "gemm_columns"), "dots": ("dots",) if (case.sh, case.sw) == (1, 1) else
+                ("gemm", "gemm_columns"), "taps": ("taps",)}[algorithm]
+    assert chosen["weight_grad"] in expected, chosen
+    _, _, _, rdw, rdb = _reference(case, "normal", dtype.name, False)
+    _, _, _, adw, adb = _reference(case, "normal", dtype.name, True)
+    _, _, n_dw, n_db = naive.conv_terms(case.x_shape, case.w_shape, case.stride, case.pad)
+    assert_close(dw, rdw, adw, n_dw, dtype, f"dW[{algorithm}, {family}]")
+    assert_close(dw_alone, rdw, adw, n_dw, dtype, f"dW alone [{algorithm}, {family}]")
+    assert_close(db, rdb, adb, n_db, dtype, f"db[{algorithm}, {family}]")
 
 
 @pytest.mark.parametrize("case", params(CASES))
@@ -258,14 +281,15 @@ def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned)
     (1, 64, 28, 28, 96),   # ResNet-50's 64-channel 1x1 at batch 1, a quarter of its plane
     (9, 17, 11, 13, 40),   # odd sizes, K = 17
 ])
-def test_weight_grad_of_small_1x1_is_a_gemm(N, C, H, W, FN, dtype, poisoned):
-    """A 1x1 with K <= 64 has no shifted rows for the dot products to share: its dW runs as the
-    GEMM over the pixels, against the naive loops with buffers poisoned."""
+def test_weight_grad_of_small_1x1_is_not_dots(N, C, H, W, FN, dtype, poisoned):
+    """A 1x1 with K <= 64 has no shifted rows for the dot products to share: its dW runs as a
+    GEMM over the pixels (the taps read its image in place), against the naive loops with
+    buffers poisoned."""
     rng = rng_for("wgrad-1x1-gemm", N, C, H, W, FN)
     x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, 1, 1), dtype)
     plan = fastconv.explain_plan(x.shape, w.shape, dtype=dtype)["backward"]
-    assert plan["weight_grad"] in ("gemm", "gemm_columns"), plan
-    _assert_backward_matches_naive(randn(rng, (N, FN, H, W), dtype), x, w, 1, 0, dtype, "1x1 dW as a GEMM")
+    assert plan["weight_grad"] in ("gemm", "gemm_columns", "taps"), plan
+    _assert_backward_matches_naive(randn(rng, (N, FN, H, W), dtype), x, w, 1, 0, dtype, "1x1 dW, not dots")
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k", [
@@ -291,6 +315,31 @@ def test_weight_grad_filter_and_column_blocks(N, C, H, W, FN, k, dtype, poisoned
             assert plan["col_block"] < C * k * k or plan["wgrad_filter_block"] < FN, plan
         _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, f"with dW in filter x column blocks, {threads} threads")
         dws.append(fastconv.conv2d_backward_weight(dout, x, k, k, stride=1, pad=pad))
+    assert_exact(dws[1], dws[0], "dW at two threads against one")
+
+
+@pytest.mark.parametrize("N, C, H, FN, k, stride, channel_blocks", [
+    (8, 32, 14, 32, 3, 1, False),    # DeepConvNet's conv4 at batch 8: whole images, dx fused
+    (1, 16, 40, 16, 3, 1, False),    # batch 1: eight units of 5 rows
+    (3, 20, 33, 40, 3, 2, False),    # stride 2, 40 filters: an edge panel
+    (2, 260, 24, 40, 3, 1, True),    # K = 2,340: channel blocks, the last one short
+])
+def test_weight_grad_taps(N, C, H, FN, k, stride, channel_blocks, dtype, poisoned, threads_restored):
+    """dW with the im2col read in place (the taps), in groups of units or in channel blocks:
+    against the naive loops at one and two threads (buffers poisoned), and bit for bit the same
+    at both (the groups are fixed; a channel block sums its rows over the units in order)."""
+    rng = rng_for("wgrad-taps", N, C, H, FN, k, stride)
+    x, w = randn(rng, (N, C, H, H), dtype), randn(rng, (FN, C, k, k), dtype)
+    pad = k // 2
+    OH = (H + 2 * pad - k) // stride + 1
+    dout = randn(rng, (N, FN, OH, OH), dtype)
+    dws = []
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["backward"]
+        assert plan["weight_grad"] == "taps" and (plan["taps_channel_block"] > 0) == channel_blocks, plan
+        _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, f"with dW on the taps, {threads} threads")
+        dws.append(fastconv.conv2d_backward_weight(dout, x, k, k, stride=stride, pad=pad))
     assert_exact(dws[1], dws[0], "dW at two threads against one")
 
 
@@ -399,21 +448,26 @@ def test_bias_as_list_and_scalar_types(backend, rng):
                  np.abs(ref) + 2, 28, np.float64, "bias adds per filter")
 
 
-@pytest.mark.parametrize("N, C, H, k, weight_grad, data_grad", [
-    (1, 64, 5, 3, "gemm_columns", "gemm_col2im"),  # a small plane: dW in filter x column blocks
-    (1, 7, 5, 3, "dots", "gemm_col2im"),           # a small patch (K = 63): dW as dot products
-    (2, 64, 20, 3, "gemm", "gemm_col2im"),         # dW in partial-sum groups
-    (1, 256, 7, 1, "gemm_columns", "pointwise"),   # a 1x1 on 49 pixels: the pointwise dx
+@pytest.mark.parametrize("N, C, H, k, forced, weight_grad, data_grad", [
+    (1, 64, 5, 3, "auto", "gemm_columns", "gemm_col2im"),  # a small plane: dW in filter x column blocks
+    (1, 7, 5, 3, "auto", "dots", "gemm_col2im"),           # a small patch (K = 63): dW as dot products
+    (2, 64, 20, 3, "gemm", "gemm", "gemm_col2im"),         # dW in partial-sum groups
+    (2, 64, 20, 3, "auto", "taps", "gemm_col2im"),         # the taps in groups
+    (2, 256, 20, 3, "auto", "taps channels", "gemm_col2im"),  # the taps in channel blocks
+    (1, 256, 7, 1, "auto", "gemm_columns", "pointwise"),   # a 1x1 on 49 pixels: the pointwise dx
 ])
-def test_no_filters(N, C, H, k, weight_grad, data_grad, backend, dtype, rng):
+def test_no_filters(N, C, H, k, forced, weight_grad, data_grad, backend, dtype, rng):
     """A layer of zero filters (the plan's block sizes must not divide by its filter count): an
     empty output and empty dW / db, and dx exactly zero, on each dW path."""
     x = randn(rng, (N, C, H, H), dtype)
     w = np.empty((0, C, k, k), dtype=dtype)
-    plan = fastconv.explain_plan(x.shape, w.shape, pad=k // 2, dtype=dtype)["backward"]
-    assert (plan["weight_grad"], plan["data_grad"]) == (weight_grad, data_grad), plan
-    assert_result_array(fastconv.conv2d(x, w, np.empty(0, dtype), pad=k // 2), (N, 0, H, H), dtype, "conv2d FN=0")
-    dx, dw, db = fastconv.conv2d_backward(np.empty((N, 0, H, H), dtype), x, w, pad=k // 2)
+    with weight_grad_algorithm(forced):
+        plan = fastconv.explain_plan(x.shape, w.shape, pad=k // 2, dtype=dtype)["backward"]
+        path = plan["weight_grad"] + (" channels" if plan["taps_channel_block"] else "")
+        assert (path, plan["data_grad"]) == (weight_grad, data_grad), plan
+        assert_result_array(fastconv.conv2d(x, w, np.empty(0, dtype), pad=k // 2), (N, 0, H, H), dtype,
+                            "conv2d FN=0")
+        dx, dw, db = fastconv.conv2d_backward(np.empty((N, 0, H, H), dtype), x, w, pad=k // 2)
     assert_result_array(dw, w.shape, dtype, "dW FN=0")
     assert_result_array(db, (0,), dtype, "db FN=0")
     assert_exact(dx, np.zeros_like(x), "dx of a layer without filters")
@@ -579,3 +633,16 @@ def test_batch_chunks_pack_weights_once_per_thread(threads, dtype, threads_resto
     assert plan["algorithm"] == "implicit_gemm" and plan["layout"] == "batch_chunks", plan
     assert plan["chunk"] == 49 and plan["items"] == threads, plan
     assert plan["filter_block"] * threads >= 512 > plan["filter_block"] * (threads - 1), plan
+
+
+def test_forcing_an_unknown_algorithm_names_the_known_ones():
+    """A misspelt forced algorithm is refused, the setting unchanged, and the message lists the
+    names that exist."""
+    for set_, get, known in ((fastconv._core.set_forward_algorithm, fastconv._core.get_forward_algorithm,
+                              "auto, implicit_gemm, shifted_rows or pixel_dots"),
+                             (fastconv._core.set_weight_grad_algorithm, fastconv._core.get_weight_grad_algorithm,
+                              "auto, gemm, dots or taps")):
+        before = get()
+        with pytest.raises(ValueError, match=f"'tap' is not {known}"):
+            set_("tap")
+        assert get() == before

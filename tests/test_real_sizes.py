@@ -14,7 +14,8 @@ import pytest
 import fastconv
 from fastconv import _core
 import real_sizes
-from support import FORWARD_ALGORITHMS, assert_close, assert_exact, backend_context, forward_algorithm, rng_for
+from support import (FORWARD_ALGORITHMS, assert_close, assert_exact, backend_context, forward_algorithm, rng_for,
+                     weight_grad_algorithm)
 
 CONV = real_sizes.tier()
 POOL = real_sizes.pool_tier()
@@ -76,11 +77,14 @@ def test_conv_forward_backward(s, poisoned):
     assert_close(dx, ref[0], absref[0], s["FN"] * s["kh"] * s["kw"], dt, f"dx {what}")
     assert_close(dw, ref[1], absref[1], pixels, dt, f"dW {what}")
     assert_close(db, ref[2], absref[2], pixels, dt, f"db {what}")
-    # Each gradient alone runs its half of the plan unfused, with its own scratch booking.
+    # Each gradient alone runs its half of the plan unfused, with its own scratch booking; dW
+    # also on the GEMM, whose blocks the tier's targets are.
     dx = _native(s["family"], fastconv.conv2d_backward_input, dout, w, x.shape, stride, pad)
     assert_close(dx, ref[0], absref[0], s["FN"] * s["kh"] * s["kw"], dt, f"dx alone {what}")
-    dw = _native(s["family"], fastconv.conv2d_backward_weight, dout, x, s["kh"], s["kw"], stride, pad)
-    assert_close(dw, ref[1], absref[1], pixels, dt, f"dW alone {what}")
+    for algorithm in ("auto", "gemm"):
+        with weight_grad_algorithm(algorithm):
+            dw = _native(s["family"], fastconv.conv2d_backward_weight, dout, x, s["kh"], s["kw"], stride, pad)
+        assert_close(dw, ref[1], absref[1], pixels, dt, f"dW alone ({algorithm}) {what}")
 
 
 def test_tier_reaches_every_blocking_constant():
@@ -92,12 +96,13 @@ def test_tier_reaches_every_blocking_constant():
 
 
 def test_tier_reaches_every_plan_branch():
-    """Both forward layouts, the three weight-gradient algorithms, fused and unfused dx, and weight
-    gradient units shorter at the end of an image (the AlexNet overflow) occur in the tier."""
+    """Both forward layouts, the four weight-gradient paths of the auto rule, fused and unfused dx,
+    and weight gradient units shorter at the end of an image (the AlexNet overflow) occur in the
+    tier."""
     seen = set()
     for s in CONV:
         with real_sizes.forced(s["family"]):
-            plan = real_sizes.plan_of(s, s["dtype"])
+            plan = real_sizes.plan_of(s, s["dtype"], weight_grad="auto")
         fwd, bwd = plan["forward"], plan["backward"]
         seen.add(fwd["layout"])
         seen.add(bwd["weight_grad"])
@@ -108,8 +113,8 @@ def test_tier_reaches_every_plan_branch():
         P = OH * real_sizes.out_size(s["W"], s["kw"], s["sw"], s["pw"])
         if fwd["layout"] == "image_tiles" and P % plan["nr"]:
             seen.add("partial last tile per image")
-    assert seen >= {"image_tiles", "batch_chunks", "dots", "gemm", "gemm_columns", "fused", "unfused", "short last unit",
-                    "partial last tile per image"}, seen
+    assert seen >= {"image_tiles", "batch_chunks", "dots", "gemm", "gemm_columns", "taps", "fused", "unfused",
+                    "short last unit", "partial last tile per image"}, seen
 
 
 @pytest.mark.parametrize("s", POOL, ids=[_id(i, s) for i, s in enumerate(POOL)])
@@ -181,7 +186,7 @@ def test_explain_plan_matches_the_scratch_the_call_allocates(rng):
         peak = _core.scratch_bytes()[1]
     threads = plan["threads"]
     assert peak == threads * ((plan["forward"]["thread_elems"] + 63) // 64 * 64) * 4, (peak, plan)
-    assert plan["backward"]["weight_grad"] == "gemm"  # stride 2: never the dot products; 3 x 930 px: rows
+    assert plan["backward"]["weight_grad"] == "taps"  # stride 2: never the dot products; K = 300: the taps
     assert fastconv.explain_plan((1, 1, 28, 28), (30, 1, 5, 5), dtype=np.float64)["backward"]["weight_grad"] == "dots"
     with pytest.raises(ValueError, match="channel mismatch"):
         fastconv.explain_plan((1, 2, 8, 8), (4, 3, 3, 3))
@@ -249,3 +254,63 @@ def test_shifted_rows_tier_reaches_its_blocks():
                 if fwd["rows"] < OH and OH % fwd["rows"]:
                     seen.add("short last row item")
             assert seen == {"K > KC", "M > MC", "N > NC", "short last row item"}, (family, dtype, seen)
+
+
+# --- the taps weight gradient ----------------------------------------------------------------
+
+TAPS = real_sizes.taps_tier()
+
+
+@pytest.mark.parametrize("s", TAPS, ids=[_id(i, s) for i, s in enumerate(TAPS)])
+def test_taps_weight_grad(s, poisoned):
+    """The taps forced (the whole backward, dx fused where the plan fuses it, and dW alone) and
+    the auto rule, against the NumPy reference with outputs and scratch poisoned."""
+    rng = rng_for("taps", real_sizes.describe(s))
+    dt = np.dtype(s["dtype"])
+    x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
+    w = rng.standard_normal((s["FN"], s["C"], s["kh"], s["kw"])).astype(dt)
+    stride, pad = (s["sh"], s["sw"]), (s["ph"], s["pw"])
+    OH, OW = (real_sizes.out_size(s["H"], s["kh"], s["sh"], s["ph"]),
+              real_sizes.out_size(s["W"], s["kw"], s["sw"], s["pw"]))
+    dout = rng.standard_normal((s["N"], s["FN"], OH, OW)).astype(dt)
+    ref = _ref(fastconv.conv2d_backward, dout, x, w, stride, pad)
+    absref = _ref(fastconv.conv2d_backward, np.abs(dout), np.abs(x), np.abs(w), stride, pad)
+    pixels, what = s["N"] * OH * OW, real_sizes.describe(s)
+    for algorithm in ("taps", "auto"):
+        with weight_grad_algorithm(algorithm):
+            dx, dw, db = _native(s["family"], fastconv.conv2d_backward, dout, x, w, stride, pad)
+            dw_alone = _native(s["family"], fastconv.conv2d_backward_weight, dout, x, s["kh"], s["kw"], stride, pad)
+        assert_close(dx, ref[0], absref[0], s["FN"] * s["kh"] * s["kw"], dt, f"dx ({algorithm}) {what}")
+        assert_close(dw, ref[1], absref[1], pixels, dt, f"dW ({algorithm}) {what}")
+        assert_close(dw_alone, ref[1], absref[1], pixels, dt, f"dW alone ({algorithm}) {what}")
+        assert_close(db, ref[2], absref[2], pixels, dt, f"db ({algorithm}) {what}")
+
+
+def test_taps_tier_reaches_its_blocks():
+    """Per family and dtype, the forced plans put edge tiles on both tile sides, cut depth
+    blocks to one row, end an image on a short block, narrow a block for L2, cut units at the
+    copy budget, split dW by channel blocks with a short last one, stride, and fuse dx."""
+    lim = _core.weight_grad_limits()
+    for family in _core.gemm_kernels():
+        for dtype in real_sizes.DTYPE_NAMES:
+            mr, nr = real_sizes.taps_tile(family, dtype)
+            seen = set()
+            for s in real_sizes.taps_shapes(family, dtype):
+                with real_sizes.forced(family):
+                    bwd = real_sizes.plan_of(s, dtype, weight_grad="taps")["backward"]
+                assert bwd["weight_grad"] == "taps", s
+                OH = real_sizes.out_size(s["H"], s["kh"], s["sh"], s["ph"])
+                OW = real_sizes.out_size(s["W"], s["kw"], s["sw"], s["pw"])
+                K, rows, block = s["C"] * s["kh"] * s["kw"], bwd["rows_per_unit"], bwd["taps_block_rows"]
+                default_rows = OH if s["N"] >= 8 else -(-OH // -(-8 // s["N"]))
+                cb = bwd["taps_channel_block"]
+                checks = {
+                    "K % MR": K % mr != 0, "FN % NR": s["FN"] % nr != 0, "one-row blocks": block == 1 < rows,
+                    "short last block": rows % block != 0 and block > 1,
+                    "L2-narrowed block": block < min(lim["taps_block_pixels"] // OW, rows),
+                    "budget-cut unit": rows < default_rows, "channel blocks": cb > 0,
+                    "short last channel block": cb > 0 and s["C"] % cb != 0, "stride > 1": s["sh"] > 1,
+                    "fused dx": bwd["fused"],
+                }
+                seen |= {name for name, hit in checks.items() if hit}
+            assert seen == set(checks), (family, dtype, set(checks) - seen)

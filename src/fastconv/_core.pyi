@@ -95,6 +95,18 @@ def set_forward_algorithm(name: str) -> None:
 def get_forward_algorithm() -> str:
     """The forward algorithm setting: 'auto', 'implicit_gemm', 'shifted_rows' or 'pixel_dots'."""
 
+def set_weight_grad_algorithm(name: str) -> None:
+    """Force the convolution weight-gradient algorithm: 'auto' (the cost rule), 'gemm' (in groups
+    or in column blocks), 'dots' (stride 1 only; other shapes take the GEMM) or 'taps'. Tests only."""
+
+def get_weight_grad_algorithm() -> str:
+    """The weight-gradient algorithm setting: 'auto', 'gemm', 'dots' or 'taps'."""
+
+def weight_grad_limits() -> Dict[str, int]:
+    """Blocking constants of the weight-gradient paths: ``taps_block_pixels`` (output pixels per
+    depth block at most), ``taps_image_budget_bytes`` (a unit's padded input copy),
+    ``taps_block_taps`` (taps per channel block at least) and ``dots_max_patch``."""
+
 def affine_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The book's Affine.forward on 2-D x: x @ W + b on fastconv's GEMM (one dtype throughout)."""
 
