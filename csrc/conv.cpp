@@ -488,9 +488,9 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // layer's dout 8 times: 256 -> 1024 on 14x14 ran 0.75x NumPy).
     const index_t nr = plan.kern->nr, panels = ceil_div(K, nr);
     plan.by_columns = !plan.use_dots && P > 0 && p.n * P <= 64 * plan.groups && panels >= 8;
-    // The taps read the im2col in place, where the GEMM packs it: 1.1-2.7x faster on every
-    // layer measured outside the column blocks (f32 DeepConvNet conv2 at batch 100: 2.7x), but
-    // a window narrower than its stride leaves most of each cache line it reads unused (1x1
+    // The taps read the im2col in place, where the GEMM packs it: up to 2.7x faster outside the
+    // column blocks (f32 DeepConvNet conv2 at batch 100; the 1x1 layers at batch 8 0.95-1.27x),
+    // but a window narrower than its stride leaves most of each cache line it reads unused (1x1
     // stride 2: 0.8x). NOTES section 42.
     const bool taps_fit = p.win.kh >= p.win.sh && p.win.kw >= p.win.sw;
     plan.use_taps = kernels.weight_grad_taps && !plan.use_dots &&
@@ -507,7 +507,7 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         plan.wgrad_filter_blocks = ceil_div(FN, plan.wgrad_filter_block);
         plan.groups = 1;
     }
-    if (plan.use_taps) return;  // (the dots fall back to the GEMM on units that hold inf or NaN)
+    if (plan.use_taps) return;  // no GEMM; the dots keep one for units that hold inf or NaN
     plan.wgrad_gemm = plan.by_columns ? gemm::plan_gemm(*plan.kern, plan.wgrad_filter_block, plan.col_block, p.n * P)
                                       : gemm::plan_gemm(*plan.kern, FN, K, plan.px_per_unit);
 }

@@ -2,10 +2,10 @@
 // output rows): one zero-padded copy of the input rows the unit reads, then per block of
 // output rows dout^T packed in panels of NR filters, and every tap's row of A is a view of the
 // copy. Sums go into a transposed partial dW (patch x filters, filters padded to whole
-// panels) per group, added into dW at the end.
+// panels) per group, added into dW at the end; or, where those partials would outgrow L2, into
+// one transposed dW by channel blocks, each over every unit.
 #include <algorithm>
 #include <atomic>
-#include <stdexcept>
 
 #include "conv.hpp"
 #include "parallel.hpp"
