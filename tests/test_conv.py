@@ -192,8 +192,8 @@ def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned
 
 @pytest.mark.parametrize("N, C, H, W, FN", [
     (1, 512, 7, 7, 300),   # ResNet-50's s4 at batch 1, scaled: K = 300 filters crosses KC
-    (8, 40, 7, 7, 13),     # batch 8: 392 pixel rows cross MC; 40 channels in 16- or 8-wide blocks
-    (3, 17, 5, 8, 9),      # channels past the last full NR block, 40-pixel planes
+    (8, 100, 7, 7, 13),    # batch 8: 392 pixel rows cross MC; 100 channels: >= NR of every tile (8-48), a short last block
+    (3, 49, 5, 8, 9),      # channels one past a full NR block of every tile (8-48), 40-pixel planes
     (2, 64, 8, 8, 7),      # 64 pixels an image: the largest plane the rule takes
 ])
 def test_pointwise_data_grad(N, C, H, W, FN, dtype, poisoned):
@@ -222,10 +222,10 @@ def test_data_grad_in_image_groups(N, C, H, W, FN, k, stride, pad, dtype, poison
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
     (1, 8, 56, 56, 16, 1, 1, 0),   # ResNet-50's s1 expansion, scaled down: 8 row chunks of 7
-    (1, 6, 41, 47, 13, 1, 2, 0),   # strided 1x1, odd sizes: input rows between outputs stay zero
-    (2, 5, 40, 33, 7, 2, 2, 1),    # 2x2 stride 2 padded: the first chunk owns row 0 alone
-    (1, 4, 50, 65, 9, 3, 3, 2),    # 3x3 stride 3, pad 2: kh == sh, the last chunk owns the tail
-    (1, 3, 70, 70, 5, 1, 3, 0),    # stride > kh: two of every three input rows get no gradient
+    (1, 6, 81, 95, 13, 1, 2, 0),   # strided 1x1, odd sizes: input rows between outputs stay zero
+    (2, 5, 60, 65, 7, 2, 2, 1),    # 2x2 stride 2 padded: the first chunk owns row 0 alone
+    (1, 4, 74, 149, 9, 3, 3, 2),   # 3x3 stride 3, pad 2: kh == sh, the last chunk owns the tail
+    (1, 3, 100, 145, 5, 1, 3, 0),  # stride > kh: two of every three input rows get no gradient
 ])
 def test_data_grad_in_row_chunk_items(N, C, H, W, FN, k, stride, pad, dtype, poisoned):
     """kh <= sh at a small batch: dx's items are output-row chunks of one channel block (no
@@ -260,8 +260,8 @@ def test_data_grad_disjoint_windows_in_blocks(N, C, H, W, FN, k, stride, dtype, 
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
-    (8, 32, 7, 7, 24, 3, 1),   # ResNet-18's last stage at batch 8, scaled down
-    (9, 130, 5, 5, 16, 1, 0),  # a 1x1 on 5x5 planes, odd batch, K past the dot products
+    (8, 48, 7, 7, 24, 3, 1),   # ResNet-18's last stage at batch 8, scaled down (K = 432: 8 NR panels of 48)
+    (9, 400, 5, 5, 16, 1, 0),  # a 1x1 on 5x5 planes, odd batch, K past the dot products and 8 NR panels
     (8, 16, 5, 5, 120, 5, 0),  # LeNet-5's c5 at batch 8: one pixel per image
 ])
 def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned):
@@ -295,8 +295,8 @@ def test_weight_grad_of_small_1x1_is_not_dots(N, C, H, W, FN, dtype, poisoned):
 @pytest.mark.parametrize("N, C, H, W, FN, k", [
     (1, 40, 6, 6, 300, 3),     # two filter blocks at two threads
     (1, 64, 5, 5, 400, 3),     # two column blocks at two threads
-    (2, 24, 4, 4, 250, 3),     # two images; 250 filters in blocks of 126 and 124
-    (1, 256, 7, 7, 1000, 1),   # ResNet-50's stage-4 1x1 at batch 1, narrower: more filters than MC
+    (2, 48, 4, 4, 250, 3),     # two images, 250 filters; K = 432: 8 NR panels of every tile
+    (1, 512, 7, 7, 1000, 1),   # ResNet-50's stage-4 1x1 at batch 1, narrower: more filters than MC
 ])
 def test_weight_grad_filter_and_column_blocks(N, C, H, W, FN, k, dtype, poisoned, threads_restored):
     """Batch-1 dW by blocks of filters x columns, each packing only its rows of dout and its
@@ -453,8 +453,8 @@ def test_bias_as_list_and_scalar_types(backend, rng):
     (1, 7, 5, 3, "auto", "dots", "gemm_col2im"),           # a small patch (K = 63): dW as dot products
     (2, 64, 20, 3, "gemm", "gemm", "gemm_col2im"),         # dW in partial-sum groups
     (2, 64, 20, 3, "auto", "taps", "gemm_col2im"),         # the taps in groups
-    (2, 256, 20, 3, "auto", "taps channels", "gemm_col2im"),  # the taps in channel blocks
-    (1, 256, 7, 1, "auto", "gemm_columns", "pointwise"),   # a 1x1 on 49 pixels: the pointwise dx
+    (2, 1024, 20, 3, "auto", "taps channels", "gemm_col2im"),  # the taps in channel blocks (partials > a 2 MiB L2)
+    (1, 512, 7, 1, "auto", "gemm_columns", "pointwise"),   # a 1x1 on 49 pixels: the pointwise dx
 ])
 def test_no_filters(N, C, H, k, forced, weight_grad, data_grad, backend, dtype, rng):
     """A layer of zero filters (the plan's block sizes must not divide by its filter count): an
