@@ -486,8 +486,11 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // Each block packs its filters' dout rows (A) and its columns of the image (B); the forward's
     // batch-chunk estimate picks both sizes (column blocks alone had packed a batch-1 1024-filter
     // layer's dout 8 times: 256 -> 1024 on 14x14 ran 0.75x NumPy).
-    const index_t nr = plan.kern->nr, panels = ceil_div(K, nr);
-    plan.by_columns = !plan.use_dots && P > 0 && p.n * P <= 64 * plan.groups && panels >= 8;
+    // The patch must span >= 8 cache lines: 8 NR panels of AVX2's tile, where sections 38-42 ran.
+    // Counted in NR panels, AVX-512's 48-wide f32 tile sent ResNet-50's 256 -> 1024 1x1 at
+    // batch 1 to 7 partials of 1 MB each (0.58x NumPy; NOTES section 43).
+    const bool wide_patch = K * index_t(sizeof(T)) >= 8 * 64;
+    plan.by_columns = !plan.use_dots && P > 0 && p.n * P <= 64 * plan.groups && wide_patch;
     // The taps read the im2col in place, where the GEMM packs it: up to 2.7x faster outside the
     // column blocks (f32 DeepConvNet conv2 at batch 100; the 1x1 layers at batch 8 0.95-1.27x),
     // but a window narrower than its stride leaves most of each cache line it reads unused (1x1
