@@ -133,10 +133,10 @@ index_t filters_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, 
     return round_up(ceil_div(p.oc, blocks), mr);
 }
 
-// Auto rule (measured, benchmarks/NOTES.md sections 34 and 37): since one gathered GEMM covers
+// Auto rule (measured, benchmarks/NOTES.md sections 34, 37 and 43): since one gathered GEMM covers
 // every tap, this path ties or beats the implicit one on every stride-1 layer measured (C = 1 to
 // 512, 7x7 to 56x56 planes) as long as the dropped pad columns stay at most half the output
-// width, items hold at least NR pixels, one item per thread, and fill their tiles.
+// width, items hold at least NR pixels and one item per thread, and a 1x1's fill its tiles.
 template <class T>
 bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const Window& w = p.win;
@@ -154,14 +154,14 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const index_t items = row_blocks * ceil_div(p.oc, filter_block);
     const bool few_pad_columns = 2 * Wp <= 3 * p.ow;
     const bool wide = rows * Wp >= kern.nr && items >= plan.threads;
-    // An item's pixels in NR-wide tiles: a 7x7 plane's 49 or 63 fill 48-wide tiles to 51-66 %,
-    // where the implicit path's chunks of several images fill them (seed CNN's conv3 at batch
-    // 100, ResNet-50's 7x7 1x1 layers at batch 8: 1.14-1.36x faster there; at batch 1 both tile
-    // alike and this path still wins). A 1x1 kernel packs no taps on that path, so it goes
-    // there from a tenth of its tiles lost (7x7 at batch 8, 16-wide tiles: 1.2-1.4x; 14x14 lose
-    // 6 % and stay: the implicit path's packing of the image then costs more, NOTES section 40).
+    // A 1x1 kernel packs no taps on the implicit path, whose chunks of several images fill the
+    // NR-wide tiles a 7x7 plane's 49 pixels fill to 51 % here: it goes there from a tenth of
+    // its tiles lost (7x7 at batch 8, 16-wide tiles: 1.2-1.4x; 14x14 lose 6 % and stay, NOTES
+    // section 40). Larger windows stay here whatever their tiles: since the narrow edge tiles,
+    // 3x3 on 7x7 planes (56 of 96 columns) ran 1.21-1.34x faster than the implicit path at
+    // batch 8 and 100 (NOTES section 43; before them the implicit path won, section 37).
     const index_t npx = rows * Wp, tiled = round_up(npx, kern.nr);
-    const bool full_tiles = p.n == 1 || (pointwise ? 10 * npx >= 9 * tiled : 4 * npx >= 3 * tiled);
+    const bool full_tiles = p.n == 1 || !pointwise || 10 * npx >= 9 * tiled;
     if (!forced && !((pointwise || few_pad_columns) && wide && full_tiles)) return false;
     plan.algorithm = ForwardAlgorithm::shifted_rows;
     plan.rows = rows;
