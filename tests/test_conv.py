@@ -10,7 +10,8 @@ import fastconv
 import naive
 from cases import CASES, SMALL_CASES, params
 from support import (FORWARD_ALGORITHMS, WEIGHT_GRAD_ALGORITHMS, assert_close, assert_exact, assert_result_array,
-                     backend_context, forward_algorithm, randn, rng_for, seed_note, small_ints, weight_grad_algorithm)
+                     backend_context, forward_algorithm, gemm_family, randn, rng_for, seed_note, small_ints,
+                     weight_grad_algorithm)
 
 
 @functools.lru_cache(maxsize=None)
@@ -260,8 +261,8 @@ def test_data_grad_disjoint_windows_in_blocks(N, C, H, W, FN, k, stride, dtype, 
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
-    (8, 48, 7, 7, 24, 3, 1),   # ResNet-18's last stage at batch 8, scaled down (K = 432: 8 NR panels of 48)
-    (9, 400, 5, 5, 16, 1, 0),  # a 1x1 on 5x5 planes, odd batch, K past the dot products and 8 NR panels
+    (8, 48, 7, 7, 24, 3, 1),   # ResNet-18's last stage at batch 8, scaled down (K = 432)
+    (9, 400, 5, 5, 16, 1, 0),  # a 1x1 on 5x5 planes, odd batch, K past the dot products
     (8, 16, 5, 5, 120, 5, 0),  # LeNet-5's c5 at batch 8: one pixel per image
 ])
 def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned):
@@ -275,6 +276,18 @@ def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned)
     plan = fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]
     assert plan["col_block"] > 0 and not plan["fused"], plan
     _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, "with dW in column blocks")
+
+
+def test_weight_grad_column_blocks_from_the_patch_bytes(dtype):
+    """Small planes take dW column blocks once the patch spans 8 cache lines (512 bytes), under
+    every GEMM kernel family: counted in NR panels, AVX-512's 48-wide f32 tile had sent a
+    256-channel 1x1 with 1024 filters at batch 1 to 7 partial dW of 1 MB each."""
+    k_min = 512 // np.dtype(dtype).itemsize
+    for isa in fastconv._core.gemm_kernels():
+        with gemm_family(isa):
+            for C, expected in ((k_min, "gemm_columns"), (k_min - 1, "taps")):
+                plan = fastconv.explain_plan((1, C, 14, 14), (1024, C, 1, 1), dtype=dtype)["backward"]
+                assert plan["weight_grad"] == expected, (isa, C, plan)
 
 
 @pytest.mark.parametrize("N, C, H, W, FN", [
