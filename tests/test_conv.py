@@ -193,7 +193,7 @@ def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned
 
 @pytest.mark.parametrize("N, C, H, W, FN", [
     (1, 512, 7, 7, 300),   # ResNet-50's s4 at batch 1, scaled: K = 300 filters crosses KC
-    (8, 100, 7, 7, 13),    # batch 8: 392 pixel rows cross MC; 100 channels: >= NR of every tile (8-48), a short last block
+    (8, 100, 7, 7, 13),    # batch 8: 392 pixel rows cross MC; 100 channels >= every NR (8-48), a short last block
     (3, 49, 5, 8, 9),      # channels one past a full NR block of every tile (8-48), 40-pixel planes
     (2, 64, 8, 8, 7),      # 64 pixels an image: the largest plane the rule takes
 ])
@@ -308,7 +308,7 @@ def test_weight_grad_of_small_1x1_is_not_dots(N, C, H, W, FN, dtype, poisoned):
 @pytest.mark.parametrize("N, C, H, W, FN, k", [
     (1, 40, 6, 6, 300, 3),     # two filter blocks at two threads
     (1, 64, 5, 5, 400, 3),     # two column blocks at two threads
-    (2, 48, 4, 4, 250, 3),     # two images, 250 filters; K = 432: 8 NR panels of every tile
+    (2, 48, 4, 4, 250, 3),     # two images, 250 filters, K = 432
     (1, 512, 7, 7, 1000, 1),   # ResNet-50's stage-4 1x1 at batch 1, narrower: more filters than MC
 ])
 def test_weight_grad_filter_and_column_blocks(N, C, H, W, FN, k, dtype, poisoned, threads_restored):
