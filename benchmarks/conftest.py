@@ -21,7 +21,8 @@ from typing import Dict, Tuple
 import pytest
 
 import fastconv
-from fastconv import bench, bench_networks
+from fastconv import bench
+from fastconv.bench import networks as bench_networks
 
 BACKENDS = ("numpy", "native", "torch")  # numpy first: its result becomes the reference
 CASE_ARGS = {"conv_case": "conv", "pool_case": "pool", "train_case": "train"}

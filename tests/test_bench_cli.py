@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from fastconv import bench, bench_busy
-from fastconv.bench_busy import CpuUse
-from fastconv.bench_console import Console
+from fastconv import bench
+from fastconv.bench import busy, ceilings
+from fastconv.bench.busy import CpuUse
+from fastconv.bench.console import Console
 
 
 def test_rounds_alternate_backends_and_pool_their_samples():
@@ -49,7 +50,7 @@ def test_cli_quick_run_writes_checked_json(tmp_path):
 
 def test_networks_suite_layers_have_the_published_sizes():
     """The layer tables chain: each network's last layer gives the published feature-map size."""
-    from fastconv import bench_networks as nets
+    from fastconv.bench import networks as nets
 
     last = {c.source: c for c in nets.cases() if c.x_shape[0] == 1}  # the last layer of each network
     expected = {"lenet5": (1, 1), "alexnet": (6, 6), "zfnet": (6, 6), "vgg16": (7, 7), "resnet18": (7, 7),
@@ -61,7 +62,7 @@ def test_networks_suite_layers_have_the_published_sizes():
 
 
 def test_networks_suite_skips_numpy_only_on_the_big_layers():
-    from fastconv import bench_networks as nets
+    from fastconv.bench import networks as nets
 
     big = [c for c in nets.cases(["vgg16"]) if not nets.numpy_timed(c)]
     assert big and all(c.kind == "conv" and c.conv_flop() > nets.NUMPY_MAX_FLOP for c in big)
@@ -102,7 +103,7 @@ def test_cli_dezero_suite_times_dezero_own_and_installed(tmp_path):
 
 
 def test_dezero_suite_leaves_dezero_own_functions_in_place():
-    from fastconv import bench, bench_dezero
+    from fastconv.bench import dezero as bench_dezero
     _, F, fdz = bench_dezero._import_dezero()
     own = F.conv2d
     cases = [c for c in bench_dezero.cases() if c.name == "dezero-cnn-pool1"]
@@ -178,8 +179,8 @@ def _check_terminal_lines(lines):
 
 def test_main_on_a_terminal_prints_header_progress_and_table_on_their_own_lines(monkeypatch):
     """The whole header/progress/table path of main() on one fake terminal, no timed figure checked."""
-    monkeypatch.setattr(bench, "measure_peaks", lambda seconds: {"float32": 100.0, "float64": 50.0, "copy_GBps": 10.0})
-    monkeypatch.setattr(bench.bench_busy, "sample", lambda seconds: CpuUse(0.0, 2, seconds, "/proc/stat"))
+    monkeypatch.setattr(ceilings, "measure_peaks", lambda seconds: {"float32": 100.0, "float64": 50.0, "copy_GBps": 10.0})
+    monkeypatch.setattr(busy, "sample", lambda seconds: CpuUse(0.0, 2, seconds, "/proc/stat"))
     screen = FakeTerminal()
     rc = bench.main(["--quick", "--cases", "dlfs-pool2x2", "--dtype", "float32", "--backends", "numpy,native",
                      "--threads", "1"], console=Console(out=screen, err=screen, columns=100))
@@ -224,37 +225,37 @@ intr 12345
 
 
 def test_busy_seconds_sum_the_busy_columns_of_our_cpus():
-    tick = bench_busy._TICK_S
+    tick = busy._TICK_S
     # user nice system irq softirq steal; not idle, iowait or guest (already in user)
-    assert bench_busy.read_busy_seconds([0], STAT) == pytest.approx((100 + 10 + 20 + 1 + 2 + 3) * tick)
-    assert bench_busy.read_busy_seconds([0, 1], STAT) == pytest.approx((136 + 235) * tick)
-    assert bench_busy.read_busy_seconds([5], STAT) is None
+    assert busy.read_busy_seconds([0], STAT) == pytest.approx((100 + 10 + 20 + 1 + 2 + 3) * tick)
+    assert busy.read_busy_seconds([0, 1], STAT) == pytest.approx((136 + 235) * tick)
+    assert busy.read_busy_seconds([5], STAT) is None
 
 
 def test_other_processes_use_is_busy_time_minus_our_own():
-    a = bench_busy.Snapshot(wall_s=10.0, busy_s=100.0, own_s=5.0)
+    a = busy.Snapshot(wall_s=10.0, busy_s=100.0, own_s=5.0)
     # 2 s: the CPUs were busy 3.2 s, 1.2 s of it ours -> others used 1.0 CPU
-    use = bench_busy.use_between(a, bench_busy.Snapshot(12.0, 103.2, 6.2), cpus=2)
+    use = busy.use_between(a, busy.Snapshot(12.0, 103.2, 6.2), cpus=2)
     assert (use.others, use.source) == (pytest.approx(1.0), "/proc/stat")
     # all the busy time was ours (the run itself): nobody else
-    assert bench_busy.use_between(a, bench_busy.Snapshot(12.0, 104.0, 9.0), 2).others == pytest.approx(0.0)
+    assert busy.use_between(a, busy.Snapshot(12.0, 104.0, 9.0), 2).others == pytest.approx(0.0)
     # tick rounding never gives a negative or an impossible share
-    assert bench_busy.use_between(a, bench_busy.Snapshot(12.0, 104.0, 9.02), 2).others == 0.0
-    assert bench_busy.use_between(a, bench_busy.Snapshot(12.0, 108.1, 5.0), 2).others == 2.0
+    assert busy.use_between(a, busy.Snapshot(12.0, 104.0, 9.02), 2).others == 0.0
+    assert busy.use_between(a, busy.Snapshot(12.0, 108.1, 5.0), 2).others == 2.0
 
 
 def test_busy_decision_counts_the_cores_the_run_leaves_free():
     def use(others):
         return CpuUse(others, 2, 0.5, "/proc/stat")
 
-    assert not bench_busy.is_busy(use(0.05), threads=2)       # an idle machine's background
-    assert not bench_busy.is_busy(use(0.45), threads=2)
-    assert bench_busy.is_busy(use(0.9), threads=2)            # one other process on one core
-    assert not bench_busy.is_busy(use(1.0), threads=1)        # ... leaves a 1-thread run its core
-    assert bench_busy.is_busy(use(1.8), threads=1)
-    assert bench_busy.is_busy(use(0.9), threads=4)            # more threads than cores
-    assert bench_busy.busy_warning(use(0.1), 2, "before the run") is None
-    msg = bench_busy.busy_warning(use(1.9), 2, "before the run")
+    assert not busy.is_busy(use(0.05), threads=2)       # an idle machine's background
+    assert not busy.is_busy(use(0.45), threads=2)
+    assert busy.is_busy(use(0.9), threads=2)            # one other process on one core
+    assert not busy.is_busy(use(1.0), threads=1)        # ... leaves a 1-thread run its core
+    assert busy.is_busy(use(1.8), threads=1)
+    assert busy.is_busy(use(0.9), threads=4)            # more threads than cores
+    assert busy.busy_warning(use(0.1), 2, "before the run") is None
+    msg = busy.busy_warning(use(1.9), 2, "before the run")
     assert msg.startswith("WARNING: the machine is busy before the run") and "1.90 of 2 CPUs" in msg
 
 
@@ -266,27 +267,27 @@ def test_header_ignores_the_load_average_of_a_build_that_just_ended():
     quiet = bench.header_lines(info, {"native": 2}, peaks, CpuUse(0.03, 2, 0.5, "/proc/stat"))
     assert not [ln for ln in quiet if "WARNING" in ln]
     assert "other processes used 0.03 of 2 CPUs" in quiet[2] and "load average 5.50" in quiet[2]
-    busy = bench.header_lines(info, {"native": 2}, peaks, CpuUse(1.7, 2, 0.5, "/proc/stat"))
-    assert [ln for ln in busy if ln.startswith("WARNING: the machine is busy before the run")]
+    loaded = bench.header_lines(info, {"native": 2}, peaks, CpuUse(1.7, 2, 0.5, "/proc/stat"))
+    assert [ln for ln in loaded if ln.startswith("WARNING: the machine is busy before the run")]
     # where /proc/stat is missing, the load average stands in, and says so
     fallback = bench.header_lines(info, {"native": 2}, peaks, CpuUse(5.5, 2, 0.5, "load average"))
     assert [ln for ln in fallback if "1-minute load average 5.50" in ln and ln.startswith("WARNING")]
     # ... with its old rule, as it counts this process too: 3 of 4 CPUs
-    assert not bench_busy.is_busy(CpuUse(2.9, 4, 60.0, "load average"), threads=4)
-    assert bench_busy.is_busy(CpuUse(3.0, 4, 60.0, "load average"), threads=4)
+    assert not busy.is_busy(CpuUse(2.9, 4, 60.0, "load average"), threads=4)
+    assert busy.is_busy(CpuUse(3.0, 4, 60.0, "load average"), threads=4)
 
 
-@pytest.mark.skipif(bench_busy.read_busy_seconds(bench_busy.usable_cpus()) is None, reason="needs /proc/stat")
+@pytest.mark.skipif(busy.read_busy_seconds(busy.usable_cpus()) is None, reason="needs /proc/stat")
 def test_a_real_busy_process_is_seen():
     """One process spinning on a core: the sample sees at least the share it got (other users of
     this shared machine can only add to it)."""
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # past its start-up
-        use = bench_busy.sample(0.6)
+        use = busy.sample(0.6)
         assert spinner.poll() is None
     finally:
         spinner.kill()
         spinner.wait()
     assert use.source == "/proc/stat"
-    assert bench_busy.is_busy(use, threads=use.cpus), use
+    assert busy.is_busy(use, threads=use.cpus), use

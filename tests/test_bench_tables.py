@@ -9,6 +9,7 @@ import pytest
 
 import fastconv
 from fastconv import _core, bench
+from fastconv.bench import ceilings
 from support import FORWARD_ALGORITHMS, forward_algorithm
 
 BATCH = 2
@@ -65,7 +66,7 @@ def test_copy_ceiling_is_measured_on_the_rows_byte_count_before_and_after(monkey
         calls.append(nbytes)
         return next(values)
 
-    monkeypatch.setattr(bench, "measure_copy_ceiling", fake_ceiling)
+    monkeypatch.setattr(ceilings, "measure_copy_ceiling", fake_ceiling)
     settings = bench.Settings(rounds=1, warmup_s=0.0, budget_s=0.0, min_reps=1, max_reps=1)
     case = dataclasses.replace(bench.CASES_BY_NAME["dlfs-pool2x2"], x_shape=(2, 3, 24, 24))
     conv = dataclasses.replace(bench.CASES_BY_NAME["single-64x56"], x_shape=(1, 4, 8, 8), FN=4)

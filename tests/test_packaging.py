@@ -30,7 +30,8 @@ def test_installed_files():
     """The package directory holds the extension, its stub and every subpackage."""
     present = {p.relative_to(PKG).as_posix() for p in PKG.rglob("*") if p.is_file()}
     for required in ("__init__.py", "__main__.py", "py.typed", "_core.pyi", "backends/__init__.py",
-                     "backends/native_backend.py", "backends/numpy_backend.py", "examples/__init__.py"):
+                     "backends/native_backend.py", "backends/numpy_backend.py", "examples/__init__.py",
+                     "bench/__init__.py", "bench/__main__.py"):
         assert required in present, f"{required} missing from the installed package at {PKG}"
     assert any(name.startswith("_core.") and not name.endswith(".pyi") for name in present), (
         f"no compiled _core extension in {PKG}")

@@ -91,7 +91,8 @@ echo "built $(basename "$WHEEL")"
 unzip -l "$WHEEL"
 # (listings go through files: `unzip | grep -q` under pipefail fails when grep stops reading early)
 unzip -Z1 "$WHEEL" > "$WORK/wheel.txt"
-for need in fastconv/_core.pyi fastconv/py.typed fastconv/__init__.py fastconv/backends/native_backend.py; do
+for need in fastconv/_core.pyi fastconv/py.typed fastconv/__init__.py fastconv/backends/native_backend.py \
+            fastconv/bench/__init__.py fastconv/bench/__main__.py; do
     grep -qx "$need" "$WORK/wheel.txt" || fail "wheel lacks $need"
 done
 grep -qE '^fastconv/_core\..*\.so$' "$WORK/wheel.txt" || fail "wheel lacks the compiled extension"

@@ -14,7 +14,8 @@ from typing import Callable, List, Sequence
 
 import numpy as np
 
-from . import bench
+from .cases import DTYPES, SHORT_DTYPE, TOLERANCE, Case
+from .timing import Result, Settings, split_rounds, time_callable
 
 OWN, INSTALLED = "dezero", "native"
 
@@ -28,12 +29,18 @@ LAYERS = [
 ]
 
 
-def cases() -> List[bench.Case]:
-    return [bench.Case(name, kind, shape, k, k, FN=fn, stride=s, pad=p, smoke=name.endswith("1"), source=src)
+def cases() -> List[Case]:
+    return [Case(name, kind, shape, k, k, FN=fn, stride=s, pad=p, smoke=name.endswith("1"), source=src)
             for name, kind, shape, k, fn, s, p, src in LAYERS]
 
 
 OP = {"conv": "conv-fwd+bwd", "pool": "pool-fwd+bwd"}
+
+# DeZero's own conv2d takes ~1 s on a 14x14x32 batch of 100: few samples of the slow rows.
+DEZERO_FULL = Settings(rounds=2, warmup_s=0.1, budget_s=0.5, min_reps=3, max_reps=40, slow_call_s=0.2,
+                       min_reps_slow=2)
+DEZERO_QUICK = Settings(rounds=1, warmup_s=0.02, budget_s=0.1, min_reps=2, max_reps=10, slow_call_s=0.05,
+                        min_reps_slow=1)
 
 
 def _import_dezero():
@@ -44,7 +51,8 @@ def _import_dezero():
     try:
         import dezero
         import dezero.functions as F
-        from . import dezero as fdz
+
+        from fastconv import dezero as fdz  # fastconv's own module, not this one
     except ImportError as exc:
         raise SystemExit(f"fastconv-bench --suite dezero needs DeZero: pip install 'fastconv[dezero]' ({exc})") from exc
     finally:
@@ -53,7 +61,7 @@ def _import_dezero():
     return dezero, F, fdz
 
 
-def _step(case: bench.Case, dtype: str) -> Callable[[], tuple]:
+def _step(case: Case, dtype: str) -> Callable[[], tuple]:
     """One forward + backward through DeZero's graph; returns (y, grads) for the check."""
     dezero, F, _ = _import_dezero()
     rng = np.random.default_rng(0)
@@ -83,17 +91,17 @@ def _max_rel_err(got: tuple, ref: tuple) -> float:
                for g, r in zip(got, ref))
 
 
-def run(cases: Sequence[bench.Case], dtypes: Sequence[str], backends: Sequence[str], settings: bench.Settings,
-        progress: Callable[[str], None] = lambda msg: None, numpy_for=None) -> List[bench.Result]:
+def run(cases: Sequence[Case], dtypes: Sequence[str], backends: Sequence[str], settings: Settings,
+        progress: Callable[[str], None] = lambda msg: None, numpy_for=None) -> List[Result]:
     """DeZero's own and installed, alternating rounds per row (``backends`` is not used)."""
     _, _, fdz = _import_dezero()
-    rounds, per_round = bench.split_rounds(settings)
-    results: List[bench.Result] = []
+    rounds, per_round = split_rounds(settings)
+    results: List[Result] = []
     rows = [(c, dt) for c in cases for dt in dtypes]
     for i, (case, dtype) in enumerate(rows, 1):
         op = OP[case.kind]
         flop = 3 * case.conv_flop() if case.kind == "conv" else 0
-        row = {be: bench.Result(case.name, op, dtype, be, flop=flop) for be in (OWN, INSTALLED)}
+        row = {be: Result(case.name, op, dtype, be, flop=flop) for be in (OWN, INSTALLED)}
         step = _step(case, dtype)
         reference = None
         try:
@@ -101,7 +109,7 @@ def run(cases: Sequence[bench.Case], dtypes: Sequence[str], backends: Sequence[s
                 for be in (OWN, INSTALLED):
                     progress(f"[{i}/{len(rows)}] {case.name} {dtype} {be} (round {r + 1}/{rounds})")
                     (fdz.install if be == INSTALLED else fdz.uninstall)()
-                    samples, first, calls = bench.time_callable(step, per_round)
+                    samples, first, calls = time_callable(step, per_round)
                     row[be].samples_s += samples
                     row[be].warmup_calls += calls
                     if be == OWN:
@@ -111,7 +119,7 @@ def run(cases: Sequence[bench.Case], dtypes: Sequence[str], backends: Sequence[s
         finally:
             fdz.uninstall()
         row[OWN].check = "ref"
-        row[INSTALLED].check = "ok" if row[INSTALLED].max_rel_err <= bench.TOLERANCE[dtype] else "FAIL"
+        row[INSTALLED].check = "ok" if row[INSTALLED].max_rel_err <= TOLERANCE[dtype] else "FAIL"
         results += [row[OWN], row[INSTALLED]]
     return results
 
@@ -119,10 +127,10 @@ def run(cases: Sequence[bench.Case], dtypes: Sequence[str], backends: Sequence[s
 TARGET = 5.0  # the issue's: installed >= 5x DeZero's own in float32
 
 
-def summary(results: Sequence[bench.Result], cases: Sequence[bench.Case]) -> str:
+def summary(results: Sequence[Result], cases: Sequence[Case]) -> str:
     """Per row and dtype, installed vs DeZero's own; geometric mean and worst row."""
     lines = ["fastconv.dezero.install() vs DeZero's own functions (forward + backward, same run, medians):"]
-    for dtype in bench.DTYPES:
+    for dtype in DTYPES:
         ratios = []
         for r in results:
             if r.dtype == dtype and r.backend == INSTALLED and r.samples_s:
@@ -131,12 +139,11 @@ def summary(results: Sequence[bench.Result], cases: Sequence[bench.Case]) -> str
         if not ratios:
             continue
         for ratio, name, own_s, ours_s in ratios:
-            lines.append(f"  {bench.SHORT_DTYPE[dtype]}  {name:<18} DeZero {own_s * 1e3:8.2f} ms   installed "
+            lines.append(f"  {SHORT_DTYPE[dtype]}  {name:<18} DeZero {own_s * 1e3:8.2f} ms   installed "
                          f"{ours_s * 1e3:7.2f} ms   {ratio:6.1f}x")
         geo = math.exp(sum(math.log(r[0]) for r in ratios) / len(ratios))
         worst = min(ratios)
         target = f"  (target >= {TARGET:g}x: {'met' if geo >= TARGET else 'missed'})" if dtype == "float32" else ""
-        lines.append(f"  {bench.SHORT_DTYPE[dtype]}  geometric mean {geo:.1f}x, worst {worst[0]:.1f}x ({worst[1]})"
+        lines.append(f"  {SHORT_DTYPE[dtype]}  geometric mean {geo:.1f}x, worst {worst[0]:.1f}x ({worst[1]})"
                      f"{target}")
     return "\n".join(lines)
-

@@ -12,12 +12,19 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import bench
+from .cases import SHORT_DTYPE, Case
+from .timing import Result, Settings, _median_of
 
 Layer = Tuple[str, str, int, int, int, int, int, int, int]  # (name, kind, C, H, W, FN, k, stride, pad)
 
 # Forward FLOP above which the NumPy reference is not timed (backward is ~2x that).
 NUMPY_MAX_FLOP = 3e9
+
+# The suite times ~15x more rows than the case table: shorter budgets, two alternating rounds.
+NETWORKS_FULL = Settings(rounds=2, warmup_s=0.1, budget_s=0.25, min_reps=3, max_reps=60, slow_call_s=0.1,
+                         min_reps_slow=2, peak_s=0.2, copy_s=0.03)
+NETWORKS_QUICK = Settings(rounds=1, warmup_s=0.02, budget_s=0.05, min_reps=2, max_reps=10, slow_call_s=0.03,
+                          min_reps_slow=1, peak_s=0.1, copy_s=0.02)
 
 
 def _conv(name, C, H, FN, k, stride=1, pad=0, W=None) -> Layer:
@@ -70,7 +77,7 @@ NETWORKS: Dict[str, Tuple[Tuple[int, ...], Tuple[Layer, ...]]] = {
 }
 
 
-def cases(networks: Optional[Sequence[str]] = None, quick: bool = False) -> List[bench.Case]:
+def cases(networks: Optional[Sequence[str]] = None, quick: bool = False) -> List[Case]:
     """One Case per (network, batch, layer), named ``network/layer@bN``; ``quick``: the training
     batch of the book's networks and the inference batch of the others."""
     out = []
@@ -82,12 +89,12 @@ def cases(networks: Optional[Sequence[str]] = None, quick: bool = False) -> List
             batches = batches[-1:] if batches[-1] == 100 else batches[:1]
         for n in batches:
             for name, kind, C, H, W, FN, k, stride, pad in layers:
-                out.append(bench.Case(f"{net}/{name}@b{n}", kind, (n, C, H, W), k, k, FN=FN, stride=stride, pad=pad,
-                                      source=net))
+                out.append(Case(f"{net}/{name}@b{n}", kind, (n, C, H, W), k, k, FN=FN, stride=stride, pad=pad,
+                                source=net))
     return out
 
 
-def numpy_timed(case: bench.Case) -> bool:
+def numpy_timed(case: Case) -> bool:
     """Whether the NumPy reference is timed (and is the check) on this layer."""
     return case.kind == "pool" or case.conv_flop() <= NUMPY_MAX_FLOP
 
@@ -97,18 +104,17 @@ def _geomean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else math.nan
 
 
-def summary(results: Sequence[bench.Result], case_list: Sequence[bench.Case]) -> str:
+def summary(results: Sequence[Result], case_list: Sequence[Case]) -> str:
     """Per network, batch, dtype and direction: native's total time, and the geometric mean and
     worst layer of native's speed ratio vs numpy and vs torch."""
-    by_name = {c.name: c for c in case_list}
-    groups: Dict[Tuple[str, str, str, str], List[bench.Result]] = {}
+    groups: Dict[Tuple[str, str, str, str], List[Result]] = {}
     for r in results:
         if r.backend != "native" or not r.samples_s:
             continue
         net, rest = r.case.split("/", 1)
         batch = rest.rsplit("@", 1)[1]
         direction = "fwd" if r.op.endswith("fwd") else "bwd"
-        groups.setdefault((net, batch, bench.SHORT_DTYPE[r.dtype], direction), []).append(r)
+        groups.setdefault((net, batch, SHORT_DTYPE[r.dtype], direction), []).append(r)
     head = ("network", "batch", "dtype", "dir", "native ms", "vs numpy geo", "worst (layer)", "vs torch geo",
             "worst (layer)")
     rows = [head]
@@ -117,7 +123,7 @@ def summary(results: Sequence[bench.Result], case_list: Sequence[bench.Case]) ->
         for other in ("numpy", "torch"):
             ratios = {}
             for r in rs:
-                ref = bench._median_of(results, r.case, r.dtype, r.op, other)
+                ref = _median_of(results, r.case, r.dtype, r.op, other)
                 if math.isfinite(ref):
                     ratios[r.case.split("/", 1)[1].rsplit("@", 1)[0]] = ref / r.median_s
             if ratios:
