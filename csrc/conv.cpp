@@ -8,7 +8,7 @@
 
 #include "gemm/driver.hpp"
 #include "parallel.hpp"
-#include "plane_kernels.hpp"
+#include "isa/isa.hpp"
 
 namespace fastconv {
 
@@ -371,7 +371,7 @@ ChunkBlocks gemm_item_blocks(const MicroKernel<T>& kern, index_t M, index_t K, i
 template <class T>
 ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
     ConvForwardPlan<T> plan;
-    const MicroKernel<T>& kern = gemm::active_kernel<T>();
+    const MicroKernel<T>& kern = isa::gemm_kernel<T>();
     plan.kern = &kern;
     const index_t M = p.oc, K = p.patch(), P = p.out_plane();
     plan.threads = threads_for_flop(2.0 * double(p.n * P) * double(M * K), std::max(threads, 1));
@@ -463,7 +463,7 @@ template void set_weight_grad_units<double>(const Conv2dParams&, ConvBackwardPla
 template <class T>
 void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     const index_t FN = p.oc, K = p.patch(), P = p.out_plane();
-    const PlaneKernels<T>& kernels = active_plane_kernels<T>();
+    const PlaneKernels<T>& kernels = isa::plane_kernels<T>();
     const std::optional<WeightGradAlgorithm> forced = forced_weight_grad_algorithm();
     const bool stride1 = p.win.sh == 1 && p.win.sw == 1;
     // 1x1 windows have no shifted rows to share: dW is a plain GEMM over the pixels, which ran
@@ -604,7 +604,7 @@ bool use_dx_as_forward(const Conv2dParams& p, int threads, ConvGrads grads) {
 template <class T>
 ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvGrads grads) {
     ConvBackwardPlan<T> plan;
-    plan.kern = &gemm::active_kernel<T>();
+    plan.kern = &isa::gemm_kernel<T>();
     const double gemm_flop = 2.0 * double(p.n * p.out_plane()) * double(p.oc * p.patch());
     plan.threads = threads_for_flop(gemm_flop * (int(grads.data) + int(grads.weight)), std::max(threads, 1));
     plan.dx_pointwise = grads.data && plan_pointwise_dx(p, plan);
@@ -729,7 +729,7 @@ void weight_grad_group(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, c
         if (plan.use_taps) {
             weight_taps_unit(p, plan, img, dout + n * FN * P, oh0, npx / p.ow, 0, p.c, acc.data, taps_scratch);
         } else if (operands && operands->load(img, dout + n * FN * P, oh0, npx / p.ow)) {
-            operands->accumulate(active_plane_kernels<T>().weight_grad_dots, acc.data);
+            operands->accumulate(isa::plane_kernels<T>().weight_grad_dots, acc.data);
         } else {
             gemm::gemm_blocked(
                 kern, plan.wgrad_gemm, FN, K, npx,

@@ -9,7 +9,7 @@
 
 #include "conv.hpp"
 #include "parallel.hpp"
-#include "plane_kernels.hpp"
+#include "isa/isa.hpp"
 #include "scratch.hpp"
 
 namespace fastconv {
@@ -89,7 +89,7 @@ index_t taps_channel_block(const Conv2dParams& p, const ConvBackwardPlan<T>& pla
 
 template <class T>
 void plan_weight_taps(const Conv2dParams& p, ConvBackwardPlan<T>& plan, index_t rows) {
-    const PlaneKernels<T>& kernels = active_plane_kernels<T>();
+    const PlaneKernels<T>& kernels = isa::plane_kernels<T>();
     plan.use_taps = true;
     plan.taps_ld = round_up(std::max<index_t>(p.oc, 1), kernels.taps_nr);
     plan.taps_channel_block = taps_channel_block<T>(p, plan);
@@ -140,7 +140,7 @@ void weight_taps_unit(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, co
     index_t* offset = reinterpret_cast<index_t*>(offset_elems.data);
     for (index_t k = 0; k < nk; ++k)
         offset[k] = (k / khw) * R * pitch + ((k % khw) / w.kw) * pitch + k % w.kw;
-    const PlaneKernels<T>& kernels = active_plane_kernels<T>();
+    const PlaneKernels<T>& kernels = isa::plane_kernels<T>();
     const index_t P = p.out_plane(), nr = kernels.taps_nr, n_panels = plan.taps_ld / nr;
     for (index_t r0 = 0; r0 < noh; r0 += plan.taps_block_rows) {
         const index_t rows = std::min(plan.taps_block_rows, noh - r0), npx = rows * p.ow;
@@ -181,7 +181,7 @@ void weight_taps_by_channels(const Conv2dParams& p, const ConvBackwardPlan<T>& p
 template <class T>
 void add_transposed_partials(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, T* partials, T* dw) {
     constexpr index_t kRows = 32;
-    const index_t K = p.patch(), FN = p.oc, ld = plan.taps_ld, part = K * ld;
+    const index_t K = p.patch(), ld = plan.taps_ld, part = K * ld;
     parallel_for_flush(ceil_div(K, kRows), [&](index_t blk) {
         const index_t k0 = blk * kRows, k1 = std::min(K, k0 + kRows);
         T* sum = partials + k0 * ld;

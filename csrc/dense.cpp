@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "gemm/driver.hpp"
+#include "isa/isa.hpp"
 #include "parallel.hpp"
 
 namespace fastconv {
@@ -62,7 +63,7 @@ template <class T>
 void gemm_parallel(index_t M, index_t N, index_t K, MatrixRef<T> a, MatrixRef<T> b, Span<T> c, bool accumulate,
                    index_t scratch_elems) {
     if (M <= 0 || N <= 0) return;
-    const gemm::MicroKernel<T>& kern = gemm::active_kernel<T>();
+    const gemm::MicroKernel<T>& kern = isa::gemm_kernel<T>();
     const int threads = threads_for_flop(2.0 * double(M) * double(N) * double(K), num_threads());
     const GemmItems items = split_gemm(kern, M, N, threads);
     const gemm::GemmPlan plan = gemm::plan_gemm(kern, items.rows, items.cols, K);

@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "parallel.hpp"
-#include "plane_kernels.hpp"
+#include "isa/isa.hpp"
 
 namespace fastconv {
 
@@ -64,7 +64,7 @@ void rescan_padded_windows(const Conv2dParams& p, const T* x, T value, T* out, s
 
 template <class T>
 void max_pool2d_forward(const Conv2dParams& p, const T* x, T* out, std::int64_t* argmax, const T* pad_value) {
-    const auto kernel = active_plane_kernels<T>().max_forward;
+    const auto kernel = isa::plane_kernels<T>().max_forward;
     const bool padded = pad_value && (p.win.ph > 0 || p.win.pw > 0);
     parallel_for(p.n * p.c, [&](index_t plane) {
         const T* xp = x + plane * p.in_plane();
@@ -99,7 +99,7 @@ bool max_pool2d_backward(const Conv2dParams& p, const T* dout, const std::int64_
 
 template <class T>
 void avg_pool2d_forward(const Conv2dParams& p, const T* x, T* out) {
-    const auto kernel = active_plane_kernels<T>().avg_forward;
+    const auto kernel = isa::plane_kernels<T>().avg_forward;
     parallel_for(p.n * p.c, [&](index_t plane) {
         kernel(p, x + plane * p.in_plane(), out + plane * p.out_plane());
     }, serial_items_for(p.in_plane()));
@@ -136,7 +136,7 @@ void relu_forward(index_t n, const T* __restrict x, T* __restrict y, bool* __res
     parallel_for((n + kEltwiseBlock - 1) / kEltwiseBlock, [&](index_t blk) {
         const index_t lo = blk * kEltwiseBlock, hi = std::min(n, lo + kEltwiseBlock);
         if (mask) {
-            active_plane_kernels<T>().relu_mask_forward(hi - lo, x + lo, y + lo, mask + lo);
+            isa::plane_kernels<T>().relu_mask_forward(hi - lo, x + lo, y + lo, mask + lo);
         } else {
             for (index_t e = lo; e < hi; ++e) y[e] = x[e] <= T(0) ? T(0) : x[e];
         }
@@ -147,7 +147,7 @@ template <class T>
 void relu_backward_mask(index_t n, const T* dout, const bool* __restrict mask, T* dx) {  // dx may be dout
     parallel_for((n + kEltwiseBlock - 1) / kEltwiseBlock, [&](index_t blk) {
         const index_t lo = blk * kEltwiseBlock, hi = std::min(n, lo + kEltwiseBlock);
-        active_plane_kernels<T>().relu_mask_backward(hi - lo, dout + lo, mask + lo, dx + lo);
+        isa::plane_kernels<T>().relu_mask_backward(hi - lo, dout + lo, mask + lo, dx + lo);
     }, 2);
 }
 

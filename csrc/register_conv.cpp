@@ -3,7 +3,7 @@
 #include "conv.hpp"
 #include "im2col.hpp"
 #include "parallel.hpp"
-#include "plane_kernels.hpp"
+#include "isa/isa.hpp"
 
 #include <algorithm>
 
@@ -175,8 +175,8 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     bwd["taps_block_rows"] = b.taps_block_rows;
     bwd["taps_channel_block"] = b.taps_channel_block;
     bwd["taps_ld"] = b.taps_ld;
-    bwd["taps_mr"] = active_plane_kernels<T>().taps_mr;
-    bwd["taps_nr"] = active_plane_kernels<T>().taps_nr;
+    bwd["taps_mr"] = isa::plane_kernels<T>().taps_mr;
+    bwd["taps_nr"] = isa::plane_kernels<T>().taps_nr;
     bwd["col_block"] = b.col_block;
     bwd["wgrad_filter_block"] = b.wgrad_filter_block;
     bwd["rows_per_unit"] = b.rows_per_unit;

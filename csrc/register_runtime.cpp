@@ -6,7 +6,7 @@
 #include "dense.hpp"
 #include "gemm/driver.hpp"
 #include "parallel.hpp"
-#include "plane_kernels.hpp"
+#include "isa/isa.hpp"
 
 namespace fastconv::bind {
 
@@ -47,8 +47,9 @@ void ukernel_typed(const std::string& name, index_t k, const py::array& a, const
                    int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb,
                    const std::optional<py::array_t<std::int64_t>>& gather, index_t a_ld) {
     const gemm::MicroKernel<T>* kern = nullptr;
-    for (const auto& cand : gemm::all_kernels<T>())
-        if (name == cand.name && gemm::cpu_supports(cand.isa)) kern = &cand;
+    const std::vector<gemm::MicroKernel<T>> usable = isa::gemm_kernels<T>(true);
+    for (const auto& cand : usable)
+        if (name == cand.name) kern = &cand;
     if (!kern) throw std::invalid_argument("ukernel: no usable kernel named '" + name + "'");
     if (k < 0 || m < 1 || m > kern->mr || n < 1 || n > kern->nr)
         throw std::invalid_argument("ukernel: need k >= 0, 1 <= m <= MR, 1 <= n <= NR");
@@ -107,7 +108,7 @@ void ukernel_py(const std::string& name, index_t k, const py::array& a, const py
 template <class T>
 py::list kernel_list(bool usable_only) {
     py::list out;
-    for (const auto& k : usable_only ? gemm::usable_kernels<T>() : gemm::all_kernels<T>()) {
+    for (const auto& k : isa::gemm_kernels<T>(usable_only)) {
         py::dict d;
         d["name"] = k.name;
         d["isa"] = k.isa;
@@ -119,6 +120,13 @@ py::list kernel_list(bool usable_only) {
         out.append(d);
     }
     return out;
+}
+
+py::list usable_families() {
+    py::list names;
+    for (const isa::Family& family : isa::families())
+        if (family.cpu_has()) names.append(family.name);
+    return names;
 }
 
 py::dict build_info() {
@@ -138,13 +146,10 @@ py::dict build_info() {
 #else
     d["openmp"] = "none (serial build)";
 #endif
-    d["gemm_selection"] = gemm::selected_isa();
-    d["gemm_f32"] = gemm::active_kernel<float>().name;
-    d["gemm_f64"] = gemm::active_kernel<double>().name;
-    py::list isas;
-    for (const char* isa : {"avx512f", "avx2", "generic"})
-        if (gemm::cpu_supports(isa)) isas.append(isa);
-    d["cpu_isas"] = isas;
+    d["gemm_selection"] = isa::selected();
+    d["gemm_f32"] = isa::gemm_kernel<float>().name;
+    d["gemm_f64"] = isa::gemm_kernel<double>().name;
+    d["cpu_isas"] = usable_families();
     return d;
 }
 
@@ -183,12 +188,7 @@ void register_runtime(py::module_& m) {
           "a row table (tests).");
     m.def(
         "gemm_kernels",
-        [] {
-            py::list names;
-            for (const char* isa : {"avx512f", "avx2", "generic"})
-                if (gemm::cpu_supports(isa)) names.append(isa);
-            return names;
-        },
+        &usable_families,
         "GEMM kernel families (ISAs) this CPU can run, best first.");
     m.def(
         "cache_sizes",
@@ -206,18 +206,18 @@ void register_runtime(py::module_& m) {
         "gemm_kernel_table",
         [](bool usable_only) { return py::make_tuple(kernel_list<float>(usable_only), kernel_list<double>(usable_only)); },
         "usable_only"_a = true, "(float32 kernels, float64 kernels) with their blocking, best first.");
-    m.def("set_gemm_kernel", &gemm::select_isa, "name"_a,
+    m.def("set_gemm_kernel", &isa::select, "name"_a,
           "Force a kernel family from gemm_kernels(), or 'auto' for the best one (tests, benchmarks).");
     m.def(
-        "get_gemm_kernel", [] { return std::string(gemm::active_kernel<float>().isa); },
+        "get_gemm_kernel", [] { return std::string(isa::active().name); },
         "The kernel family in use.");
     m.def(
         "fma_peak_gflops",
         [](bool f64, double seconds) {
             const int threads = num_threads();
             py::gil_scoped_release release;
-            return f64 ? gemm::measure_fma_peak<double>(seconds, threads)
-                       : gemm::measure_fma_peak<float>(seconds, threads);
+            return f64 ? isa::measure_fma_peak<double>(seconds, threads)
+                       : isa::measure_fma_peak<float>(seconds, threads);
         },
         "f64"_a, "seconds"_a = 0.2,
         "FMA ceiling (GFLOP/s) of this machine for the active kernel's ISA, on get_num_threads() threads.");

@@ -64,7 +64,7 @@ echo "built $(basename "$SDIST") ($(du -h "$SDIST" | cut -f1))"
 tar -tzf "$SDIST" | sed 's|^[^/]*/||' | sort > "$WORK/sdist.txt"
 echo "sdist: $(wc -l < "$WORK/sdist.txt") entries; top level:"
 cut -d/ -f1 "$WORK/sdist.txt" | sort -u | grep -v '^$' | tr '\n' ' '; echo
-for need in pyproject.toml CMakeLists.txt README.md PKG-INFO csrc/module.cpp csrc/gemm/dispatch.cpp \
+for need in pyproject.toml CMakeLists.txt README.md PKG-INFO csrc/module.cpp csrc/isa/table.cpp \
             src/fastconv/__init__.py src/fastconv/_core.pyi src/fastconv/py.typed src/fastconv/backends/__init__.py \
             tests/conftest.py; do
     grep -qx "$need" "$WORK/sdist.txt" || fail "sdist lacks $need"

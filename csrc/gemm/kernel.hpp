@@ -1,4 +1,5 @@
-// GEMM micro-kernels: descriptors, the run-time table, and the selection.
+// GEMM micro-kernels: their descriptors and the cache sizes that block them (the table of
+// kernels and the selection are the ISA table's, csrc/isa/isa.hpp).
 //
 // A micro-kernel computes one MR x NR tile of C from packed panels (BLIS terms):
 //   acc[i][j] = sum_{p < k} a[p*MR + i] * b[p*NR + j]
@@ -8,8 +9,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-#include <vector>
 
 namespace fastconv::gemm {
 
@@ -49,38 +48,6 @@ struct MicroKernel {
     MicroKernelGatherFn<T> run_b_gather;
 };
 
-// Every kernel compiled into this build for T, best first; `usable` filters by CPU.
-template <class T>
-const std::vector<MicroKernel<T>>& all_kernels();
-template <class T>
-std::vector<MicroKernel<T>> usable_kernels();
-
-// The kernel the library uses: the best usable one, or the one forced by name.
-template <class T>
-const MicroKernel<T>& active_kernel();
-
-// Forces the kernel family by ISA name ("avx512f", "avx2", "generic"), or "auto".
-void select_isa(const std::string& isa);
-std::string selected_isa();
-bool cpu_supports(const std::string& isa);
-
-// Per-ISA tables, each defined in its own translation unit compiled with that ISA's flags.
-template <class T>
-void append_generic_kernels(std::vector<MicroKernel<T>>& out);
-template <class T>
-void append_avx2_kernels(std::vector<MicroKernel<T>>& out);
-template <class T>
-void append_avx512_kernels(std::vector<MicroKernel<T>>& out);
-
-// FMA ceiling probes, one per ISA translation unit: FLOP done in `iters` steps
-// (0 when the ISA is not compiled in).
-template <class T>
-double fma_burn_generic(index_t iters, T* sink);
-template <class T>
-double fma_burn_avx2(index_t iters, T* sink);
-template <class T>
-double fma_burn_avx512(index_t iters, T* sink);
-
 // Data cache sizes of the CPU this process runs on (Linux sysfs, else sysconf), and the
 // sizes blocking uses: those, or 32 KiB / 512 KiB / 8 MiB where unknown.
 struct CacheSizes {
@@ -88,10 +55,5 @@ struct CacheSizes {
     bool detected = false;
 };
 const CacheSizes& cache_sizes();
-
-// GFLOP/s of the FMA ceiling for the active kernel's ISA, measured over ~`seconds`
-// on `threads` threads.
-template <class T>
-double measure_fma_peak(double seconds, int threads);
 
 }  // namespace fastconv::gemm

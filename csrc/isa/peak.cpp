@@ -2,15 +2,14 @@
 #include <chrono>
 #include <vector>
 
-#include "../parallel.hpp"
-#include "kernel.hpp"
+#include "isa/isa.hpp"
+#include "parallel.hpp"
 
-namespace fastconv::gemm {
+namespace fastconv::isa {
 
 template <class T>
 double measure_fma_peak(double seconds, int threads) {
-    const std::string isa = active_kernel<T>().isa;
-    auto burn = isa == "avx512f" ? &fma_burn_avx512<T> : isa == "avx2" ? &fma_burn_avx2<T> : &fma_burn_generic<T>;
+    const auto burn = active().kernels<T>().fma_burn;
     threads = std::max(1, threads);
     std::vector<T> sinks(static_cast<std::size_t>(threads) * 16);
     // Calibrate the step count on one thread, then time all threads together.
@@ -40,4 +39,4 @@ double measure_fma_peak(double seconds, int threads) {
 template double measure_fma_peak<float>(double, int);
 template double measure_fma_peak<double>(double, int);
 
-}  // namespace fastconv::gemm
+}  // namespace fastconv::isa

@@ -1,0 +1,383 @@
+// The plane kernels' bodies: pooling forward over one (n, c) plane, written so the compiler
+// vectorises the sweep along an output row, the weight-gradient dot and tap tiles, and ReLU's
+// byte mask. Included only by the per-ISA translation units (csrc/isa/<family>.cpp), whose
+// flags let the row sweeps use AVX2/AVX-512 selects: baseline SSE2 has no 64-bit blend.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "plane_kernels.hpp"
+#include "weight_grad_dots.hpp"
+#include "weight_grad_taps.hpp"
+
+namespace fastconv {
+
+// Internal linkage: each per-ISA translation unit must keep its own copy (one shared weak
+// symbol would let the linker hand the AVX-512 build to every caller).
+namespace {
+namespace planes {
+// GCC 12's AVX-512 headers start widening/narrowing/extract intrinsics from an "undefined"
+// vector that -Wmaybe-uninitialized then reports (a header false positive, not a bug here).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// Per-plane lookups that would otherwise divide in the row loops: the valid output columns of
+// tap column j, and the pixel offset of tap t from its window's origin. Stack tables for
+// windows up to kMax taps per side / in all; larger windows compute them on demand.
+class SmallWindowTables {
+   public:
+    static constexpr index_t kMax = kWindowTableMax;
+    SmallWindowTables(index_t OW, index_t W, index_t kh, index_t kw, index_t sw, index_t pw)
+        : OW_(OW), W_(W), kw_(kw), sw_(sw), pw_(pw), cols_cached_(kw <= kMax), offsets_cached_(kh * kw <= kMax) {
+        if (cols_cached_)
+            for (index_t j = 0; j < kw; ++j) cols_[j] = valid_outputs(OW, sw, pw, j, W);
+        if (offsets_cached_)
+            for (index_t t = 0; t < kh * kw; ++t) offsets_[t] = (t / kw) * W + t % kw;
+    }
+    Range cols(index_t j) const { return cols_cached_ ? cols_[j] : valid_outputs(OW_, sw_, pw_, j, W_); }
+    index_t offset(index_t t) const { return offsets_cached_ ? offsets_[t] : (t / kw_) * W_ + t % kw_; }
+
+   private:
+    index_t OW_, W_, kw_, sw_, pw_;
+    bool cols_cached_, offsets_cached_;
+    Range cols_[kMax];
+    index_t offsets_[kMax];
+};
+
+#if defined(__AVX512F__)
+// 2x2 windows, stride 2, no padding (the book's Pooling): the row sweeps below read every
+// tap with stride 2 and, for short rows (12 outputs at 24x24), run mostly in scalar tails.
+// Here each vector of L outputs loads the two input rows as contiguous (masked) pairs of
+// vectors and splits them into even and odd columns, so one plane row costs a few loads,
+// shuffles and compares. Same tap order and NaN rule as max_forward.
+template <class T>
+struct Pool2x2Avx512;
+
+template <>
+struct Pool2x2Avx512<double> {
+    static constexpr int L = 8;
+    using V = __m512d;
+    using Mask = __mmask8;
+    static V load(Mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+    static V pick(V lo, __m512i idx, V hi) { return _mm512_permutex2var_pd(lo, idx, hi); }
+    static __m512i even() { return _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14); }
+    static __m512i odd() { return _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15); }
+    static Mask takes(V v, V best) {
+        return _mm512_cmp_pd_mask(v, best, _CMP_GT_OQ) |
+               (_mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_pd_mask(best, best, _CMP_ORD_Q));
+    }
+    static V blend(Mask m, V a, V b) { return _mm512_mask_blend_pd(m, a, b); }
+    static __m512i blend_tap(Mask m, __m512i a, std::int64_t t) {
+        return _mm512_mask_blend_epi64(m, a, _mm512_set1_epi64(t));
+    }
+    static void store(Mask m, double* out, V v) { _mm512_mask_storeu_pd(out, m, v); }
+    // Taps hold int64 offsets; position = first + 2 * lane + tap.
+    static void store_index(Mask m, std::int64_t* at, std::int64_t first, __m512i tap) {
+        const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        _mm512_mask_storeu_epi64(at, m, _mm512_add_epi64(_mm512_add_epi64(_mm512_set1_epi64(first), lane2), tap));
+    }
+};
+
+template <>
+struct Pool2x2Avx512<float> {
+    static constexpr int L = 16;
+    using V = __m512;
+    using Mask = __mmask16;
+    static V load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+    static V pick(V lo, __m512i idx, V hi) { return _mm512_permutex2var_ps(lo, idx, hi); }
+    static __m512i even() { return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); }
+    static __m512i odd() { return _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31); }
+    static Mask takes(V v, V best) {
+        return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+               (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+    }
+    static V blend(Mask m, V a, V b) { return _mm512_mask_blend_ps(m, a, b); }
+    // Taps hold int32 offsets (the caller keeps W + 1 within int32), widened at the store.
+    static __m512i blend_tap(Mask m, __m512i a, std::int64_t t) {
+        return _mm512_mask_blend_epi32(m, a, _mm512_set1_epi32(static_cast<std::int32_t>(t)));
+    }
+    static void store(Mask m, float* out, V v) { _mm512_mask_storeu_ps(out, m, v); }
+    static void store_index(Mask m, std::int64_t* at, std::int64_t first, __m512i tap) {
+        const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(tap));
+        const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(tap, 1));
+        const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(first), lane2);
+        _mm512_mask_storeu_epi64(at, static_cast<__mmask8>(m), _mm512_add_epi64(base, lo));
+        _mm512_mask_storeu_epi64(at + 8, static_cast<__mmask8>(m >> 8),
+                                 _mm512_add_epi64(_mm512_add_epi64(base, _mm512_set1_epi64(16)), hi));
+    }
+};
+
+template <class T>
+void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
+                       std::int64_t* __restrict argmax) {
+    using K = Pool2x2Avx512<T>;
+    constexpr int L = K::L;
+    const index_t W = p.w, OH = p.oh, OW = p.ow;
+    const __m512i even = K::even(), odd = K::odd();
+    const auto lanes = [](index_t n) { return static_cast<typename K::Mask>(n >= L ? ~0ull : (1ull << n) - 1); };
+    for (index_t oh = 0; oh < OH; ++oh) {
+        const T* r0 = in + 2 * oh * W;
+        const T* r1 = r0 + W;
+        for (index_t q0 = 0; q0 < OW; q0 += L) {
+            const index_t n = std::min<index_t>(L, OW - q0);
+            const auto m_lo = lanes(std::min<index_t>(2 * n, L)), m_hi = lanes(std::max<index_t>(2 * n - L, 0));
+            const auto top_lo = K::load(m_lo, r0 + 2 * q0), top_hi = K::load(m_hi, r0 + 2 * q0 + L);
+            const auto bot_lo = K::load(m_lo, r1 + 2 * q0), bot_hi = K::load(m_hi, r1 + 2 * q0 + L);
+            auto best = K::pick(top_lo, even, top_hi);
+            __m512i tap = _mm512_setzero_si512();
+            const auto step = [&](typename K::V v, std::int64_t offset) {
+                const auto take = K::takes(v, best);
+                best = K::blend(take, best, v);
+                tap = K::blend_tap(take, tap, offset);
+            };
+            step(K::pick(top_lo, odd, top_hi), 1);
+            step(K::pick(bot_lo, even, bot_hi), W);
+            step(K::pick(bot_lo, odd, bot_hi), W + 1);
+            const auto m_out = lanes(n);
+            K::store(m_out, out + oh * OW + q0, best);
+            K::store_index(m_out, argmax + oh * OW + q0, 2 * oh * W + 2 * q0, tap);
+        }
+    }
+}
+#endif
+
+// Short output rows, where the sweep below pays its per-tap setup (ranges, vector prologue,
+// tails) for a handful of outputs (AlexNet's pool5, 13x13 -> 6x6: ~75 cycles an output; NOTES
+// section 39): groups of kPoolGroup outputs keep their best values and winning taps in
+// registers across the whole window, with branch-free vector selects. The last group of a row
+// overlaps the one before (outputs are recomputed, not summed). With side padding the plane is
+// first copied between -inf columns, which never win a strict '>', and each lane starts at its
+// window's first real pixel. Same tap order and NaN rule as the sweep.
+template <class T>
+void max_forward_narrow(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
+                        std::int64_t* __restrict argmax) {
+    using Lanes = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+    typedef T V __attribute__((vector_size(kPoolGroup * sizeof(T))));
+    typedef Lanes Tap __attribute__((vector_size(kPoolGroup * sizeof(T))));
+    const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
+    const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
+    const index_t Wp = W + 2 * pw;
+    T padded[kNarrowPlaneMax];  // max_forward sends only planes that fit
+    const T* plane = in;
+    if (pw > 0) {
+        for (index_t h = 0; h < H; ++h) {
+            T* row = padded + h * Wp;
+            std::fill(row, row + pw, -std::numeric_limits<T>::infinity());
+            std::copy(in + h * W, in + (h + 1) * W, row + pw);
+            std::fill(row + pw + W, row + Wp, -std::numeric_limits<T>::infinity());
+        }
+        plane = padded;
+    }
+    for (index_t oh = 0; oh < OH; ++oh) {
+        const index_t h0 = oh * sh - ph;
+        const index_t i_lo = std::max<index_t>(-h0, 0), i_hi = std::min<index_t>(kh, H - h0);
+        for (index_t g0 = 0; g0 < OW; g0 += kPoolGroup) {
+            const index_t ow = std::min(g0, OW - kPoolGroup);
+            V best = V{} - std::numeric_limits<T>::infinity();
+            Tap tap;
+            for (int g = 0; g < kPoolGroup; ++g)  // the first real pixel: padding never wins
+                tap[g] = Lanes(i_lo * kw + std::max<index_t>(pw - (ow + g) * sw, 0));
+            for (index_t i = i_lo; i < i_hi; ++i) {
+                const T* row = plane + (h0 + i) * Wp + ow * sw;
+                for (index_t j = 0; j < kw; ++j) {
+                    V v;
+#pragma GCC unroll 8
+                    for (int g = 0; g < kPoolGroup; ++g) v[g] = row[g * sw + j];
+                    const Tap take = (v > best) | ((v != v) & (best == best));
+                    best = take ? v : best;
+                    tap = take ? Tap{} + Lanes(i * kw + j) : tap;
+                }
+            }
+            for (int g = 0; g < kPoolGroup; ++g) {
+                const index_t w0 = (ow + g) * sw - pw;
+                out[oh * OW + ow + g] = best[g];
+                argmax[oh * OW + ow + g] = h0 * W + w0 + (tap[g] / kw) * W + tap[g] % kw;
+            }
+        }
+    }
+}
+
+// For each output row and each window tap (i, j), sweep the row: branch-free selects (random
+// data would mispredict every other compare). Taps run in row-major window order, so a strict
+// '>' keeps the first maximum; the first NaN wins and then stays.
+template <class T>
+void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict out, std::int64_t* __restrict argmax) {
+    // Locals, not p.*: a store through argmax (int64) could otherwise alias the sizes.
+    const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
+    const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
+#if defined(__AVX512F__)
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && W < (index_t(1) << 30))
+        return max_forward_2x2s2(p, in, out, argmax);
+#endif
+    if (OW >= kPoolGroup && OW < kPoolNarrowRow && (pw == 0 || H * (W + 2 * pw) <= kNarrowPlaneMax))
+        return max_forward_narrow(p, in, out, argmax);
+    // The sweep tracks the winning tap as a 32-bit number (one vector of selects instead of
+    // two for 64-bit positions); positions are formed once per output at the end.
+    constexpr index_t kRow = kPoolRowBlock;
+    std::int32_t tap[kRow];
+    // No heap allocation here (this runs inside parallel regions, once per plane): the usual
+    // small windows get their divisions hoisted into stack tables, large ones compute in place.
+    const SmallWindowTables tables(OW, W, kh, kw, sw, pw);
+    for (index_t oh = 0; oh < OH; ++oh) {
+        const index_t h0 = oh * sh - ph;
+        const index_t i_first = std::max<index_t>(-h0, 0);
+        for (index_t ow0 = 0; ow0 < OW; ow0 += kRow) {
+            const index_t n = std::min(kRow, OW - ow0);
+            T* __restrict best = out + oh * OW + ow0;
+            // -inf at the window's first real pixel: an all -inf window still reports a valid
+            // index, and padding is never a candidate.
+            for (index_t q = 0; q < n; ++q) {
+                best[q] = -std::numeric_limits<T>::infinity();
+                const index_t w0 = (ow0 + q) * sw - pw;
+                tap[q] = static_cast<std::int32_t>(i_first * kw + (w0 < 0 ? -w0 : 0));
+            }
+            for (index_t i = i_first; i < kh; ++i) {
+                const index_t ih = h0 + i;
+                if (ih >= H) break;
+                // Only taps j that reach the image for some output in [ow0, ow0 + n).
+                const index_t j_lo = std::max<index_t>(0, pw - (ow0 + n - 1) * sw);
+                const index_t j_hi = std::min<index_t>(kw, W + pw - ow0 * sw);
+                for (index_t j = j_lo; j < j_hi; ++j) {
+                    const Range r = tables.cols(j);
+                    const index_t lo = std::max(r.lo, ow0) - ow0, hi = std::min(r.hi, ow0 + n) - ow0;
+                    if (lo >= hi) continue;
+                    const T* __restrict src = in + ih * W + (ow0 * sw - pw + j);  // q = 0 (may be a pad slot)
+                    const std::int32_t t = static_cast<std::int32_t>(i * kw + j);
+                    for (index_t q = lo; q < hi; ++q) {
+                        const T v = src[q * sw];
+                        const T b = best[q];
+                        const bool take = (v > b) | ((v != v) & (b == b));
+                        best[q] = take ? v : b;
+                        tap[q] = take ? t : tap[q];
+                    }
+                }
+            }
+            std::int64_t* __restrict at = argmax + oh * OW + ow0;
+            const index_t origin = h0 * W + ow0 * sw - pw;
+            for (index_t q = 0; q < n; ++q) at[q] = origin + q * sw + tables.offset(tap[q]);
+        }
+    }
+}
+
+// Zero padding counts in the divisor (count_include_pad); taps summed in window order.
+template <class T>
+void avg_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict out) {
+    const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
+    const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
+    const T scale = T(1) / T(kh * kw);
+    // Only taps j that reach the image for some output column.
+    const index_t j_lo = std::max<index_t>(0, pw - (OW - 1) * sw), j_hi = std::min<index_t>(kw, W + pw);
+    const SmallWindowTables tables(OW, W, kh, kw, sw, pw);
+    for (index_t oh = 0; oh < OH; ++oh) {
+        T* __restrict sum = out + oh * OW;
+        std::fill(sum, sum + OW, T(0));
+        const index_t i_lo = std::max<index_t>(0, ph - oh * sh), i_hi = std::min<index_t>(kh, H + ph - oh * sh);
+        for (index_t i = i_lo; i < i_hi; ++i) {
+            const index_t ih = oh * sh - ph + i;
+            for (index_t j = j_lo; j < j_hi; ++j) {
+                const Range r = tables.cols(j);
+                const index_t base = ih * W - pw + j;
+                for (index_t ow = r.lo; ow < r.hi; ++ow) sum[ow] += in[base + ow * sw];
+            }
+        }
+        for (index_t ow = 0; ow < OW; ++ow) sum[ow] *= scale;
+    }
+}
+
+template <class T>
+void relu_mask_forward(std::int64_t n, const T* __restrict x, T* __restrict y, bool* __restrict mask) {
+    std::int64_t e = 0;
+#if defined(__AVX512F__)
+    if constexpr (sizeof(T) == 8) {
+        for (; e + 8 <= n; e += 8) {
+            const __m512d v = _mm512_loadu_pd(x + e);
+            const __mmask8 off = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LE_OQ);
+            _mm512_storeu_pd(y + e, _mm512_maskz_mov_pd(static_cast<__mmask8>(~off), v));
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(mask + e),
+                             _mm512_cvtepi64_epi8(_mm512_maskz_set1_epi64(off, 1)));
+        }
+    } else {
+        for (; e + 16 <= n; e += 16) {
+            const __m512 v = _mm512_loadu_ps(x + e);
+            const __mmask16 off = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ);
+            _mm512_storeu_ps(y + e, _mm512_maskz_mov_ps(static_cast<__mmask16>(~off), v));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + e),
+                             _mm512_cvtepi32_epi8(_mm512_maskz_set1_epi32(off, 1)));
+        }
+    }
+#endif
+    for (; e < n; ++e) {
+        const bool off = x[e] <= T(0);
+        mask[e] = off;
+        y[e] = off ? T(0) : x[e];
+    }
+}
+
+template <class T>
+void relu_mask_backward(std::int64_t n, const T* dout, const bool* __restrict mask, T* dx) {
+    std::int64_t e = 0;
+#if defined(__AVX512F__)
+    // Any nonzero byte counts as True, as NumPy reads a bool array.
+    if constexpr (sizeof(T) == 8) {
+        for (; e + 8 <= n; e += 8) {
+            const __m512i bytes = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mask + e)));
+            const __mmask8 off = _mm512_test_epi64_mask(bytes, bytes);
+            _mm512_storeu_pd(dx + e, _mm512_maskz_loadu_pd(static_cast<__mmask8>(~off), dout + e));
+        }
+    } else {
+        for (; e + 16 <= n; e += 16) {
+            const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + e)));
+            const __mmask16 off = _mm512_test_epi32_mask(bytes, bytes);
+            _mm512_storeu_ps(dx + e, _mm512_maskz_loadu_ps(static_cast<__mmask16>(~off), dout + e));
+        }
+    }
+#endif
+    for (; e < n; ++e) {
+        const T g = dout[e];
+        dx[e] = mask[e] ? T(0) : g;
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+}  // namespace planes
+
+template <class T>
+PlaneKernels<T> make_plane_kernels() {
+    PlaneKernels<T> k{&planes::max_forward<T>, &planes::avg_forward<T>, nullptr, nullptr, 0, 0,
+                      &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
+#if defined(__GNUC__)
+    // Register budgets: dots TF x TK accumulators + TF dout vectors + 1 tap; taps MR x NV
+    // accumulators + NV B vectors + 1 broadcast.
+#if defined(__AVX512F__)  // 32 registers
+    constexpr int kBytes = 64, kTapsMr = 12;
+    k.weight_grad_dots = &dots::weight_grad_dots<T, kBytes, 5, 5>;
+#else  // 16 registers
+#if defined(__AVX2__)
+    constexpr int kBytes = 32, kTapsMr = 6;
+#else
+    constexpr int kBytes = 16, kTapsMr = 6;
+#endif
+    k.weight_grad_dots = &dots::weight_grad_dots<T, kBytes, 3, 4>;
+#endif
+    k.weight_grad_taps = &taps::weight_grad_taps<T, kBytes, kTapsMr, 2>;
+    k.taps_mr = kTapsMr;
+    k.taps_nr = 2 * kBytes / int(sizeof(T));
+#endif
+    return k;
+}
+}  // namespace
+
+}  // namespace fastconv

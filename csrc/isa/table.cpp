@@ -1,0 +1,96 @@
+#include <atomic>
+#include <stdexcept>
+
+#include "isa/isa.hpp"
+
+namespace fastconv::isa {
+
+namespace {
+template <class T>
+void check_blocking(const Family& family) {
+    for (const auto& k : family.kernels<T>().gemm)
+        if (k.nr > gemm::kMaxNr || k.mr > gemm::kMaxMr || k.mc % k.mr != 0 || k.nc % k.nr != 0)
+            throw std::logic_error(std::string("GEMM kernel ") + k.name + " has inconsistent blocking");
+}
+
+std::vector<Family> build_table() {
+    std::vector<Family> table;
+    append_avx512(table);
+    append_avx2(table);
+    append_generic(table);
+    for (const Family& family : table) {
+        if (family.f32.gemm.empty() || family.f64.gemm.empty())
+            throw std::logic_error(std::string("ISA family ") + family.name + " has no GEMM kernel");
+        check_blocking<float>(family);
+        check_blocking<double>(family);
+    }
+    return table;
+}
+
+// Index of the forced family in families(), or -1 for "auto".
+std::atomic<int> g_forced{-1};
+
+int find(const std::string& name) {
+    const auto& table = families();
+    for (std::size_t i = 0; i < table.size(); ++i)
+        if (name == table[i].name) return int(i);
+    return -1;
+}
+
+std::string choices() {
+    std::string out = "auto";
+    for (const Family& family : families()) out += std::string(", ") + family.name;
+    return out;
+}
+}  // namespace
+
+const std::vector<Family>& families() {
+    static const std::vector<Family> table = build_table();
+    return table;
+}
+
+bool cpu_supports(const std::string& family) {
+    const int i = find(family);
+    return i >= 0 && families()[i].cpu_has();
+}
+
+void select(const std::string& family) {
+    if (family == "auto") {
+        g_forced.store(-1);
+        return;
+    }
+    const int i = find(family);
+    if (i < 0) throw std::invalid_argument("unknown ISA '" + family + "'; choose " + choices());
+    if (!families()[i].cpu_has()) throw std::invalid_argument("ISA '" + family + "' is not supported by this CPU");
+    g_forced.store(i);
+}
+
+std::string selected() {
+    const int i = g_forced.load();
+    return i < 0 ? "auto" : families()[i].name;
+}
+
+const Family& active() {
+    static const int best = [] {
+        const auto& table = families();
+        for (std::size_t i = 0; i < table.size(); ++i)
+            if (table[i].cpu_has()) return int(i);
+        return int(table.size()) - 1;
+    }();
+    const int forced = g_forced.load(std::memory_order_relaxed);
+    return families()[forced < 0 ? best : forced];
+}
+
+template <class T>
+std::vector<gemm::MicroKernel<T>> gemm_kernels(bool usable_only) {
+    std::vector<gemm::MicroKernel<T>> out;
+    for (const Family& family : families())
+        if (!usable_only || family.cpu_has())
+            out.insert(out.end(), family.kernels<T>().gemm.begin(), family.kernels<T>().gemm.end());
+    return out;
+}
+
+template std::vector<gemm::MicroKernel<float>> gemm_kernels<float>(bool);
+template std::vector<gemm::MicroKernel<double>> gemm_kernels<double>(bool);
+
+}  // namespace fastconv::isa
