@@ -34,9 +34,11 @@ constexpr std::int64_t kDotsPad = 16;
 constexpr std::int64_t kPoolRowBlock = 256;
 constexpr std::int64_t kWindowTableMax = 64;
 // Max pooling rows of fewer outputs than kPoolNarrowRow take max_forward_narrow, kPoolGroup
-// outputs at a time (measured on Zen 3: groups won up to 27 outputs, the sweep at 56).
+// outputs at a time, float rows longer than that kPoolGroupWide (measured on Zen 3: groups of
+// 4 won up to 27 outputs, the sweep at 56; on Zen 5 groups of 8 floats, NOTES section 44).
 constexpr std::int64_t kPoolNarrowRow = 32;
-constexpr std::int64_t kPoolGroup = 4;
+constexpr int kPoolGroup = 4;
+constexpr int kPoolGroupWide = 8;
 // Largest side-padded plane (elements) max_forward_narrow copies to its stack.
 constexpr std::int64_t kNarrowPlaneMax = 8192;
 

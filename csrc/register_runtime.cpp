@@ -177,6 +177,7 @@ void register_runtime(py::module_& m) {
             d["row_block"] = kPoolRowBlock;
             d["narrow_row"] = kPoolNarrowRow;
             d["row_group"] = kPoolGroup;
+            d["row_group_wide"] = kPoolGroupWide;
             d["narrow_plane"] = kNarrowPlaneMax;
             d["window_table"] = kWindowTableMax;
             return d;

@@ -285,9 +285,11 @@ def pool_shapes(family: str, dtype: str, count: int) -> List[Dict]:
     for OW in (row - 1, row, row + 1, 2 * row + 1):
         sw = int(rng.integers(1, 3))
         add(2, 3, int(rng.integers(3, 9)), (OW - 1) * sw + 1, 3, 3, 1, sw, 1, 1, f"pool row {OW}")
-    # Short max-pooling rows: groups of row_group outputs below narrow_row, scalar edges.
-    for OW in (lim["row_group"] - 1, lim["row_group"], lim["row_group"] + 1,
-               lim["narrow_row"] - 1, lim["narrow_row"], lim["narrow_row"] + 1):
+    # Short max-pooling rows: groups of row_group (float rows longer than that: row_group_wide)
+    # outputs below narrow_row, the last group's lanes past the row repeating its last output.
+    for OW in (1, lim["row_group"] - 1, lim["row_group"], lim["row_group"] + 1, lim["row_group_wide"] - 1,
+               lim["row_group_wide"], lim["row_group_wide"] + 1, lim["narrow_row"] - 1, lim["narrow_row"],
+               lim["narrow_row"] + 1):
         sw, pw = int(rng.integers(1, 3)), int(rng.integers(0, 2))
         add(2, 3, int(rng.integers(5, 14)), (OW - 1) * sw + 3 - 2 * pw, 3, 3, 2, sw, pw, pw, f"short row {OW}")
     # Short padded rows copy their plane to the stack up to narrow_plane elements.

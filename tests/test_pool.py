@@ -342,7 +342,7 @@ def test_inf_values(backend, dtype, rng):
 
 @pytest.mark.parametrize("W", [2, 3, 5, 16, 17, 24, 31, 32, 33, 34, 48, 50])
 def test_book_2x2_stride2_every_row_length(backend, dtype, W, rng):
-    """The book's Pooling(2, 2, stride=2) has its own vector kernel on AVX-512 (plane_kernels.hpp):
+    """The book's Pooling(2, 2, stride=2) has its own vector kernel on AVX-512 (make_plane_kernels.hpp):
     full vectors, masked tails and odd widths/heights, with ties, NaN and -inf mixed in."""
     H = 7 if W % 2 else 6
     x = rng.integers(-3, 4, size=(2, 3, H, W)).astype(dtype) + 0.5  # many ties
@@ -362,9 +362,10 @@ def test_book_2x2_stride2_every_row_length(backend, dtype, W, rng):
 
 @pytest.mark.parametrize("pad", [0, 1], ids=["pad0", "pad1"])
 def test_short_rows_every_length(backend, dtype, pad, rng):
-    """Max-pooling rows shorter than narrow_row take groups of row_group outputs with scalar
-    edges (plane_kernels.hpp): every row length across both limits, 3x3 stride 2 (AlexNet's
-    pool5) with and without padding, ties, NaN and -inf mixed in."""
+    """Max-pooling rows shorter than narrow_row take groups of row_group or row_group_wide
+    outputs, the last one's spare lanes repeating the row's last output (make_plane_kernels.hpp):
+    every row length from 1 across every limit, 3x3 stride 2 (AlexNet's pool5) with and without
+    padding, ties, NaN and -inf mixed in."""
     lim = fastconv._core.plane_kernel_limits()
     for OW in range(1, lim["narrow_row"] + 3):
         W = 2 * (OW - 1) + 3 - 2 * pad

@@ -155,16 +155,19 @@ void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restr
 // Short output rows, where the sweep below pays its per-tap setup (ranges, vector prologue,
 // tails) for a handful of outputs (AlexNet's pool5, 13x13 -> 6x6: ~75 cycles an output; NOTES
 // section 39): groups of kPoolGroup outputs keep their best values and winning taps in
-// registers across the whole window, with branch-free vector selects. The last group of a row
-// overlaps the one before (outputs are recomputed, not summed). With side padding the plane is
-// first copied between -inf columns, which never win a strict '>', and each lane starts at its
-// window's first real pixel. Same tap order and NaN rule as the sweep.
-template <class T>
+// registers across the whole window, with branch-free vector selects. A group's chain of
+// selects is latency-bound, so float rows of more than kPoolGroup outputs take groups of
+// kPoolGroupWide (one 256-bit vector; doubles' 512-bit groups lost to their lane-by-lane
+// loads); lanes past the row's end repeat its last output and are not stored. With side padding the plane is first copied between -inf
+// columns, which never win a strict '>', and each lane starts at its window's first real
+// pixel. A lane's winning tap is kept as its offset i * W + j in the image, so the argmax
+// needs no division. Same tap order and NaN rule as the sweep.
+template <class T, int G>
 void max_forward_narrow(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
                         std::int64_t* __restrict argmax) {
     using Lanes = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
-    typedef T V __attribute__((vector_size(kPoolGroup * sizeof(T))));
-    typedef Lanes Tap __attribute__((vector_size(kPoolGroup * sizeof(T))));
+    typedef T V __attribute__((vector_size(G * sizeof(T))));
+    typedef Lanes Tap __attribute__((vector_size(G * sizeof(T))));
     const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
     const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
     const index_t Wp = W + 2 * pw;
@@ -182,27 +185,29 @@ void max_forward_narrow(const Conv2dParams& p, const T* __restrict in, T* __rest
     for (index_t oh = 0; oh < OH; ++oh) {
         const index_t h0 = oh * sh - ph;
         const index_t i_lo = std::max<index_t>(-h0, 0), i_hi = std::min<index_t>(kh, H - h0);
-        for (index_t g0 = 0; g0 < OW; g0 += kPoolGroup) {
-            const index_t ow = std::min(g0, OW - kPoolGroup);
+        for (index_t g0 = 0; g0 < OW; g0 += G) {
+            index_t col[G];  // each lane's window origin in the plane's rows
             V best = V{} - std::numeric_limits<T>::infinity();
             Tap tap;
-            for (int g = 0; g < kPoolGroup; ++g)  // the first real pixel: padding never wins
-                tap[g] = Lanes(i_lo * kw + std::max<index_t>(pw - (ow + g) * sw, 0));
+            for (int g = 0; g < G; ++g) {
+                col[g] = std::min<index_t>(g0 + g, OW - 1) * sw;
+                tap[g] = Lanes(i_lo * W + std::max<index_t>(pw - col[g], 0));  // the first real pixel
+            }
             for (index_t i = i_lo; i < i_hi; ++i) {
-                const T* row = plane + (h0 + i) * Wp + ow * sw;
+                const T* row = plane + (h0 + i) * Wp;
                 for (index_t j = 0; j < kw; ++j) {
                     V v;
 #pragma GCC unroll 8
-                    for (int g = 0; g < kPoolGroup; ++g) v[g] = row[g * sw + j];
+                    for (int g = 0; g < G; ++g) v[g] = row[col[g] + j];
                     const Tap take = (v > best) | ((v != v) & (best == best));
                     best = take ? v : best;
-                    tap = take ? Tap{} + Lanes(i * kw + j) : tap;
+                    tap = take ? Tap{} + Lanes(i * W + j) : tap;
                 }
             }
-            for (int g = 0; g < kPoolGroup; ++g) {
-                const index_t w0 = (ow + g) * sw - pw;
-                out[oh * OW + ow + g] = best[g];
-                argmax[oh * OW + ow + g] = h0 * W + w0 + (tap[g] / kw) * W + tap[g] % kw;
+            const index_t n = std::min<index_t>(G, OW - g0);
+            for (index_t g = 0; g < n; ++g) {
+                out[oh * OW + g0 + g] = best[g];
+                argmax[oh * OW + g0 + g] = h0 * W + col[g] - pw + tap[g];
             }
         }
     }
@@ -220,8 +225,11 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && W < (index_t(1) << 30))
         return max_forward_2x2s2(p, in, out, argmax);
 #endif
-    if (OW >= kPoolGroup && OW < kPoolNarrowRow && (pw == 0 || H * (W + 2 * pw) <= kNarrowPlaneMax))
-        return max_forward_narrow(p, in, out, argmax);
+    if (OW < kPoolNarrowRow && (pw == 0 || H * (W + 2 * pw) <= kNarrowPlaneMax) &&
+        kh * W < (index_t(1) << 30)) {  // tap offsets fit the lanes
+        if (sizeof(T) == 4 && OW > kPoolGroup) return max_forward_narrow<T, kPoolGroupWide>(p, in, out, argmax);
+        return max_forward_narrow<T, kPoolGroup>(p, in, out, argmax);
+    }
     // The sweep tracks the winning tap as a 32-bit number (one vector of selects instead of
     // two for 64-bit positions); positions are formed once per output at the end.
     constexpr index_t kRow = kPoolRowBlock;
