@@ -155,12 +155,13 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const bool few_pad_columns = 2 * Wp <= 3 * p.ow;
     const bool wide = rows * Wp >= kern.nr && items >= plan.threads;
     // A 1x1 kernel packs no taps on the implicit path, whose chunks of several images fill the
-    // NR-wide tiles a 7x7 plane's 49 pixels fill to 51 % here: it goes there from a tenth of
-    // its tiles lost (7x7 at batch 8, 16-wide tiles: 1.2-1.4x; 14x14 lose 6 % and stay, NOTES
-    // section 40). Larger windows stay here whatever their tiles: since the narrow edge tiles,
-    // 3x3 on 7x7 planes (56 of 96 columns) ran 1.21-1.34x faster than the implicit path at
-    // batch 8 and 100 (NOTES section 43; before them the implicit path won, section 37).
-    const index_t npx = rows * Wp, tiled = round_up(npx, kern.nr);
+    // NR-wide tiles: it goes there from a tenth of its lanes lost, the edge tile counted in the
+    // vectors it runs (7x7 at batch 8: 49 of 64 lanes, implicit 1.2-1.4x faster with 16-wide
+    // tiles, NOTES section 40; 14x14 with 48-wide tiles: 196 of 208 lanes, shifted 1.10-1.25x
+    // faster for 1024 -> 256, section 44). Larger windows stay here whatever their tiles:
+    // since the narrow edge tiles, 3x3 on 7x7 planes ran 1.21-1.34x faster than the implicit
+    // path at batch 8 and 100 (section 43; before them the implicit path won, section 37).
+    const index_t npx = rows * Wp, tiled = npx / kern.nr * kern.nr + round_up(npx % kern.nr, kern.lanes);
     const bool full_tiles = p.n == 1 || !pointwise || 10 * npx >= 9 * tiled;
     if (!forced && !((pointwise || few_pad_columns) && wide && full_tiles)) return false;
     plan.algorithm = ForwardAlgorithm::shifted_rows;

@@ -114,6 +114,7 @@ py::list kernel_list(bool usable_only) {
         d["isa"] = k.isa;
         d["mr"] = k.mr;
         d["nr"] = k.nr;
+        d["lanes"] = k.lanes;
         d["kc"] = k.kc;
         d["mc"] = k.mc;
         d["nc"] = k.nc;

@@ -123,6 +123,23 @@ def test_backward_matches_naive(case, backend, dtype):
         _assert_grad_matches_naive(case, dtype, grad, got, backend)
 
 
+@pytest.mark.parametrize("H", [7, 14, 28])
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+def test_pointwise_tile_rule_counts_the_edge_tile_in_vectors(H, family, dtype):
+    """At batch > 1 a stride-1 1x1 layer takes shifted rows only where an item's pixels fill
+    90 % of the lanes it runs, its last tile counted in vectors of the kernel's width (a 14x14
+    plane fills 196 of 208 lanes of a 48-wide float32 AVX-512 tile, not 196 of 240)."""
+    x_shape, w_shape = (8, 64, H, H), (256, 64, 1, 1)
+    kern = next(k for k in fastconv._core.gemm_kernel_table()[0 if dtype == np.float32 else 1] if k["isa"] == family)
+    with backend_context(f"native:{family}"):
+        with forward_algorithm("shifted_rows"):
+            forced = fastconv.explain_plan(x_shape, w_shape, dtype=dtype)["forward"]
+        chosen = fastconv.explain_plan(x_shape, w_shape, dtype=dtype)["forward"]["algorithm"]
+    npx, nr, lanes = forced["rows"] * forced["pitch"], kern["nr"], kern["lanes"]
+    run = npx // nr * nr + -(-(npx % nr) // lanes) * lanes
+    assert chosen == ("shifted_rows" if 10 * npx >= 9 * run else "implicit_gemm"), (forced, kern)
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, stride", [
     (1, 64, 14, 14, 128, 2),  # ResNet's downsampling projection at batch 1
     (2, 24, 15, 9, 41, 2),    # odd sizes: the last input row and column are skipped

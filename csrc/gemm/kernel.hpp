@@ -40,6 +40,8 @@ struct MicroKernel {
     const char* name;  // e.g. "f32_gemm_8x48__avx512f"
     const char* isa;   // "avx512f", "avx2", "generic"
     int mr, nr;
+    // Columns of one vector: an edge tile of n columns costs ceil(n / lanes) vectors' FMAs.
+    int lanes;
     // Cache blocking: a KC x NR panel of B stays in L1 across the MR loop, an MC x KC
     // block of A in L2, a KC x NC block of B in L3.
     index_t kc, mc, nc;

@@ -12,11 +12,15 @@ constexpr int kGenericNr = 32 / int(sizeof(T));
 
 #if defined(FASTCONV_HAVE_VECTOR_EXT)
 template <class T>
+constexpr int kGenericLanes = 16 / int(sizeof(T));
+template <class T>
 using GenericTile = gemm::VectorTile<T, 4, 2, 16>;
 template <class T>
 double generic_fma_burn(index_t iters, T* sink) { return fma_burn<T, 16, 12>(iters, sink); }
 constexpr const char* kNames[] = {"f32_gemm_4x8__generic", "f64_gemm_4x4__generic"};
 #else
+template <class T>
+constexpr int kGenericLanes = kGenericNr<T>;  // the scalar tile computes every column
 template <class T>
 using GenericTile = gemm::ScalarTile<T, 4, kGenericNr<T>>;
 template <class T>
@@ -28,7 +32,7 @@ template <class T>
 Kernels<T> generic_kernels(index_t nc) {
     using Tile = GenericTile<T>;
     const char* name = kNames[sizeof(T) == 4 ? 0 : 1];
-    return {{{name, "generic", 4, kGenericNr<T>, 256, 128, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
+    return {{{name, "generic", 4, kGenericNr<T>, kGenericLanes<T>, 256, 128, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
             &generic_fma_burn<T>,
             make_plane_kernels<T>()};
 }
