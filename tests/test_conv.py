@@ -582,31 +582,47 @@ def poisoned():
     fastconv._core.set_debug_poison(False)
 
 
-@pytest.mark.parametrize("N, C, H, W, k", [
-    (1, 16, 5, 5, 5),     # LeNet-5's c5 at batch 1: one pixel, K = 400
-    (3, 16, 1, 1, 1),     # K = 16: one full lane block
-    (4, 17, 1, 1, 1),     # a lane block and a tail of one
-    (63, 15, 1, 1, 1),    # K under one lane block; one pixel under an item
-    (2, 11, 6, 6, 3),     # 32 pixels: two images through one item
-    (64, 33, 1, 1, 1),    # exactly one item of 64 pixels
-    (65, 2, 3, 3, 3),     # an item and one pixel
-    (3, 5, 9, 9, 3),      # 147 pixels: three items, the last short, images split across items
+@pytest.mark.parametrize("N, C, H, W, k, FN", [
+    (1, 16, 5, 5, 5, 120),  # LeNet-5's c5 at batch 1: one pixel, K = 400, one dot per filter
+    (1, 17, 1, 1, 1, 9),    # one pixel, K = 17: a 16-lane block and a tail of one
+    (1, 15, 1, 1, 1, 7),    # one pixel, K under one lane block
+    (2, 11, 6, 6, 3, 7),    # 32 pixels of two images, fewer filters than MR
+    (3, 5, 9, 9, 3, 17),    # 147 pixels: items of NR split images, the last short; 17 filters
 ])
-def test_pixel_dots_across_its_items_and_lanes(N, C, H, W, k, dtype, poisoned):
-    """The pixel-dots forward forced below, at and above its 64-pixel items and its 16-lane
-    dot products, with outputs and scratch poisoned; and the auto rule picks it only where the
-    whole batch has at most NR/2 output pixels."""
-    rng = rng_for("pixel-dots", N, C, H, W, k)
-    x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (7, C, k, k), dtype), randn(rng, (7,), dtype)
-    with forward_algorithm("pixel_dots"):
-        out = fastconv.conv2d(x, w, b, 1, 0)
-        assert fastconv.explain_plan(x.shape, w.shape, dtype=dtype)["forward"]["algorithm"] == "pixel_dots"
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+def test_pixel_dots_across_its_items_tiles_and_lanes(N, C, H, W, k, FN, family, dtype, poisoned):
+    """The pixel-dots forward forced, with outputs and scratch poisoned: items of NR pixels
+    (the last one short, or a single pixel's dot products), MR-filter tiles with a short last
+    one, under every kernel family; and the auto rule picks it only where the whole batch has
+    at most NR/2 output pixels."""
+    rng = rng_for("pixel-dots", N, C, H, W, k, FN)
+    x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype), randn(rng, (FN,), dtype)
+    with backend_context(f"native:{family}"):
+        with forward_algorithm("pixel_dots"):
+            out = fastconv.conv2d(x, w, b, 1, 0)
+            assert fastconv.explain_plan(x.shape, w.shape, dtype=dtype)["forward"]["algorithm"] == "pixel_dots"
+        plan = fastconv.explain_plan(x.shape, w.shape, dtype=dtype)
     ref = naive.conv2d(x, w, b, 1, 0)
     absref = naive.conv2d(np.abs(x), np.abs(w), np.abs(b), 1, 0)
-    assert_close(out, ref, absref, C * k * k + 1, dtype, "pixel_dots")
-    plan = fastconv.explain_plan(x.shape, w.shape, dtype=dtype)
+    assert_close(out, ref, absref, C * k * k + 1, dtype, f"pixel_dots, {family}")
     pixels = N * (H - k + 1) * (W - k + 1)
     assert (plan["forward"]["algorithm"] == "pixel_dots") == (2 * pixels <= plan["nr"]), plan["forward"]
+
+
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+def test_pixel_dots_items_around_one_tile(family, dtype, poisoned):
+    """Forced on NR - 1, NR, NR + 1 and 2 NR + 1 pixels (1x1 outputs, so pixel = image), with
+    2 MR + 1 filters: full and short tiles, and a last item of one pixel that takes the dots."""
+    kern = next(k for k in fastconv._core.gemm_kernel_table()[0 if dtype == np.float32 else 1] if k["isa"] == family)
+    nr, mr = kern["nr"], kern["mr"]
+    rng = rng_for("pixel-dots-tile", family, nr, mr)
+    for N in (nr - 1, nr, nr + 1, 2 * nr + 1):
+        x, w = randn(rng, (N, 6, 3, 3), dtype), randn(rng, (2 * mr + 1, 6, 3, 3), dtype)
+        b = randn(rng, (2 * mr + 1,), dtype)
+        with backend_context(f"native:{family}"), forward_algorithm("pixel_dots"):
+            out = fastconv.conv2d(x, w, b, 1, 0)
+        assert_close(out, naive.conv2d(x, w, b, 1, 0), naive.conv2d(np.abs(x), np.abs(w), np.abs(b), 1, 0),
+                     6 * 9 + 1, dtype, f"pixel_dots, {N} pixels, {family}")
 
 
 @pytest.mark.parametrize("N, C, H, W, FN", [
