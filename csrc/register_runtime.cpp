@@ -154,23 +154,9 @@ py::dict build_info() {
     return d;
 }
 
-}  // namespace
-
-void register_runtime(py::module_& m) {
+// The kernel tables, their blocking constants and the family selection (tests, benchmarks).
+void register_kernel_tables(py::module_& m) {
     using namespace pybind11::literals;
-    m.def("set_num_threads", &set_num_threads, "n"_a, "Threads for every native kernel.");
-    m.def("get_num_threads", &num_threads, "Threads the native kernels use.");
-    m.def("blas_threads_callback_address", &blas_threads_callback_address,
-          "Address of the callback (OpenBLAS's openblas_threads_callback signature) that runs OpenBLAS's "
-          "parallel regions on fastconv's OpenMP threads.");
-    m.def("blas_regions_run", &blas_regions_run, "OpenBLAS parallel regions run through that callback so far.");
-    m.def("gemm", &gemm_py, "a"_a, "b"_a, "scratch_elems"_a = -1,
-          "a @ b with fastconv's own blocked GEMM (2-D, C-contiguous). scratch_elems (tests only): give each "
-          "thread that many elements of scratch instead of what the plan books.");
-    m.def("set_debug_poison", &set_debug_poison, "on"_a,
-          "Debug mode for tests: outputs and scratch start as NaN, and writes past a thread's scratch slice "
-          "raise RuntimeError after the call.");
-    m.def("get_debug_poison", &debug_poison);
     m.def(
         "plane_kernel_limits",
         [] {
@@ -188,10 +174,7 @@ void register_runtime(py::module_& m) {
           "ldb"_a = 0, "gather"_a = py::none(), "a_ld"_a = 0,
           "One micro-kernel call on packed panels (ldb = 0), B rows read in place, or B rows gathered through "
           "a row table (tests).");
-    m.def(
-        "gemm_kernels",
-        &usable_families,
-        "GEMM kernel families (ISAs) this CPU can run, best first.");
+    m.def("gemm_kernels", &usable_families, "GEMM kernel families (ISAs) this CPU can run, best first.");
     m.def(
         "cache_sizes",
         [] {
@@ -223,6 +206,26 @@ void register_runtime(py::module_& m) {
         },
         "f64"_a, "seconds"_a = 0.2,
         "FMA ceiling (GFLOP/s) of this machine for the active kernel's ISA, on get_num_threads() threads.");
+}
+
+}  // namespace
+
+void register_runtime(py::module_& m) {
+    using namespace pybind11::literals;
+    m.def("set_num_threads", &set_num_threads, "n"_a, "Threads for every native kernel.");
+    m.def("get_num_threads", &num_threads, "Threads the native kernels use.");
+    m.def("blas_threads_callback_address", &blas_threads_callback_address,
+          "Address of the callback (OpenBLAS's openblas_threads_callback signature) that runs OpenBLAS's "
+          "parallel regions on fastconv's OpenMP threads.");
+    m.def("blas_regions_run", &blas_regions_run, "OpenBLAS parallel regions run through that callback so far.");
+    m.def("gemm", &gemm_py, "a"_a, "b"_a, "scratch_elems"_a = -1,
+          "a @ b with fastconv's own blocked GEMM (2-D, C-contiguous). scratch_elems (tests only): give each "
+          "thread that many elements of scratch instead of what the plan books.");
+    m.def("set_debug_poison", &set_debug_poison, "on"_a,
+          "Debug mode for tests: outputs and scratch start as NaN, and writes past a thread's scratch slice "
+          "raise RuntimeError after the call.");
+    m.def("get_debug_poison", &debug_poison);
+    register_kernel_tables(m);
     m.def("build_info", &build_info);
     m.def(
         "scratch_bytes", [] { return py::make_tuple(gemm::ScratchStats::current(), gemm::ScratchStats::peak()); },
