@@ -28,8 +28,9 @@ def _select_backends(spec: Optional[str]) -> List[str]:
         if b not in BACKEND_ORDER:
             raise ValueError(f"unknown backend {b!r}; choose from {', '.join(BACKEND_ORDER)}")
         if b not in available:
-            raise ValueError(f"backend {b!r} is not available here (available: {', '.join(available)})"
-                             + ("; install PyTorch (pip install torch) for it" if b == "torch" else ""))
+            hint = ("; install PyTorch's CPU build for it (pip install torch==2.13.0, or "
+                    "pip install '.[torch]' in fastconv's checkout)") if b == "torch" else ""
+            raise ValueError(f"backend {b!r} is not available here (available: {', '.join(available)}){hint}")
     return [b for b in BACKEND_ORDER if b in names]
 
 
