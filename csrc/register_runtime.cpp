@@ -47,9 +47,9 @@ void ukernel_typed(const std::string& name, index_t k, const py::array& a, const
                    int n, bool accumulate, const std::optional<py::array>& bias, index_t ldb,
                    const std::optional<py::array_t<std::int64_t>>& gather, index_t a_ld) {
     const gemm::MicroKernel<T>* kern = nullptr;
-    const std::vector<gemm::MicroKernel<T>> usable = isa::gemm_kernels<T>(true);
-    for (const auto& cand : usable)
-        if (name == cand.name) kern = &cand;
+    for (const isa::Family& family : isa::families())
+        for (const auto& cand : family.kernels<T>().gemm)
+            if (name == cand.name && family.cpu_has()) kern = &cand;
     if (!kern) throw std::invalid_argument("ukernel: no usable kernel named '" + name + "'");
     if (k < 0 || m < 1 || m > kern->mr || n < 1 || n > kern->nr)
         throw std::invalid_argument("ukernel: need k >= 0, 1 <= m <= MR, 1 <= n <= NR");
@@ -108,17 +108,20 @@ void ukernel_py(const std::string& name, index_t k, const py::array& a, const py
 template <class T>
 py::list kernel_list(bool usable_only) {
     py::list out;
-    for (const auto& k : isa::gemm_kernels<T>(usable_only)) {
-        py::dict d;
-        d["name"] = k.name;
-        d["isa"] = k.isa;
-        d["mr"] = k.mr;
-        d["nr"] = k.nr;
-        d["lanes"] = k.lanes;
-        d["kc"] = k.kc;
-        d["mc"] = k.mc;
-        d["nc"] = k.nc;
-        out.append(d);
+    for (const isa::Family& family : isa::families()) {
+        if (usable_only && !family.cpu_has()) continue;
+        for (const auto& k : family.kernels<T>().gemm) {
+            py::dict d;
+            d["name"] = k.name;
+            d["isa"] = family.name;
+            d["mr"] = k.mr;
+            d["nr"] = k.nr;
+            d["lanes"] = k.lanes;
+            d["kc"] = k.kc;
+            d["mc"] = k.mc;
+            d["nc"] = k.nc;
+            out.append(d);
+        }
     }
     return out;
 }

@@ -37,8 +37,7 @@ using MicroKernelGatherFn = void (*)(index_t k, const T* a, index_t lda, const T
 
 template <class T>
 struct MicroKernel {
-    const char* name;  // e.g. "f32_gemm_8x48__avx512f"
-    const char* isa;   // "avx512f", "avx2", "generic"
+    const char* name;  // e.g. "f32_gemm_8x48__avx512f"; its family is the ISA table's entry
     int mr, nr;
     // Columns of one vector: an edge tile of n columns costs ceil(n / lanes) vectors' FMAs.
     int lanes;

@@ -10,7 +10,7 @@ namespace {
 template <class T>
 Kernels<T> avx2_kernels(const char* gemm_name, index_t nc) {
     using Tile = gemm::VectorTile<T, 6, 2, 32>;
-    return {{{gemm_name, "avx2", 6, Tile::NR, Tile::L, 256, 120, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
+    return {{{gemm_name, 6, Tile::NR, Tile::L, 256, 120, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
             &fma_burn<T, 32, 12>,
             make_plane_kernels<T>()};
 }

@@ -17,7 +17,7 @@ namespace {
 template <class T>
 Kernels<T> avx512_kernels(const char* gemm_name, index_t kc, index_t nc) {
     using Tile = gemm::VectorTile<T, 8, 3, 64>;
-    return {{{gemm_name, "avx512f", 8, Tile::NR, Tile::L, kc, 128, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
+    return {{{gemm_name, 8, Tile::NR, Tile::L, kc, 128, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
             &fma_burn<T, 64, 24>,
             make_plane_kernels<T>()};
 }

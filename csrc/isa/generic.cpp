@@ -32,7 +32,7 @@ template <class T>
 Kernels<T> generic_kernels(index_t nc) {
     using Tile = GenericTile<T>;
     const char* name = kNames[sizeof(T) == 4 ? 0 : 1];
-    return {{{name, "generic", 4, kGenericNr<T>, kGenericLanes<T>, 256, 128, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
+    return {{{name, 4, kGenericNr<T>, kGenericLanes<T>, 256, 128, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
             &generic_fma_burn<T>,
             make_plane_kernels<T>()};
 }

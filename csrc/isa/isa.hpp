@@ -43,7 +43,6 @@ void append_generic(std::vector<Family>& table);
 
 // Every family compiled in, best first; the generic one, always last, runs on any CPU.
 const std::vector<Family>& families();
-bool cpu_supports(const std::string& family);
 
 // Forces a family by name, or "auto" for the best one this CPU runs; read on every call, so
 // tests can switch families at run time.
@@ -59,10 +58,6 @@ template <class T>
 const PlaneKernels<T>& plane_kernels() {
     return active().kernels<T>().planes;
 }
-// GEMM micro-kernels of every family (or of those this CPU runs), best first.
-template <class T>
-std::vector<gemm::MicroKernel<T>> gemm_kernels(bool usable_only);
-
 // GFLOP/s of the FMA ceiling for the active family, measured over ~`seconds` on `threads`.
 template <class T>
 double measure_fma_peak(double seconds, int threads);

@@ -49,11 +49,6 @@ const std::vector<Family>& families() {
     return table;
 }
 
-bool cpu_supports(const std::string& family) {
-    const int i = find(family);
-    return i >= 0 && families()[i].cpu_has();
-}
-
 void select(const std::string& family) {
     if (family == "auto") {
         g_forced.store(-1);
@@ -80,17 +75,5 @@ const Family& active() {
     const int forced = g_forced.load(std::memory_order_relaxed);
     return families()[forced < 0 ? best : forced];
 }
-
-template <class T>
-std::vector<gemm::MicroKernel<T>> gemm_kernels(bool usable_only) {
-    std::vector<gemm::MicroKernel<T>> out;
-    for (const Family& family : families())
-        if (!usable_only || family.cpu_has())
-            out.insert(out.end(), family.kernels<T>().gemm.begin(), family.kernels<T>().gemm.end());
-    return out;
-}
-
-template std::vector<gemm::MicroKernel<float>> gemm_kernels<float>(bool);
-template std::vector<gemm::MicroKernel<double>> gemm_kernels<double>(bool);
 
 }  // namespace fastconv::isa
