@@ -78,8 +78,12 @@ bool plan_pixel_dots(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     plan.filter_blocks = ceil_div(p.oc, plan.filter_block);
     plan.items = chunks * plan.filter_blocks;
     ScratchBooking booking;
-    booking.book(p.patch() * nr);  // the chunk's im2col columns
-    booking.book(mr * nr);         // one C tile
+    if (plan.chunk == 1) {
+        booking.book(p.patch());  // the one pixel's im2col row
+    } else {
+        booking.book(p.patch() * nr);  // the chunk's im2col columns (a last item of one pixel: its row)
+        booking.book(mr * nr);         // one C tile
+    }
     plan.thread_elems = booking.total();
     return true;
 }
@@ -90,7 +94,7 @@ void pixel_dots_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, c
     const MicroKernel<T>& kern = *plan.kern;
     const index_t K = p.patch(), P = p.out_plane(), pixels = p.n * P, nr = kern.nr, mr = kern.mr;
     ThreadScratch<T> scratch(plan.thread_elems, plan.threads, "conv2d_forward pixel dots");
-    std::vector<const T*> row_tables(static_cast<std::size_t>(plan.threads * K));
+    std::vector<const T*> row_tables(plan.chunk > 1 ? static_cast<std::size_t>(plan.threads * K) : 0);
     parallel_for_flush(plan.items, [&](index_t item) {
         const index_t g0 = (item / plan.filter_blocks) * plan.chunk, npx = std::min(plan.chunk, pixels - g0);
         const index_t f0 = (item % plan.filter_blocks) * plan.filter_block;
