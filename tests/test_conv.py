@@ -9,6 +9,7 @@ import pytest
 import fastconv
 import naive
 from cases import CASES, SMALL_CASES, params
+from real_sizes import kernel_of
 from support import (FORWARD_ALGORITHMS, WEIGHT_GRAD_ALGORITHMS, assert_close, assert_exact, assert_result_array,
                      backend_context, forward_algorithm, gemm_family, randn, rng_for, seed_note, small_ints,
                      weight_grad_algorithm)
@@ -130,7 +131,7 @@ def test_pointwise_tile_rule_counts_the_edge_tile_in_vectors(H, family, dtype):
     90 % of the lanes it runs, its last tile counted in vectors of the kernel's width (a 14x14
     plane fills 196 of 208 lanes of a 48-wide float32 AVX-512 tile, not 196 of 240)."""
     x_shape, w_shape = (8, 64, H, H), (256, 64, 1, 1)
-    kern = next(k for k in fastconv._core.gemm_kernel_table()[0 if dtype == np.float32 else 1] if k["isa"] == family)
+    kern = kernel_of(family, dtype.name)
     with backend_context(f"native:{family}"):
         with forward_algorithm("shifted_rows"):
             forced = fastconv.explain_plan(x_shape, w_shape, dtype=dtype)["forward"]
@@ -613,7 +614,7 @@ def test_pixel_dots_across_its_items_tiles_and_lanes(N, C, H, W, k, FN, family, 
 def test_pixel_dots_items_around_one_tile(family, dtype, poisoned):
     """Forced on NR - 1, NR, NR + 1 and 2 NR + 1 pixels (1x1 outputs, so pixel = image), with
     2 MR + 1 filters: full and short tiles, and a last item of one pixel that takes the dots."""
-    kern = next(k for k in fastconv._core.gemm_kernel_table()[0 if dtype == np.float32 else 1] if k["isa"] == family)
+    kern = kernel_of(family, dtype.name)
     nr, mr = kern["nr"], kern["mr"]
     rng = rng_for("pixel-dots-tile", family, nr, mr)
     for N in (nr - 1, nr, nr + 1, 2 * nr + 1):
