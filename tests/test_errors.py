@@ -216,3 +216,33 @@ def test_unknown_backend_refused():
         with F.use_backend("gpu"):
             pass  # pragma: no cover - not reached
     assert F.get_backend() == before
+
+
+def test_remembered_geometry_still_refuses_lookalikes(backend):
+    """Validated window geometry is remembered per call signature (_params.fitted_window), but
+    True == 1 and 2.0 == 2 hash alike: after the int calls succeed, their look-alikes must still
+    be refused, and a NumPy integer still accepted with the same result."""
+    F.conv2d(X, Wt, stride=1, pad=1)
+    F.max_pool2d(X, 2, 2, stride=2)
+    for call, match in ((lambda: F.conv2d(X, Wt, stride=True, pad=1), "stride must be an integer"),
+                        (lambda: F.conv2d(X, Wt, stride=1, pad=(1, True)), "pad must be an integer"),
+                        (lambda: F.max_pool2d(X, 2.0, 2, stride=2), "pool_h must be an integer"),
+                        (lambda: F.max_pool2d(X, 2, 2, stride=(2, 2.0)), "stride must be an integer"),
+                        (lambda: F.max_pool2d(X, 2, 2, stride=np.True_ + 1), None)):
+        if match is None:  # np.True_ + 1 is the NumPy integer 2: accepted
+            assert np.array_equal(call(), F.max_pool2d(X, 2, 2, stride=2))
+            continue
+        with pytest.raises(TypeError, match=match):
+            call()
+    assert np.array_equal(F.max_pool2d(X, np.int64(2), 2, stride=2), F.max_pool2d(X, 2, 2, stride=2))
+
+
+def test_small_size_shortcut_keeps_overflow_checks():
+    """check_alloc skips the memory-limit lookup for small arrays, but a shape of NumPy integers
+    whose product wraps to a small number must still be refused as an overflow."""
+    from fastconv import _params as P
+    with pytest.raises(ValueError, match="overflows 64-bit sizes"):
+        P.check_alloc("test array", (np.int64(2**40), np.int64(2**40)), np.float64)
+    with pytest.raises(ValueError, match="overflows 64-bit sizes"):
+        P.check_alloc("test array", (2**40, 2**40, 0), np.float64)
+    P.check_alloc("test array", (np.int64(3), 4), np.float32)  # small and valid

@@ -6,6 +6,7 @@ and every bad input is refused with the same message whichever backend runs.
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import os
@@ -36,6 +37,8 @@ class Window(NamedTuple):
 
 
 def _as_int(value, name: str) -> int:
+    if type(value) is int:  # the common case; bool is a subclass of int, not int itself
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got bool {value!r}")
     try:
@@ -46,6 +49,8 @@ def _as_int(value, name: str) -> int:
 
 def pair(value: IntPair, name: str) -> Tuple[int, int]:
     """An int or an (h, w) pair as a tuple of two ints."""
+    if type(value) is int:
+        return value, value
     if isinstance(value, (tuple, list, np.ndarray)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or an (h, w) pair, got {value!r}")
@@ -55,10 +60,19 @@ def pair(value: IntPair, name: str) -> Tuple[int, int]:
 
 
 def window(kh, kw, stride: IntPair, pad: IntPair, *, kind: str = "filter") -> Window:
-    kh = _as_int(kh, f"{kind}_h")
-    kw = _as_int(kw, f"{kind}_w")
+    kh = _as_int(kh, kind + "_h")
+    kw = _as_int(kw, kind + "_w")
     sh, sw = pair(stride, "stride")
     ph, pw = pair(pad, "pad")
+    # One comparison chain on the valid path; the messages are formatted only for a refusal.
+    # With every field non-negative, sh + ph and sw + pw bound the strides and pads.
+    if min(kh, kw, sh, sw) > 0 and min(ph, pw) >= 0 and max(kh, kw, sh + ph, sw + pw) <= INT64_MAX:
+        return Window(kh, kw, sh, sw, ph, pw)
+    _refuse_window(kind, kh, kw, sh, sw, ph, pw)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _refuse_window(kind: str, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int) -> None:
     if kh <= 0 or kw <= 0:
         raise ValueError(f"{kind} size must be positive, got {kh}x{kw}")
     if sh <= 0 or sw <= 0:
@@ -71,7 +85,6 @@ def window(kh, kw, stride: IntPair, pad: IntPair, *, kind: str = "filter") -> Wi
             raise ValueError(f"{what} does not fit in a 64-bit index (at most {INT64_MAX})")
     if sh + ph > INT64_MAX or sw + pw > INT64_MAX:  # the kernels form pad + stride
         raise ValueError(f"stride ({sh}, {sw}) plus pad ({ph}, {pw}) overflows 64-bit indexing")
-    return Window(kh, kw, sh, sw, ph, pw)
 
 
 def check_fits(win: Window, H: int, W: int) -> Tuple[int, int]:
@@ -107,6 +120,39 @@ def check_pool_pad(win: Window) -> None:
         )
 
 
+# Geometry of the calls seen so far: a network calls each layer with the same arguments every
+# step, and window() + check_fits() in Python cost several times a small layer's kernel.
+# Only exact ints are remembered: True == 1 and 2.0 == 2 hash alike but must still be refused.
+_FITTED: dict = {}
+_FITTED_MAX = 1024
+
+
+def _plain(value) -> bool:
+    return type(value) is int or (type(value) is tuple and len(value) == 2
+                                  and type(value[0]) is int and type(value[1]) is int)
+
+
+def fitted_window(kh, kw, stride: IntPair, pad: IntPair, H: int, W: int, *,
+                  kind: str = "filter") -> Tuple[Window, int, int]:
+    """``window()`` and ``check_fits()`` (and ``check_pool_pad()`` for ``kind="pool"``) in one call:
+    the validated window over an H x W input and its output size (OH, OW)."""
+    key = (kind, kh, kw, stride, pad, H, W)
+    plain = type(kh) is int and type(kw) is int and _plain(stride) and _plain(pad)
+    if plain:
+        hit = _FITTED.get(key)
+        if hit is not None:
+            return hit
+    win = window(kh, kw, stride, pad, kind=kind)
+    if kind == "pool":
+        check_pool_pad(win)
+    OH, OW = check_fits(win, H, W)
+    if plain:
+        if len(_FITTED) >= _FITTED_MAX:
+            _FITTED.clear()
+        _FITTED[key] = (win, OH, OW)
+    return win, OH, OW
+
+
 # --- sizes ------------------------------------------------------------------
 
 def _format_bytes(n: int) -> str:
@@ -117,8 +163,9 @@ def _format_bytes(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@functools.lru_cache(maxsize=None)
 def physical_memory() -> int:
-    """Bytes of RAM on this machine (0 when the OS does not say)."""
+    """Bytes of RAM on this machine (0 when the OS does not say); read once."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
@@ -146,13 +193,23 @@ def memory_limit() -> int:
     return limit
 
 
+# Arrays up to this size skip the memory-limit lookup (two getrlimit calls): a process limited
+# below it could not hold the interpreter and NumPy it is running, and an allocation refused
+# by such a limit still raises MemoryError, NumPy's own.
+SMALL_ALLOC_BYTES = 16 << 20
+_ITEMSIZE = {t: np.dtype(t).itemsize for t in (np.float32, np.float64, np.int64)}
+_ITEMSIZE.update({np.dtype(t): size for t, size in list(_ITEMSIZE.items())})
+
+
 def check_alloc(what: str, shape, dtype) -> None:
     """Refuses, before anything is allocated, an array of `shape` and `dtype` that cannot exist
     here: ValueError when its size overflows 64 bits, MemoryError when it exceeds
     :func:`memory_limit`. Both messages give the shape and the size in bytes."""
-    dims = tuple(int(d) for d in shape)
-    itemsize = np.dtype(dtype).itemsize
+    itemsize = _ITEMSIZE.get(dtype) or np.dtype(dtype).itemsize
+    dims = tuple(map(int, shape))  # Python ints: NumPy integers would wrap in the products
     elems = math.prod(dims)
+    if dims and min(dims) > 0 and elems * itemsize <= SMALL_ALLOC_BYTES:
+        return
     nbytes = elems * itemsize
     # Like NumPy, the non-zero dimensions must multiply to a 64-bit size even when one is zero.
     spanned = math.prod(max(d, 1) for d in dims) * itemsize
@@ -171,7 +228,13 @@ def check_alloc(what: str, shape, dtype) -> None:
 
 # --- dtypes -----------------------------------------------------------------
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_FLOAT_DTYPES = (_F32, _F64)
+
+
 def _array(a, name: str) -> np.ndarray:
+    if type(a) is np.ndarray and a.dtype in _FLOAT_DTYPES:  # the common case, checked cheaply
+        return a
     arr = np.asarray(a)
     kind = arr.dtype.kind
     if kind == "c":
@@ -190,6 +253,10 @@ def compute_dtype(*arrays: np.ndarray) -> np.dtype:
     operand makes the result float64; any integer or bool operand makes it float64, as the
     book's float64 im2col buffer would; float16 computes in float32.
     """
+    if all(a.dtype == _F32 for a in arrays):  # the common cases first, without result_type
+        return _F32
+    if all(a.dtype in _FLOAT_DTYPES for a in arrays):
+        return _F64
     if any(a.dtype.kind in "biu" for a in arrays):
         return np.dtype(np.float64)  # the book's im2col turns any image into float64
     dt = np.result_type(*arrays)
@@ -202,11 +269,18 @@ def as_float(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """C-contiguous `dtype` view or copy; never the caller's buffer when a copy is needed."""
     # Validation: a copy that cannot fit (e.g. of a zero-stride broadcast view) is refused
     # before it is attempted, and the kernels never see a misaligned buffer.
-    if not (arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.aligned):
-        check_alloc("contiguous copy of an input", arr.shape, dtype)
+    flags = arr.flags
+    if type(arr) is np.ndarray and arr.dtype == dtype and flags.c_contiguous and flags.aligned:
+        return arr
+    check_alloc("contiguous copy of an input", arr.shape, dtype)
     # np.asarray(order="C"), not ascontiguousarray: the latter turns 0-d arrays into 1-d.
     out = np.asarray(arr, dtype=dtype, order="C")
     return out if out.flags.aligned else out.copy()
+
+
+def array(value, name: str) -> np.ndarray:
+    """`value` as an ndarray of a real numeric dtype (TypeError otherwise)."""
+    return _array(value, name)
 
 
 def arrays(names: Sequence[str], values: Sequence) -> Tuple[np.ndarray, ...]:
@@ -219,6 +293,8 @@ def check_ndim(arr: np.ndarray, ndim: int, name: str, layout: str) -> None:
 
 
 def shape4(shape, name: str = "input_shape") -> Tuple[int, int, int, int]:
+    if type(shape) is tuple and len(shape) == 4 and set(map(type, shape)) == {int} and min(shape) >= 0:
+        return shape  # already four non-negative Python ints, e.g. an array's .shape
     try:
         dims = tuple(_as_int(s, name) for s in shape)
     except TypeError:

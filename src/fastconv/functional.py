@@ -25,7 +25,7 @@ __all__ = [
 
 
 def _image(x, name: str = "x"):
-    (arr,) = P.arrays((name,), (x,))
+    arr = P.array(x, name)
     P.check_ndim(arr, 4, name, "(N, C, H, W)")
     return arr
 
@@ -53,10 +53,8 @@ def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndar
         float32 input stays float32 (the book always returns float64).
     """
     x = _image(input_data, "input_data")
-    win = P.window(filter_h, filter_w, stride, pad)
-    P.check_fits(win, x.shape[2], x.shape[3])
+    win, OH, OW = P.fitted_window(filter_h, filter_w, stride, pad, x.shape[2], x.shape[3])
     dt = P.compute_dtype(x)
-    OH, OW = win.out_size(x.shape[2], x.shape[3])
     P.check_alloc("im2col result", (x.shape[0] * OH * OW, x.shape[1] * win.kh * win.kw), dt)
     return current_backend().im2col(P.as_float(x, dt), win)
 
@@ -73,10 +71,9 @@ def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> n
     -------
     ndarray, shape (N, C, H, W), dtype of ``col`` (float32 or float64).
     """
-    (arr,) = P.arrays(("col",), (col,))
+    arr = P.array(col, "col")
     N, C, H, W = P.shape4(input_shape)
-    win = P.window(filter_h, filter_w, stride, pad)
-    OH, OW = P.check_fits(win, H, W)
+    win, OH, OW = P.fitted_window(filter_h, filter_w, stride, pad, H, W)
     expected = (N * OH * OW, C * win.kh * win.kw)
     if arr.shape != expected:
         raise ValueError(
@@ -93,7 +90,7 @@ def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> n
 
 def _conv_operands(x, W, stride, pad, x_name="x"):
     x = _image(x, x_name)
-    (w,) = P.arrays(("W",), (W,))
+    w = P.array(W, "W")
     P.check_ndim(w, 4, "W", "(FN, C, FH, FW)")
     if x.shape[1] != w.shape[1]:
         raise ValueError(
@@ -102,8 +99,7 @@ def _conv_operands(x, W, stride, pad, x_name="x"):
         )
     if w.shape[1] == 0:
         raise ValueError(f"W has zero input channels (shape {w.shape})")
-    win = P.window(w.shape[2], w.shape[3], stride, pad)
-    OH, OW = P.check_fits(win, x.shape[2], x.shape[3])
+    win, OH, OW = P.fitted_window(w.shape[2], w.shape[3], stride, pad, x.shape[2], x.shape[3])
     return x, w, win, (x.shape[0], w.shape[0], OH, OW)
 
 
@@ -124,7 +120,7 @@ def conv2d(x, W, b=None, stride=1, pad=0) -> np.ndarray:
     x, w, win, out_shape = _conv_operands(x, W, stride, pad)
     operands = [x, w]
     if b is not None:
-        (b,) = P.arrays(("b",), (b,))
+        b = P.array(b, "b")
         if b.shape != (w.shape[0],):
             raise ValueError(f"b must have shape ({w.shape[0]},) to match W {w.shape}, got {b.shape}")
         operands.append(b)
@@ -157,13 +153,12 @@ def conv2d_backward_input(dout, W, input_shape, stride=1, pad=0) -> np.ndarray:
     """The input gradient of :func:`conv2d` alone: dx (N, C, H, W) for an input of
     ``input_shape`` (N, C, H, W), without the weight gradient's work. x itself is not needed."""
     shape = P.shape4(input_shape)
-    (w,) = P.arrays(("W",), (W,))
+    w = P.array(W, "W")
     P.check_ndim(w, 4, "W", "(FN, C, FH, FW)")
     if shape[1] != w.shape[1]:
         raise ValueError(f"channel mismatch: input_shape has C={shape[1]} but W expects C={w.shape[1]} "
                          f"(shape {w.shape})")
-    win = P.window(w.shape[2], w.shape[3], stride, pad)
-    OH, OW = P.check_fits(win, shape[2], shape[3])
+    win, OH, OW = P.fitted_window(w.shape[2], w.shape[3], stride, pad, shape[2], shape[3])
     d = _image(dout, "dout")
     _check_dout(d, (shape[0], w.shape[0], OH, OW), "conv2d")
     dt = P.compute_dtype(d, w)
@@ -176,8 +171,7 @@ def conv2d_backward_weight(dout, x, filter_h: int, filter_w: int, stride=1, pad=
     the channels of ``dout``; W itself is not needed."""
     x = _image(x)
     d = _image(dout, "dout")
-    win = P.window(filter_h, filter_w, stride, pad)
-    OH, OW = P.check_fits(win, x.shape[2], x.shape[3])
+    win, OH, OW = P.fitted_window(filter_h, filter_w, stride, pad, x.shape[2], x.shape[3])
     _check_dout(d, (x.shape[0], d.shape[1], OH, OW), "conv2d")
     dt = P.compute_dtype(d, x)
     w_shape = (d.shape[1], x.shape[1], win.kh, win.kw)
@@ -200,14 +194,14 @@ def conv_transpose2d(x, W, b=None, stride=1, pad=0, output_size=None) -> np.ndar
     ndarray (N, OC, OH, OW).
     """
     x = _image(x)
-    (w,) = P.arrays(("W",), (W,))
+    w = P.array(W, "W")
     P.check_ndim(w, 4, "W", "(C, OC, FH, FW)")
     if x.shape[1] != w.shape[0]:
         raise ValueError(f"channel mismatch: x has C={x.shape[1]} channels (shape {x.shape}) "
                          f"but W (C, OC, FH, FW) expects C={w.shape[0]} (shape {w.shape})")
     bias = None
     if b is not None:
-        (bias,) = P.arrays(("b",), (b,))
+        bias = P.array(b, "b")
         if bias.shape != (w.shape[1],):
             raise ValueError(f"b has shape {bias.shape}, expected ({w.shape[1]},) (OC of W {w.shape})")
     win = P.window(w.shape[2], w.shape[3], stride, pad)
@@ -238,9 +232,8 @@ def conv_transpose2d(x, W, b=None, stride=1, pad=0, output_size=None) -> np.ndar
 # --- pooling -----------------------------------------------------------------
 
 def _pool_window(shape, pool_h, pool_w, stride, pad):
-    win = P.window(pool_h, pool_w, (pool_h, pool_w) if stride is None else stride, pad, kind="pool")
-    P.check_pool_pad(win)
-    OH, OW = P.check_fits(win, shape[2], shape[3])
+    win, OH, OW = P.fitted_window(pool_h, pool_w, (pool_h, pool_w) if stride is None else stride, pad,
+                                  shape[2], shape[3], kind="pool")
     return win, (shape[0], shape[1], OH, OW)
 
 
@@ -351,7 +344,7 @@ def relu(x, return_mask: bool = False):
     ``return_mask=True`` also returns the book's ``Relu.mask``, the bool array ``x <= 0``,
     computed in the same pass; ``relu_backward(dout, mask=mask)`` then needs no ``x``.
     """
-    (arr,) = P.arrays(("x",), (x,))
+    arr = P.array(x, "x")
     dt = P.compute_dtype(arr)
     if return_mask:
         P.check_alloc("ReLU mask", arr.shape, np.dtype(bool))
@@ -387,7 +380,7 @@ def relu_backward(dout, x=None, out: Optional[np.ndarray] = None, *, mask=None) 
     if (x is None) == (mask is None):
         raise TypeError("relu_backward needs exactly one of x and mask")
     if mask is not None:
-        (d,) = P.arrays(("dout",), (dout,))
+        d = P.array(dout, "dout")
         if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
             raise TypeError(f"mask must be a bool numpy.ndarray (the book's Relu.mask), got {type(mask).__name__}"
                             + (f" of dtype {mask.dtype}" if isinstance(mask, np.ndarray) else ""))
@@ -434,7 +427,7 @@ def affine(x, W, b) -> np.ndarray:
     ndarray, shape (N, H).
     """
     rows, w = _affine_operands(x, W)
-    (bias,) = P.arrays(("b",), (b,))
+    bias = P.array(b, "b")
     if bias.shape != (w.shape[1],):
         raise ValueError(f"b must have shape ({w.shape[1]},) to match W {w.shape}, got {bias.shape}")
     dt = P.compute_dtype(rows, w, bias)
@@ -445,7 +438,7 @@ def affine(x, W, b) -> np.ndarray:
 def affine_backward(dout, x, W) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`affine`: ``dx`` (x's shape), ``dW`` (D, H) and ``db`` (H,)."""
     rows, w = _affine_operands(x, W)
-    (d,) = P.arrays(("dout",), (dout,))
+    d = P.array(dout, "dout")
     _check_dout(d, (rows.shape[0], w.shape[1]), "affine")
     dt = P.compute_dtype(d, rows, w)
     dx, dw, db = current_backend().affine_backward(P.as_float(d, dt), P.as_float(rows, dt), P.as_float(w, dt))
@@ -466,8 +459,7 @@ def explain_plan(x_shape, w_shape, stride=1, pad=0, dtype="float32") -> dict:
     x_shape, w_shape = P.shape4(x_shape, "x_shape"), P.shape4(w_shape, "w_shape")
     if x_shape[1] != w_shape[1]:
         raise ValueError(f"channel mismatch: x_shape has C={x_shape[1]} but w_shape expects C={w_shape[1]}")
-    win = P.window(w_shape[2], w_shape[3], stride, pad)
-    P.check_fits(win, x_shape[2], x_shape[3])
+    win, _, _ = P.fitted_window(w_shape[2], w_shape[3], stride, pad, x_shape[2], x_shape[3])
     name = np.dtype(dtype).name
     if name not in ("float32", "float64"):
         raise TypeError(f"dtype must be float32 or float64, got {name}")

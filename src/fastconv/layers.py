@@ -138,7 +138,7 @@ class Sigmoid:
         self.out = None
 
     def forward(self, x):
-        (arr,) = P.arrays(("x",), (x,))
+        arr = P.array(x, "x")
         self.out = 1 / (1 + np.exp(-arr))
         return self.out
 
@@ -150,7 +150,7 @@ class Sigmoid:
 
 
 def _same_shape(dout, shape, layer: str) -> np.ndarray:
-    (d,) = P.arrays(("dout",), (dout,))
+    d = P.array(dout, "dout")
     if d.shape != tuple(shape):
         raise ValueError(f"dout has shape {d.shape} but the {layer} forward output has shape {tuple(shape)}")
     return d
@@ -219,7 +219,7 @@ class SoftmaxWithLoss:
         self.t = None
 
     def forward(self, x, t):
-        (arr,) = P.arrays(("x",), (x,))
+        arr = P.array(x, "x")
         if arr.ndim != 2:
             raise ValueError(f"x must be scores of shape (N, classes), got shape {arr.shape}")
         y = _softmax(arr)
@@ -254,7 +254,7 @@ class Dropout:
         self.mask = None
 
     def forward(self, x, train_flg=True):
-        (arr,) = P.arrays(("x",), (x,))
+        arr = P.array(x, "x")
         if train_flg:
             rand = (np.random if self.rng is None else self.rng).rand
             self.mask = rand(*arr.shape) > self.dropout_ratio
@@ -288,7 +288,7 @@ class BatchNormalization:
         self.dbeta = None
 
     def forward(self, x, train_flg=True):
-        (arr,) = P.arrays(("x",), (x,))
+        arr = P.array(x, "x")
         if arr.ndim not in (2, 4):
             raise ValueError(f"BatchNormalization takes (N, D) or (N, C, H, W) input, got shape {arr.shape}")
         rows = arr.reshape(arr.shape[0], -1)
