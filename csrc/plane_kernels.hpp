@@ -11,7 +11,8 @@ namespace fastconv {
 
 template <class T>
 struct PlaneKernels {
-    void (*max_forward)(const Conv2dParams& p, const T* in, T* out, std::int64_t* argmax);
+    // Max pooling of `planes` consecutive (n, c) planes, with each window's argmax.
+    void (*max_forward)(const Conv2dParams& p, const T* in, T* out, std::int64_t* argmax, std::int64_t planes);
     void (*avg_forward)(const Conv2dParams& p, const T* in, T* out);
     // weight_grad_dots.hpp; null where the compiler has no vector extensions.
     void (*weight_grad_dots)(std::int64_t nf, std::int64_t nk, const T* d, std::int64_t ldd, const T* x,
@@ -41,5 +42,8 @@ constexpr int kPoolGroup = 4;
 constexpr int kPoolGroupWide = 8;
 // Largest side-padded plane (elements) max_forward_narrow copies to its stack.
 constexpr std::int64_t kNarrowPlaneMax = 8192;
+// AVX-512's max_forward_row_vector: rows of at most one vector of outputs (64 bytes: 16 floats,
+// 8 doubles) whose windows span at most two vectors of input columns.
+constexpr std::int64_t kRowVectorBytes = 64;
 
 }  // namespace fastconv

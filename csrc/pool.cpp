@@ -14,8 +14,18 @@ namespace {
 // float32) a second thread saves microseconds and its fork/join can cost a scheduler tick
 // (AlexNet's pool5 backward at batch 1, 43 K elements: 1.09 ms on 2 threads on a loaded
 // machine, NumPy 0.18 ms; benchmarks/NOTES.md section 36).
-index_t serial_items_for(index_t plane_elems) {
-    return std::max<index_t>(1, (64 * 1024) / std::max<index_t>(plane_elems, 1));
+index_t serial_items_for(index_t plane_elems, index_t serial_elems = 64 * 1024) {
+    return std::max<index_t>(1, serial_elems / std::max<index_t>(plane_elems, 1));
+}
+// Max-pooling forward costs ~3x its backward per element (every tap compared, against one
+// scatter per output: 512 13x13 planes, 3x3 stride 2, 33 us against 12 on one thread), so
+// about the same serial work, ~5 us, is a quarter of the elements.
+constexpr index_t kMaxForwardSerialElems = 16 * 1024;
+
+// Planes per max-pooling kernel call, about 4 Ki elements: the kernel picks its path and builds
+// its per-geometry tables once a call (AlexNet's pool5 plane has 169 elements and 36 outputs).
+index_t planes_per_call(index_t plane_elems) {
+    return std::max<index_t>(1, 4096 / std::max<index_t>(plane_elems, 1));
 }
 }  // namespace
 
@@ -66,13 +76,14 @@ template <class T>
 void max_pool2d_forward(const Conv2dParams& p, const T* x, T* out, std::int64_t* argmax, const T* pad_value) {
     const auto kernel = isa::plane_kernels<T>().max_forward;
     const bool padded = pad_value && (p.win.ph > 0 || p.win.pw > 0);
-    parallel_for(p.n * p.c, [&](index_t plane) {
-        const T* xp = x + plane * p.in_plane();
-        T* o = out + plane * p.out_plane();
-        std::int64_t* a = argmax + plane * p.out_plane();
-        kernel(p, xp, o, a);
-        if (padded) rescan_padded_windows(p, xp, *pad_value, o, a);
-    }, serial_items_for(p.in_plane()));
+    const index_t planes = p.n * p.c, block = planes_per_call(p.in_plane());
+    parallel_for((planes + block - 1) / block, [&](index_t b) {
+        const index_t first = b * block, count = std::min(block, planes - first);
+        kernel(p, x + first * p.in_plane(), out + first * p.out_plane(), argmax + first * p.out_plane(), count);
+        for (index_t plane = first; padded && plane < first + count; ++plane)
+            rescan_padded_windows(p, x + plane * p.in_plane(), *pad_value, out + plane * p.out_plane(),
+                                  argmax + plane * p.out_plane());
+    }, (serial_items_for(p.in_plane(), kMaxForwardSerialElems) + block - 1) / block);
 }
 
 template <class T>

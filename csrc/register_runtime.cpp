@@ -169,6 +169,7 @@ void register_kernel_tables(py::module_& m) {
             d["row_group"] = kPoolGroup;
             d["row_group_wide"] = kPoolGroupWide;
             d["narrow_plane"] = kNarrowPlaneMax;
+            d["row_vector_bytes"] = kRowVectorBytes;
             d["window_table"] = kWindowTableMax;
             return d;
         },

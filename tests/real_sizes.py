@@ -270,8 +270,9 @@ def describe(s: Dict) -> str:
 
 def pool_shapes(family: str, dtype: str, count: int) -> List[Dict]:
     """Pooling windows at the plane kernels' blocks: rows of row_block +- 1 outputs, windows of
-    window_table +- 1 taps (in all and per side), the 2x2 stride-2 fast path on odd planes, plus
-    random real-size windows. Pads at most half the window (the pooling rule)."""
+    window_table +- 1 taps (in all and per side), the 2x2 stride-2 fast path on odd planes, the
+    row-vector kernel's one vector of outputs and two of columns +- 1, plus random real-size
+    windows. Pads at most half the window (the pooling rule)."""
     lim = _core.plane_kernel_limits()
     rng = rng_for("real-sizes-pool", family, dtype)
     shapes = []
@@ -292,6 +293,15 @@ def pool_shapes(family: str, dtype: str, count: int) -> List[Dict]:
                lim["narrow_row"] + 1):
         sw, pw = int(rng.integers(1, 3)), int(rng.integers(0, 2))
         add(2, 3, int(rng.integers(5, 14)), (OW - 1) * sw + 3 - 2 * pw, 3, 3, 2, sw, pw, pw, f"short row {OW}")
+    # AVX-512's row-vector kernel: rows of one vector of outputs +- 1 whose windows span two
+    # vectors of columns +- 1.
+    lanes = lim["row_vector_bytes"] // (4 if dtype == "float32" else 8)
+    for OW, span in itertools.product((lanes - 1, lanes, lanes + 1), (2 * lanes - 1, 2 * lanes, 2 * lanes + 1)):
+        sw, pw = int(rng.integers(1, 3)), int(rng.integers(0, 2))
+        kw = span - (OW - 1) * sw + pw
+        if kw >= max(1, 2 * pw):
+            add(2, 3, int(rng.integers(3, 12)), (OW - 1) * sw + kw - 2 * pw, 3, kw, 2, sw, 1, pw,
+                f"row vector, {OW} outputs spanning {span} columns")
     # Short padded rows copy their plane to the stack up to narrow_plane elements.
     W = 2 * (lim["narrow_row"] - 2) + 1
     for H in (lim["narrow_plane"] // (W + 2), lim["narrow_plane"] // (W + 2) + 1):

@@ -360,6 +360,48 @@ def test_book_2x2_stride2_every_row_length(backend, dtype, W, rng):
     assert np.isnan(picked[~nan_free]).all(), "a NaN window's index must name a NaN"
 
 
+def _row_vector_shapes(lanes, rng):
+    """(H, W, kh, kw, sh, sw, ph, pw) below, at and above each limit of the row-vector kernel
+    (make_plane_kernels.hpp): outputs per row around one vector, windows spanning two vectors
+    of columns give or take one, a window as wide as two vectors, rows within one vector."""
+    shapes = []
+    for OW in (1, 2, lanes - 1, lanes, lanes + 1):
+        for sw in (1, 2, 3):
+            for pw in (0, 1):
+                for span in (2 * lanes - 1, 2 * lanes, 2 * lanes + 1, lanes // 2 + 1):
+                    kw = span - (OW - 1) * sw + pw  # span = (OW - 1) * sw + kw - pw
+                    W = (OW - 1) * sw + kw - 2 * pw
+                    if kw < 1 or 2 * pw > kw or W < 1:
+                        continue
+                    kh = int(rng.integers(1, 4))
+                    ph = int(rng.integers(0, kh // 2 + 1))
+                    shapes.append((kh + int(rng.integers(0, 7)), W, kh, kw, int(rng.integers(1, 3)), sw, ph, pw))
+    return shapes
+
+
+def test_row_vector_limits(backend, dtype, rng):
+    """Max pooling at the limits of AVX-512's row-vector kernel, which picks each tap's columns
+    with a permute, masks padded columns out of the compare and pairs output rows: values and
+    indices exact against the loop reference, with ties, +-0 (the first keeps its sign), NaN
+    (the rows are swept again with the NaN rule) and all -inf windows mixed in."""
+    lanes = fastconv._core.plane_kernel_limits()["row_vector_bytes"] // dtype.itemsize
+    for H, W, kh, kw, sh, sw, ph, pw in _row_vector_shapes(lanes, rng):
+        x = rng.integers(-3, 4, size=(2, 4, H, W)).astype(dtype) + 0.5  # many ties
+        x[0, 0] = randn(rng, (H, W), dtype)
+        x[0, 1] = np.where(rng.random((H, W)) < 0.5, -0.0, 0.0)
+        x[1, 0, rng.integers(0, H), rng.integers(0, W)] = np.nan
+        x[1, 1, : max(1, H // 2)] = -np.inf
+        out, idx = fastconv.max_pool2d(x, kh, kw, (sh, sw), (ph, pw), return_indices=True)
+        ref, ref_idx = naive.max_pool2d(x, kh, kw, (sh, sw), (ph, pw))
+        what = f"{kh}x{kw} window, stride ({sh}, {sw}), pad ({ph}, {pw}) on {H}x{W}"
+        assert_exact(out, ref.astype(dtype), f"values, {what}")
+        assert np.array_equal(np.signbit(out[0, 1]), np.signbit(ref[0, 1])), f"signs of zeros, {what}"
+        nan_free = ~np.isnan(ref)
+        assert_exact(idx[nan_free], ref_idx[nan_free], f"indices, {what}")
+        picked = np.take_along_axis(x.reshape(2, 4, -1), idx.reshape(2, 4, -1), axis=2).reshape(out.shape)
+        assert np.isnan(picked[~nan_free]).all(), f"a NaN window's index must name a NaN, {what}"
+
+
 @pytest.mark.parametrize("pad", [0, 1], ids=["pad0", "pad1"])
 def test_short_rows_every_length(backend, dtype, pad, rng):
     """Max-pooling rows shorter than narrow_row take groups of row_group or row_group_wide

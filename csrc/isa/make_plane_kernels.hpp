@@ -61,13 +61,16 @@ class SmallWindowTables {
 // vectors and splits them into even and odd columns, so one plane row costs a few loads,
 // shuffles and compares. Same tap order and NaN rule as max_forward.
 template <class T>
-struct Pool2x2Avx512;
+struct PoolAvx512;
 
 template <>
-struct Pool2x2Avx512<double> {
+struct PoolAvx512<double> {
     static constexpr int L = 8;
     using V = __m512d;
     using Mask = __mmask8;
+    using Lane = std::int64_t;  // a tap number or a permute index
+    static V lowest() { return _mm512_set1_pd(-std::numeric_limits<double>::infinity()); }
+    static __m512i add_tap(__m512i a, std::int64_t t) { return _mm512_add_epi64(a, _mm512_set1_epi64(t)); }
     static V load(Mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
     static V pick(V lo, __m512i idx, V hi) { return _mm512_permutex2var_pd(lo, idx, hi); }
     static __m512i even() { return _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14); }
@@ -76,23 +79,33 @@ struct Pool2x2Avx512<double> {
         return _mm512_cmp_pd_mask(v, best, _CMP_GT_OQ) |
                (_mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_pd_mask(best, best, _CMP_ORD_Q));
     }
+    static Mask greater(Mask m, V v, V best) { return _mm512_mask_cmp_pd_mask(m, v, best, _CMP_GT_OQ); }
+    static Mask unordered(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_UNORD_Q); }
+    // Where m: v if v > best, else best (MAX returns its second operand on ties, -0 == +0
+    // included, so the first maximum stays). NaN-free operands only.
+    static V max_where(Mask m, V v, V best) { return _mm512_mask_max_pd(best, m, v, best); }
     static V blend(Mask m, V a, V b) { return _mm512_mask_blend_pd(m, a, b); }
     static __m512i blend_tap(Mask m, __m512i a, std::int64_t t) {
         return _mm512_mask_blend_epi64(m, a, _mm512_set1_epi64(t));
     }
     static void store(Mask m, double* out, V v) { _mm512_mask_storeu_pd(out, m, v); }
-    // Taps hold int64 offsets; position = first + 2 * lane + tap.
-    static void store_index(Mask m, std::int64_t* at, std::int64_t first, __m512i tap) {
-        const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-        _mm512_mask_storeu_epi64(at, m, _mm512_add_epi64(_mm512_add_epi64(_mm512_set1_epi64(first), lane2), tap));
+    // Output q's position = first + step[q] + tap[q]; taps hold int64 offsets. step_hi (the
+    // float lanes 8-15) is unused.
+    static void store_index(Mask m, std::int64_t* at, std::int64_t first, __m512i step_lo, __m512i, __m512i tap) {
+        _mm512_mask_storeu_epi64(at, m, _mm512_add_epi64(_mm512_add_epi64(_mm512_set1_epi64(first), step_lo), tap));
     }
 };
 
 template <>
-struct Pool2x2Avx512<float> {
+struct PoolAvx512<float> {
     static constexpr int L = 16;
     using V = __m512;
     using Mask = __mmask16;
+    using Lane = std::int32_t;
+    static V lowest() { return _mm512_set1_ps(-std::numeric_limits<float>::infinity()); }
+    static __m512i add_tap(__m512i a, std::int64_t t) {
+        return _mm512_add_epi32(a, _mm512_set1_epi32(static_cast<std::int32_t>(t)));
+    }
     static V load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
     static V pick(V lo, __m512i idx, V hi) { return _mm512_permutex2var_ps(lo, idx, hi); }
     static __m512i even() { return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); }
@@ -101,30 +114,38 @@ struct Pool2x2Avx512<float> {
         return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
                (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
     }
+    static Mask greater(Mask m, V v, V best) { return _mm512_mask_cmp_ps_mask(m, v, best, _CMP_GT_OQ); }
+    static Mask unordered(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q); }
+    // Where m: v if v > best, else best (MAX returns its second operand on ties, -0 == +0
+    // included, so the first maximum stays). NaN-free operands only.
+    static V max_where(Mask m, V v, V best) { return _mm512_mask_max_ps(best, m, v, best); }
     static V blend(Mask m, V a, V b) { return _mm512_mask_blend_ps(m, a, b); }
     // Taps hold int32 offsets (the caller keeps W + 1 within int32), widened at the store.
     static __m512i blend_tap(Mask m, __m512i a, std::int64_t t) {
         return _mm512_mask_blend_epi32(m, a, _mm512_set1_epi32(static_cast<std::int32_t>(t)));
     }
     static void store(Mask m, float* out, V v) { _mm512_mask_storeu_ps(out, m, v); }
-    static void store_index(Mask m, std::int64_t* at, std::int64_t first, __m512i tap) {
-        const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    static void store_index(Mask m, std::int64_t* at, std::int64_t first, __m512i step_lo, __m512i step_hi,
+                            __m512i tap) {
         const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(tap));
         const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(tap, 1));
-        const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(first), lane2);
-        _mm512_mask_storeu_epi64(at, static_cast<__mmask8>(m), _mm512_add_epi64(base, lo));
-        _mm512_mask_storeu_epi64(at + 8, static_cast<__mmask8>(m >> 8),
-                                 _mm512_add_epi64(_mm512_add_epi64(base, _mm512_set1_epi64(16)), hi));
+        const __m512i base = _mm512_set1_epi64(first);
+        _mm512_mask_storeu_epi64(at, static_cast<__mmask8>(m), _mm512_add_epi64(_mm512_add_epi64(base, step_lo), lo));
+        if (m >> 8)
+            _mm512_mask_storeu_epi64(at + 8, static_cast<__mmask8>(m >> 8),
+                                     _mm512_add_epi64(_mm512_add_epi64(base, step_hi), hi));
     }
 };
 
 template <class T>
 void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
                        std::int64_t* __restrict argmax) {
-    using K = Pool2x2Avx512<T>;
+    using K = PoolAvx512<T>;
     constexpr int L = K::L;
     const index_t W = p.w, OH = p.oh, OW = p.ow;
     const __m512i even = K::even(), odd = K::odd();
+    const __m512i step_lo = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);  // 2q: output q's first column
+    const __m512i step_hi = _mm512_add_epi64(step_lo, _mm512_set1_epi64(16));
     const auto lanes = [](index_t n) { return static_cast<typename K::Mask>(n >= L ? ~0ull : (1ull << n) - 1); };
     for (index_t oh = 0; oh < OH; ++oh) {
         const T* r0 = in + 2 * oh * W;
@@ -146,7 +167,166 @@ void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restr
             step(K::pick(bot_lo, odd, bot_hi), W + 1);
             const auto m_out = lanes(n);
             K::store(m_out, out + oh * OW + q0, best);
-            K::store_index(m_out, argmax + oh * OW + q0, 2 * oh * W + 2 * q0, tap);
+            K::store_index(m_out, argmax + oh * OW + q0, 2 * oh * W + 2 * q0, step_lo, step_hi, tap);
+        }
+    }
+}
+
+// Integer lane arithmetic on the tap numbers and permute indices of PoolAvx512<T>.
+template <class Lane>
+struct LaneOps;
+
+template <>
+struct LaneOps<std::int32_t> {
+    using Mask = __mmask16;
+    static __m512i set1(std::int64_t v) { return _mm512_set1_epi32(static_cast<std::int32_t>(v)); }
+    static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
+    static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi32(a, b); }
+    static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi32(a, b); }
+    static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi32(a, b); }
+    static Mask ge(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmpge_epi32_mask(m, a, b); }
+    static Mask lt(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmplt_epi32_mask(m, a, b); }
+};
+
+template <>
+struct LaneOps<std::int64_t> {
+    using Mask = __mmask8;
+    static __m512i set1(std::int64_t v) { return _mm512_set1_epi64(v); }
+    static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi64(a, b); }
+    static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi64(a, b); }
+    static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi64(a, b); }
+    static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi64(a, b); }
+    static Mask ge(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmpge_epi64_mask(m, a, b); }
+    static Mask lt(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmplt_epi64_mask(m, a, b); }
+};
+
+// Rows of at most one vector of outputs whose windows span at most two vectors of input
+// columns (AlexNet's pool5, 13x13 -> 6x6 at stride 2; the seed CNN's padded 2x2 on 7x7).
+// Each input row is loaded once as two masked vectors and each tap is one permute of them,
+// where max_forward_narrow inserts its lanes one by one. Padding needs no copy: the lanes of
+// a tap whose column lies in the padding are masked out of its compare. The winning tap is
+// kept as i * W + j, as in max_forward_narrow.
+template <class T>
+bool row_vector_fits(index_t W, index_t OW, index_t kh, index_t kw, index_t sw, index_t pw) {
+    constexpr index_t L = PoolAvx512<T>::L;
+    static_assert(L * sizeof(T) == kRowVectorBytes, "plane_kernel_limits() reports this width");
+    return OW <= L && kw <= 2 * L && std::min(W, (OW - 1) * sw + kw - pw) <= 2 * L &&
+           kh * W < (index_t(1) << 30);  // tap numbers fit the lanes
+}
+
+// Per tap column j of one geometry: the permute that picks each output's column from a row's
+// two vectors, and the outputs for which that column is in the image (those past the two
+// vectors never are: row_vector_fits). Built once for a run of planes.
+template <class T>
+struct RowVectorTaps {
+    using K = PoolAvx512<T>;
+    using I = LaneOps<typename K::Lane>;
+    static constexpr int L = K::L;
+    __m512i pick[2 * L];
+    typename K::Mask real[2 * L];
+    __m512i first_column;      // each window's first real column, from its origin
+    __m512i origin_lo, origin_hi;  // int64 q * sw - pw, outputs 0-7 and 8-15
+    typename K::Mask row_lo, row_hi, outputs;
+
+    RowVectorTaps(index_t W, index_t OW, index_t kw, index_t sw, index_t pw) {
+        const auto lanes = [](index_t n) { return static_cast<typename K::Mask>(n >= L ? ~0ull : (1ull << n) - 1); };
+        typename K::Lane origin[L];
+        std::int64_t origin64[16];
+        for (index_t q = 0; q < 16; ++q) origin64[q] = q * sw - pw;
+        for (index_t q = 0; q < L; ++q) origin[q] = static_cast<typename K::Lane>(origin64[q]);
+        const __m512i column = _mm512_loadu_si512(origin), zero = I::set1(0);
+        origin_lo = _mm512_loadu_si512(origin64);
+        origin_hi = _mm512_loadu_si512(origin64 + 8);
+        outputs = lanes(OW);
+        for (index_t j = 0; j < kw; ++j) {
+            const __m512i c = I::add(column, I::set1(j));
+            pick[j] = I::min(I::max(c, zero), I::set1(2 * L - 1));
+            real[j] = I::lt(I::ge(outputs, c, zero), c, I::set1(W));
+        }
+        first_column = I::max(I::sub(zero, column), zero);
+        row_lo = lanes(std::min<index_t>(W, L));
+        row_hi = lanes(std::clamp<index_t>(W - L, 0, L));
+    }
+};
+
+// R output rows whose windows start sh rows apart and cover window rows [i_lo, i_hi), as R
+// independent chains (one chain of selects is latency-bound). Without the NaN rule the best
+// value is a running max and a strict '>' moves the tap; it returns false when a loaded row
+// held a NaN, and the caller sweeps the rows again with the rule (the first NaN wins, stays).
+template <class T, bool kNanRule, int R>
+bool max_rows_vector(const RowVectorTaps<T>& taps, const T* rows, index_t row_step, index_t W, index_t kw,
+                     index_t i_lo, index_t i_hi, typename PoolAvx512<T>::V* best, __m512i* tap) {
+    using K = PoolAvx512<T>;
+    typename K::Mask nan = 0;
+    for (int r = 0; r < R; ++r) {
+        best[r] = K::lowest();
+        tap[r] = K::add_tap(taps.first_column, i_lo * W);
+    }
+    for (index_t i = i_lo; i < i_hi; ++i) {
+        typename K::V lo[R], hi[R];
+        for (int r = 0; r < R; ++r) {
+            const T* row = rows + r * row_step + i * W;
+            lo[r] = K::load(taps.row_lo, row);
+            hi[r] = W > K::L ? K::load(taps.row_hi, row + K::L) : lo[r];
+            if (!kNanRule) nan |= K::unordered(lo[r], hi[r]);
+        }
+        for (index_t j = 0; j < kw; ++j) {
+            for (int r = 0; r < R; ++r) {
+                const auto v = K::pick(lo[r], taps.pick[j], hi[r]);
+                if (kNanRule) {
+                    const auto take = static_cast<typename K::Mask>(taps.real[j] & K::takes(v, best[r]));
+                    best[r] = K::blend(take, best[r], v);
+                    tap[r] = K::blend_tap(take, tap[r], i * W + j);
+                } else {  // the compare feeds only the tap; best's chain is one max a tap
+                    tap[r] = K::blend_tap(K::greater(taps.real[j], v, best[r]), tap[r], i * W + j);
+                    best[r] = K::max_where(taps.real[j], v, best[r]);
+                }
+            }
+        }
+    }
+    return nan == 0;
+}
+
+// Output rows oh .. oh + R - 1 of one plane, which share their window rows' range.
+template <class T, int R>
+void max_forward_rows(const Conv2dParams& p, const RowVectorTaps<T>& taps, const T* in, T* out,
+                      std::int64_t* argmax, index_t oh, index_t i_lo, index_t i_hi) {
+    using K = PoolAvx512<T>;
+    const index_t W = p.w, OW = p.ow, h0 = oh * p.win.sh - p.win.ph;
+    const T* rows = in + h0 * W;  // window row i of output row oh + r at rows + r * sh * W + i * W
+    typename K::V best[R];
+    __m512i tap[R];
+    if (!max_rows_vector<T, false, R>(taps, rows, p.win.sh * W, W, p.win.kw, i_lo, i_hi, best, tap))
+        max_rows_vector<T, true, R>(taps, rows, p.win.sh * W, W, p.win.kw, i_lo, i_hi, best, tap);
+    for (int r = 0; r < R; ++r) {
+        K::store(taps.outputs, out + (oh + r) * OW, best[r]);
+        K::store_index(taps.outputs, argmax + (oh + r) * OW, (h0 + r * p.win.sh) * W, taps.origin_lo,
+                       taps.origin_hi, tap[r]);
+    }
+}
+
+template <class T>
+void max_forward_row_vector(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
+                            std::int64_t* __restrict argmax, index_t planes) {
+    const index_t H = p.h, OH = p.oh, kh = p.win.kh, sh = p.win.sh, ph = p.win.ph;
+    const RowVectorTaps<T> taps(p.w, p.ow, p.win.kw, p.win.sw, p.win.pw);
+    const auto rows_of = [&](index_t oh) {  // the window rows [i_lo, i_hi) inside the image
+        const index_t h0 = oh * sh - ph;
+        return std::make_pair(std::max<index_t>(-h0, 0), std::min<index_t>(kh, H - h0));
+    };
+    for (index_t plane = 0; plane < planes; ++plane) {
+        const T* x = in + plane * p.in_plane();
+        T* o = out + plane * p.out_plane();
+        std::int64_t* a = argmax + plane * p.out_plane();
+        for (index_t oh = 0; oh < OH;) {
+            const auto range = rows_of(oh);
+            if (oh + 1 < OH && rows_of(oh + 1) == range) {
+                max_forward_rows<T, 2>(p, taps, x, o, a, oh, range.first, range.second);
+                oh += 2;
+            } else {
+                max_forward_rows<T, 1>(p, taps, x, o, a, oh, range.first, range.second);
+                oh += 1;
+            }
         }
     }
 }
@@ -217,19 +397,11 @@ void max_forward_narrow(const Conv2dParams& p, const T* __restrict in, T* __rest
 // data would mispredict every other compare). Taps run in row-major window order, so a strict
 // '>' keeps the first maximum; the first NaN wins and then stays.
 template <class T>
-void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict out, std::int64_t* __restrict argmax) {
+void max_forward_sweep(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
+                       std::int64_t* __restrict argmax) {
     // Locals, not p.*: a store through argmax (int64) could otherwise alias the sizes.
     const index_t H = p.h, W = p.w, OH = p.oh, OW = p.ow;
     const index_t kh = p.win.kh, kw = p.win.kw, sh = p.win.sh, sw = p.win.sw, ph = p.win.ph, pw = p.win.pw;
-#if defined(__AVX512F__)
-    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && W < (index_t(1) << 30))
-        return max_forward_2x2s2(p, in, out, argmax);
-#endif
-    if (OW < kPoolNarrowRow && (pw == 0 || H * (W + 2 * pw) <= kNarrowPlaneMax) &&
-        kh * W < (index_t(1) << 30)) {  // tap offsets fit the lanes
-        if (sizeof(T) == 4 && OW > kPoolGroup) return max_forward_narrow<T, kPoolGroupWide>(p, in, out, argmax);
-        return max_forward_narrow<T, kPoolGroup>(p, in, out, argmax);
-    }
     // The sweep tracks the winning tap as a 32-bit number (one vector of selects instead of
     // two for 64-bit positions); positions are formed once per output at the end.
     constexpr index_t kRow = kPoolRowBlock;
@@ -276,6 +448,27 @@ void max_forward(const Conv2dParams& p, const T* __restrict in, T* __restrict ou
             for (index_t q = 0; q < n; ++q) at[q] = origin + q * sw + tables.offset(tap[q]);
         }
     }
+}
+
+// Max pooling over `planes` consecutive planes, the kernel picked once for them all.
+template <class T>
+void max_forward(const Conv2dParams& p, const T* in, T* out, std::int64_t* argmax, index_t planes) {
+    const auto each_plane = [&](auto kernel) {
+        for (index_t plane = 0; plane < planes; ++plane)
+            kernel(p, in + plane * p.in_plane(), out + plane * p.out_plane(), argmax + plane * p.out_plane());
+    };
+    const index_t H = p.h, W = p.w, OW = p.ow, kh = p.win.kh, kw = p.win.kw, sw = p.win.sw, pw = p.win.pw;
+#if defined(__AVX512F__)
+    if (kh == 2 && kw == 2 && p.win.sh == 2 && sw == 2 && p.win.ph == 0 && pw == 0 && W < (index_t(1) << 30))
+        return each_plane(max_forward_2x2s2<T>);
+    if (row_vector_fits<T>(W, OW, kh, kw, sw, pw)) return max_forward_row_vector(p, in, out, argmax, planes);
+#endif
+    if (OW < kPoolNarrowRow && (pw == 0 || H * (W + 2 * pw) <= kNarrowPlaneMax) &&
+        kh * W < (index_t(1) << 30)) {  // tap offsets fit the lanes
+        if (sizeof(T) == 4 && OW > kPoolGroup) return each_plane(max_forward_narrow<T, kPoolGroupWide>);
+        return each_plane(max_forward_narrow<T, kPoolGroup>);
+    }
+    each_plane(max_forward_sweep<T>);
 }
 
 // Zero padding counts in the divisor (count_include_pad); taps summed in window order.
