@@ -562,6 +562,14 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
             plan.oh_chunk = chunk;
         }
     }
+    if (p.out_plane() == 1 && !plan.fused) {
+        // One pixel an image (data_grad_one_pixel): each channel block packs dout^T and W's
+        // edge panel again, so only as many blocks as the threads need beside the MR-image
+        // groups (LeNet-5's c5@b1 f64: dx 15.6 -> 10.9 us with one block instead of 8).
+        const index_t groups = ceil_div(N1, kern.mr);
+        plan.c_block = ceil_div(C1, std::min(C1, ceil_div(plan.threads, groups)));
+        plan.oh_chunk = 1;
+    }
     plan.c_blocks = ceil_div(p.c, plan.c_block);
     plan.dx_row_items = row_items ? ceil_div(OH1, plan.oh_chunk) : 1;
     plan.px_chunk = plan.oh_chunk * p.ow;
@@ -574,9 +582,15 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
                                              N1);
     const index_t item_px = plan.dx_images * plan.px_chunk;
     plan.dx_gemm = gemm::plan_gemm(kern, plan.c_block * khw, item_px, p.oc);
+    plan.dx_one_pixel = P == 1;
     ScratchBooking item;
     plan.dcol_elems = item.book(plan.c_block * khw * item_px);
-    item.book(plan.dx_gemm.scratch_elems());
+    if (plan.dx_one_pixel) {  // data_grad_one_pixel's two panels instead of the GEMM's
+        item.book(p.oc * kern.mr);
+        item.book(p.oc * kern.nr);
+    } else {
+        item.book(plan.dx_gemm.scratch_elems());
+    }
     plan.dx_item_elems = item.total();
 }
 
@@ -661,6 +675,43 @@ void pack_a_images(const T* a, index_t image_ld, index_t P, index_t M, int mr, i
     }
 }
 
+// One output pixel an image (LeNet-5's c5, 5x5 -> 1x1): dcol^T (images x rows) = dout^T
+// (images x FN) times W's columns of this channel block (FN x rows), W's rows read in place as
+// the micro-kernel's B. The general path packs that block of W^T as A for `images` columns
+// only, which cost more than the product (c5@b1 f64: 26 us of the backward's 35).
+template <class T>
+void data_grad_one_pixel(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx,
+                         index_t n0, index_t images, index_t c0, Span<T> dcol, Span<T> scratch) {
+    const MicroKernel<T>& kern = *plan.kern;
+    const index_t FN = p.oc, K = p.patch(), khw = p.win.kh * p.win.kw;
+    const index_t nc = std::min(plan.c_block, p.c - c0), rows = nc * khw, full = rows / kern.nr * kern.nr;
+    const T* b = w + c0 * khw;  // B element (f, r) at b[f * K + r]
+    const Span<T> a = scratch.take(FN * kern.mr, "conv2d_backward dx", "dout^T panel");
+    const Span<T> edge = scratch.take(FN * kern.nr, "conv2d_backward dx", "W edge panel");
+    if (full < rows) gemm::pack_b_rows(b, K, rows, kern.nr, 0, FN, full, rows - full, edge);  // NR columns readable
+    for (index_t i0 = 0; i0 < images; i0 += kern.mr) {
+        const int m = int(std::min<index_t>(kern.mr, images - i0));
+        for (index_t f = 0; f < FN; ++f)
+            for (int i = 0; i < kern.mr; ++i) a.data[f * kern.mr + i] = i < m ? dout[(n0 + i0 + i) * FN + f] : T(0);
+        T* c = dcol.data + i0 * rows;
+        for (index_t j0 = 0; j0 < full; j0 += kern.nr)
+            kern.run_b_rows(FN, a.data, b + j0, K, c + j0, rows, m, kern.nr, false, nullptr);
+        if (full < rows) kern.run(FN, a.data, edge.data, c + full, rows, m, int(rows - full), false, nullptr);
+    }
+    // The pixel's window is input rows [-ph, kh - ph) x columns [-pw, kw - pw): its taps inside
+    // the plane go straight to dx (col2im_rows' per-tap output ranges cost ~2 us an image here).
+    const index_t i_lo = std::max<index_t>(0, p.win.ph), i_hi = std::min<index_t>(p.win.kh, p.h + p.win.ph);
+    const index_t j_lo = std::max<index_t>(0, p.win.pw), j_hi = std::min<index_t>(p.win.kw, p.w + p.win.pw);
+    for (index_t n = 0; n < images; ++n)
+        for (index_t c = 0; c < nc; ++c) {
+            T* plane = dx + ((n0 + n) * p.c + c0 + c) * p.in_plane();
+            const T* taps = dcol.data + n * rows + c * khw;
+            for (index_t i = i_lo; i < i_hi; ++i)
+                for (index_t j = j_lo; j < j_hi; ++j)
+                    plane[(i - p.win.ph) * p.w + j - p.win.pw] += taps[i * p.win.kw + j];
+        }
+}
+
 // dx of channels [c0, c0 + c_block) of images [n0, n0 + images) from output rows
 // [oh_begin, oh_end) (all of them when images > 1), in oh_chunk chunks through dcol; zeroes
 // the input rows those outputs own first.
@@ -678,6 +729,7 @@ void data_grad_item(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, cons
         }
     if (P == 0) return;
     const Span<T> dcol = scratch.take(plan.dcol_elems, "conv2d_backward dx", "dcol");
+    if (plan.dx_one_pixel) return data_grad_one_pixel(p, plan, dout, w, dx, n0, images, c0, dcol, scratch);
     const T* d = dout + n0 * FN * P;
     const T* wt = w + c0 * khw;  // W^T rows of this block: element (k, f) at wt[f*K + k]
     const auto pack_wt = [&](index_t ic, index_t mc, index_t pc, index_t kc, Span<T> dst) {

@@ -119,6 +119,7 @@ struct ConvBackwardPlan {
     // Small planes: items of dx_images whole images, their pixels side by side as GEMM columns.
     index_t c_block = 1, c_blocks = 0, oh_chunk = 1, px_chunk = 0, dcol_elems = 0, dx_row_items = 1;
     index_t dx_images = 1;
+    bool dx_one_pixel = false;  // one output pixel an image: W's rows read in place (data_grad_one_pixel)
     gemm::GemmPlan dx_gemm;  // M = block rows (channels x taps), N = item pixels, K = filters
     index_t dx_item_elems = 0;
     bool fused = false;              // each image's dx right after its dW, on the same thread

@@ -190,7 +190,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     bwd["dx_images"] = b.dx_images;
     bwd["dx_gemm"] = gemm_plan_dict(b.dx_gemm);
     bwd["fused"] = b.fused;
-    bwd["data_grad"] = b.dx_as_forward ? "transposed_forward" : b.dx_pointwise ? "pointwise" : "gemm_col2im";
+    bwd["data_grad"] = b.dx_as_forward ? "transposed_forward" : b.dx_pointwise ? "pointwise" : b.dx_one_pixel ? "one_pixel" : "gemm_col2im";
     bwd["dx_col_block"] = b.dx_col_block;
     bwd["thread_elems"] = std::max(b.wgrad_thread_elems, b.dx_thread_elems);
     bwd["threads"] = b.threads;

@@ -229,7 +229,24 @@ def test_pointwise_data_grad(N, C, H, W, FN, dtype, poisoned):
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
-    (8, 16, 5, 5, 120, 5, 1, 0),   # LeNet-5's c5: one pixel an image, all 8 images in one item
+    (1, 16, 5, 5, 120, 5, 1, 0),   # LeNet-5's c5 at batch 1: 400 rows, 16 full NR tiles of 24 and an edge
+    (8, 16, 5, 5, 120, 5, 1, 0),   # ... at batch 8: one MR tile of images
+    (9, 3, 4, 4, 5, 4, 1, 0),      # 9 images: an MR tile and one more; 48 rows, whole tiles at NR 16, 24, 48
+    (17, 2, 3, 3, 1, 5, 3, 1),     # one filter; the window reaches into the padding on every side
+    (3, 1, 2, 7, 70, 3, 9, 1),     # stride past the plane, one channel: 9 rows, a lone edge panel
+    (2, 64, 7, 7, 33, 7, 1, 0),    # a 7x7 -> 1x1 layer: 3136 rows in channel blocks
+])
+def test_data_grad_one_pixel(N, C, H, W, FN, k, stride, pad, dtype, poisoned):
+    """One output pixel an image: dcol^T = dout^T x W with W's rows read in place by the
+    micro-kernel (data_grad_one_pixel), images in MR tiles, the last partial NR panel of W packed;
+    dx with dW and alone against the naive loops, buffers poisoned, under every kernel family."""
+    for isa in fastconv._core.gemm_kernels():
+        with gemm_family(isa):
+            _assert_dx_path_matches_naive((N, C, H, W), (FN, C, k, k), stride, pad, dtype, f"one pixel, {isa}",
+                                          lambda plan: plan["data_grad"] == "one_pixel")
+
+
+@pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
     (7, 7, 7, 7, 11, 3, 2, 1),     # 16 pixels an image, 7 images: the last item is short
     (5, 3, 6, 9, 4, 2, 2, 0),      # 2x2 stride 2: 3x4 planes
     (7, 20, 10, 10, 24, 1, 2, 0),  # strided 1x1 on 5x5 outputs: a few images per item
