@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "conv.hpp"
+#include "isa/isa.hpp"
 #include "parallel.hpp"
 #include "scratch.hpp"
 
@@ -41,21 +42,6 @@ void im2col_columns(const Conv2dParams& p, const T* x, index_t g0, index_t npx, 
             }
         }
     }
-}
-
-// Dot product in a fixed order that still vectorises: 16 running lanes, then a tree.
-template <class T>
-T lane_dot(const T* __restrict a, const T* __restrict b, index_t n) {
-    constexpr int kLanes = 16;
-    T lanes[kLanes] = {};
-    index_t q = 0;
-    for (; q + kLanes <= n; q += kLanes)
-        for (int l = 0; l < kLanes; ++l) lanes[l] += a[q + l] * b[q + l];
-    T tail = T(0);
-    for (; q < n; ++q) tail += a[q] * b[q];
-    for (int width = kLanes / 2; width > 0; width /= 2)
-        for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
-    return lanes[0] + tail;
 }
 
 }  // namespace
@@ -104,7 +90,12 @@ void pixel_dots_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, c
             const Span<T> row = mine.take(K, "conv2d_forward pixel dots", "im2col row");
             im2col_columns(p, x, g0, 1, 1, row.data);
             T* o = out + (g0 / P) * p.oc * P + g0 % P;
-            for (index_t f = f0; f < f1; ++f) o[f * P] = lane_dot(w + f * K, row.data, K) + (bias ? bias[f] : T(0));
+            T sums[64];
+            for (index_t f = f0; f < f1; f += 64) {
+                const index_t nf = std::min<index_t>(64, f1 - f);
+                isa::plane_kernels<T>().dots(nf, K, w + f * K, K, row.data, sums);
+                for (index_t i = 0; i < nf; ++i) o[(f + i) * P] = sums[i] + (bias ? bias[f + i] : T(0));
+            }
             return;
         }
         const Span<T> cols = mine.take(K * nr, "conv2d_forward pixel dots", "im2col columns");

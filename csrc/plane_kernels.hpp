@@ -26,7 +26,16 @@ struct PlaneKernels {
     // only vectorise with AVX-512's mask registers (the baseline loops run ~10x slower).
     void (*relu_mask_forward)(std::int64_t n, const T* x, T* y, bool* mask);
     void (*relu_mask_backward)(std::int64_t n, const T* dout, const bool* mask, T* dx);  // dx may be dout
+    // out[r] = a's row r (stride lda) . b for r < rows, each sum in a fixed order, the same
+    // under every family (kDotLanes running lanes, then a tree): one-pixel convolution layers.
+    void (*dots)(std::int64_t rows, std::int64_t n, const T* a, std::int64_t lda, const T* b, T* out);
 };
+
+// Running lanes of PlaneKernels::dots, four 512-bit vectors of T (64 floats, 32 doubles): the
+// FMA latency does not bound dots that stream W from DRAM (a 512x7x7 -> 1x1 layer's 51 MB),
+// and four rows' sums still fit AVX-512's 32 registers.
+template <class T>
+constexpr int kDotLanes = 256 / int(sizeof(T));
 
 // Readable zero-filled elements weight_grad_dots needs past `len` (its widest vector).
 constexpr std::int64_t kDotsPad = 16;

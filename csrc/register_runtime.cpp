@@ -170,6 +170,8 @@ void register_kernel_tables(py::module_& m) {
             d["row_group_wide"] = kPoolGroupWide;
             d["narrow_plane"] = kNarrowPlaneMax;
             d["row_vector_bytes"] = kRowVectorBytes;
+            d["dot_lanes_f32"] = kDotLanes<float>;
+            d["dot_lanes_f64"] = kDotLanes<double>;
             d["window_table"] = kWindowTableMax;
             return d;
         },

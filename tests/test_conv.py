@@ -602,7 +602,7 @@ def poisoned():
 
 @pytest.mark.parametrize("N, C, H, W, k, FN", [
     (1, 16, 5, 5, 5, 120),  # LeNet-5's c5 at batch 1: one pixel, K = 400, one dot per filter
-    (1, 17, 1, 1, 1, 9),    # one pixel, K = 17: a 16-lane block and a tail of one
+    (1, 65, 1, 1, 1, 9),    # one pixel, K = 65: a block of 64 float lanes (two of 32 doubles) and a tail
     (1, 15, 1, 1, 1, 7),    # one pixel, K under one lane block
     (2, 11, 6, 6, 3, 7),    # 32 pixels of two images, fewer filters than MR
     (3, 5, 9, 9, 3, 17),    # 147 pixels: items of NR split images, the last short; 17 filters
@@ -625,6 +625,22 @@ def test_pixel_dots_across_its_items_tiles_and_lanes(N, C, H, W, k, FN, family, 
     assert_close(out, ref, absref, C * k * k + 1, dtype, f"pixel_dots, {family}")
     pixels = N * (H - k + 1) * (W - k + 1)
     assert (plan["forward"]["algorithm"] == "pixel_dots") == (2 * pixels <= plan["nr"]), plan["forward"]
+
+
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+def test_single_pixel_dots_around_their_lanes(family, dtype, poisoned):
+    """One output pixel: each filter is a dot product of kDotLanes running lanes, filters four
+    at a time then one by one, in blocks of 64 (PlaneKernels::dots): K = lanes - 1, lanes,
+    lanes + 1 and 2 lanes + 1, filter counts across the four-row groups and the 64-filter block."""
+    lanes = fastconv._core.plane_kernel_limits()[f"dot_lanes_{'f32' if dtype == np.float32 else 'f64'}"]
+    rng = rng_for("single-pixel-dots", family, lanes)
+    for K in (lanes - 1, lanes, lanes + 1, 2 * lanes + 1):
+        for FN in (1, 3, 4, 5, 63, 64, 65, 69):
+            x, w, b = randn(rng, (1, K, 1, 1), dtype), randn(rng, (FN, K, 1, 1), dtype), randn(rng, (FN,), dtype)
+            with backend_context(f"native:{family}"), forward_algorithm("pixel_dots"):
+                out = fastconv.conv2d(x, w, b, 1, 0)
+            assert_close(out, naive.conv2d(x, w, b, 1, 0), naive.conv2d(np.abs(x), np.abs(w), np.abs(b), 1, 0),
+                         K + 1, dtype, f"single-pixel dots, K = {K}, {FN} filters, {family}")
 
 
 @pytest.mark.parametrize("family", fastconv._core.gemm_kernels())

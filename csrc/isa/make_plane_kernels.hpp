@@ -550,6 +550,32 @@ void relu_mask_backward(std::int64_t n, const T* dout, const bool* __restrict ma
     }
 }
 
+// R dot products of W rows with one vector b, each in the fixed order of PlaneKernels::dots.
+// Four rows at a time read b once for all four and give the FMA units four independent sums.
+template <class T, int R>
+void lane_dots(std::int64_t n, const T* __restrict a, std::int64_t lda, const T* __restrict b, T* __restrict out) {
+    constexpr int L = kDotLanes<T>;
+    T lanes[R][L] = {};
+    std::int64_t q = 0;
+    for (; q + L <= n; q += L)
+        for (int r = 0; r < R; ++r)
+            for (int l = 0; l < L; ++l) lanes[r][l] += a[r * lda + q + l] * b[q + l];
+    for (int r = 0; r < R; ++r) {
+        T tail = T(0);
+        for (std::int64_t t = q; t < n; ++t) tail += a[r * lda + t] * b[t];
+        for (int width = L / 2; width > 0; width /= 2)
+            for (int l = 0; l < width; ++l) lanes[r][l] += lanes[r][l + width];
+        out[r] = lanes[r][0] + tail;
+    }
+}
+
+template <class T>
+void dots(std::int64_t rows, std::int64_t n, const T* a, std::int64_t lda, const T* b, T* out) {
+    std::int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) lane_dots<T, 4>(n, a + r * lda, lda, b, out + r);
+    for (; r < rows; ++r) lane_dots<T, 1>(n, a + r * lda, lda, b, out + r);
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -558,7 +584,7 @@ void relu_mask_backward(std::int64_t n, const T* dout, const bool* __restrict ma
 template <class T>
 PlaneKernels<T> make_plane_kernels() {
     PlaneKernels<T> k{&planes::max_forward<T>, &planes::avg_forward<T>, nullptr, nullptr, 0, 0,
-                      &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>};
+                      &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>, &planes::dots<T>};
 #if defined(__GNUC__)
     // Register budgets: dots TF x TK accumulators + TF dout vectors + 1 tap; taps MR x NV
     // accumulators + NV B vectors + 1 broadcast.
