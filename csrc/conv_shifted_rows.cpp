@@ -257,6 +257,10 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
     ThreadScratch<T> scratch(plan.thread_elems, plan.threads, "shifted_rows_forward");
     std::vector<const T*> row_tables(static_cast<std::size_t>(plan.threads * K));
     std::vector<char> built(static_cast<std::size_t>(plan.threads), 0);
+    // The row item each thread's buffer holds: its filter blocks follow one another in the item
+    // order, so a thread that takes two of them copies the rows once (batch-1 layers split
+    // into filter blocks copied all C channels' rows once per block).
+    std::vector<index_t> loaded(static_cast<std::size_t>(plan.threads), -1);
     parallel_for_flush(plan.items, [&](index_t item) {
         const index_t row_item = item / plan.filter_blocks, m0 = (item % plan.filter_blocks) * plan.filter_block;
         const index_t n = row_item / plan.row_items, oh0 = (row_item % plan.row_items) * plan.rows;
@@ -269,7 +273,10 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
             tap_rows(p, plan, buf, rows);
             built[thread_index()] = 1;
         }
-        load_padded_rows(p, plan, x + n * p.c * p.in_plane(), oh0, noh, buf);
+        if (loaded[thread_index()] != row_item) {
+            load_padded_rows(p, plan, x + n * p.c * p.in_plane(), oh0, noh, buf);
+            loaded[thread_index()] = row_item;
+        }
         gemm_gathered(kern, plan.gemm, M, m0, mb, K, npx, packed_w, w, rows, bias, block);
         for (index_t f = 0; f < mb; ++f)
             for (index_t r = 0; r < noh; ++r) {

@@ -137,6 +137,13 @@ struct PoolAvx512<float> {
     }
 };
 
+// The first n lanes (all of them from L on) of PoolAvx512<T>'s vectors.
+template <class T>
+typename PoolAvx512<T>::Mask first_lanes(index_t n) {
+    constexpr int L = PoolAvx512<T>::L;
+    return static_cast<typename PoolAvx512<T>::Mask>(n >= L ? ~0ull : (1ull << n) - 1);
+}
+
 template <class T>
 void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restrict out,
                        std::int64_t* __restrict argmax) {
@@ -146,7 +153,7 @@ void max_forward_2x2s2(const Conv2dParams& p, const T* __restrict in, T* __restr
     const __m512i even = K::even(), odd = K::odd();
     const __m512i step_lo = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);  // 2q: output q's first column
     const __m512i step_hi = _mm512_add_epi64(step_lo, _mm512_set1_epi64(16));
-    const auto lanes = [](index_t n) { return static_cast<typename K::Mask>(n >= L ? ~0ull : (1ull << n) - 1); };
+    const auto lanes = first_lanes<T>;
     for (index_t oh = 0; oh < OH; ++oh) {
         const T* r0 = in + 2 * oh * W;
         const T* r1 = r0 + W;
@@ -229,7 +236,7 @@ struct RowVectorTaps {
     typename K::Mask row_lo, row_hi, outputs;
 
     RowVectorTaps(index_t W, index_t OW, index_t kw, index_t sw, index_t pw) {
-        const auto lanes = [](index_t n) { return static_cast<typename K::Mask>(n >= L ? ~0ull : (1ull << n) - 1); };
+        const auto lanes = first_lanes<T>;
         typename K::Lane origin[L];
         std::int64_t origin64[16];
         for (index_t q = 0; q < 16; ++q) origin64[q] = q * sw - pw;
@@ -254,7 +261,7 @@ struct RowVectorTaps {
 // value is a running max and a strict '>' moves the tap; it returns false when a loaded row
 // held a NaN, and the caller sweeps the rows again with the rule (the first NaN wins, stays).
 template <class T, bool kNanRule, int R>
-bool max_rows_vector(const RowVectorTaps<T>& taps, const T* rows, index_t row_step, index_t W, index_t kw,
+bool max_rows_vector(const RowVectorTaps<T>& taps, const T* plane, index_t h0, index_t sh, index_t W, index_t kw,
                      index_t i_lo, index_t i_hi, typename PoolAvx512<T>::V* best, __m512i* tap) {
     using K = PoolAvx512<T>;
     typename K::Mask nan = 0;
@@ -265,7 +272,7 @@ bool max_rows_vector(const RowVectorTaps<T>& taps, const T* rows, index_t row_st
     for (index_t i = i_lo; i < i_hi; ++i) {
         typename K::V lo[R], hi[R];
         for (int r = 0; r < R; ++r) {
-            const T* row = rows + r * row_step + i * W;
+            const T* row = plane + (h0 + r * sh + i) * W;  // in the image: i_lo <= i < i_hi
             lo[r] = K::load(taps.row_lo, row);
             hi[r] = W > K::L ? K::load(taps.row_hi, row + K::L) : lo[r];
             if (!kNanRule) nan |= K::unordered(lo[r], hi[r]);
@@ -292,15 +299,14 @@ template <class T, int R>
 void max_forward_rows(const Conv2dParams& p, const RowVectorTaps<T>& taps, const T* in, T* out,
                       std::int64_t* argmax, index_t oh, index_t i_lo, index_t i_hi) {
     using K = PoolAvx512<T>;
-    const index_t W = p.w, OW = p.ow, h0 = oh * p.win.sh - p.win.ph;
-    const T* rows = in + h0 * W;  // window row i of output row oh + r at rows + r * sh * W + i * W
+    const index_t W = p.w, OW = p.ow, sh = p.win.sh, h0 = oh * sh - p.win.ph;
     typename K::V best[R];
     __m512i tap[R];
-    if (!max_rows_vector<T, false, R>(taps, rows, p.win.sh * W, W, p.win.kw, i_lo, i_hi, best, tap))
-        max_rows_vector<T, true, R>(taps, rows, p.win.sh * W, W, p.win.kw, i_lo, i_hi, best, tap);
+    if (!max_rows_vector<T, false, R>(taps, in, h0, sh, W, p.win.kw, i_lo, i_hi, best, tap))
+        max_rows_vector<T, true, R>(taps, in, h0, sh, W, p.win.kw, i_lo, i_hi, best, tap);
     for (int r = 0; r < R; ++r) {
         K::store(taps.outputs, out + (oh + r) * OW, best[r]);
-        K::store_index(taps.outputs, argmax + (oh + r) * OW, (h0 + r * p.win.sh) * W, taps.origin_lo,
+        K::store_index(taps.outputs, argmax + (oh + r) * OW, (h0 + r * sh) * W, taps.origin_lo,
                        taps.origin_hi, tap[r]);
     }
 }
