@@ -544,8 +544,17 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // ... but below a batch of 8, blocks of at most MC rows (256 channels of a 14x14 plane in
     // float64, a 400 KB dcol, ran 0.74x; at batch 8, 1024 channels on 7x7 ran 1.2x faster whole).
     if (disjoint && p.n < 8) min_blocks = std::max(min_blocks, std::min(C1, ceil_div(C1 * khw, kern.mc)));
+    const bool one_pixel = p.out_plane() == 1 && !plan.fused;
+    if (one_pixel) {
+        // One pixel an image (data_grad_one_pixel): each channel block packs dout^T and W's
+        // edge panel again, so only as many blocks as the threads need beside the MR-image
+        // groups (LeNet-5's c5@b1 f64: dx 15.6 -> 10.9 us with one block instead of 8).
+        const index_t groups = ceil_div(N1, kern.mr);
+        plan.c_block = ceil_div(C1, std::min(C1, ceil_div(plan.threads, groups)));
+        plan.oh_chunk = 1;
+    }
     double best = -1.0;
-    for (index_t blocks = min_blocks; blocks <= C1; ++blocks) {
+    for (index_t blocks = min_blocks; !one_pixel && blocks <= C1; ++blocks) {
         const index_t cb = ceil_div(C1, blocks);
         if (blocks > min_blocks && cb == ceil_div(C1, blocks - 1)) continue;  // same block size
         const index_t rows = cb * khw;
@@ -561,14 +570,6 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
             plan.c_block = cb;
             plan.oh_chunk = chunk;
         }
-    }
-    if (p.out_plane() == 1 && !plan.fused) {
-        // One pixel an image (data_grad_one_pixel): each channel block packs dout^T and W's
-        // edge panel again, so only as many blocks as the threads need beside the MR-image
-        // groups (LeNet-5's c5@b1 f64: dx 15.6 -> 10.9 us with one block instead of 8).
-        const index_t groups = ceil_div(N1, kern.mr);
-        plan.c_block = ceil_div(C1, std::min(C1, ceil_div(plan.threads, groups)));
-        plan.oh_chunk = 1;
     }
     plan.c_blocks = ceil_div(p.c, plan.c_block);
     plan.dx_row_items = row_items ? ceil_div(OH1, plan.oh_chunk) : 1;

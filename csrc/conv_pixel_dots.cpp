@@ -90,9 +90,10 @@ void pixel_dots_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, c
             const Span<T> row = mine.take(K, "conv2d_forward pixel dots", "im2col row");
             im2col_columns(p, x, g0, 1, 1, row.data);
             T* o = out + (g0 / P) * p.oc * P + g0 % P;
-            T sums[64];
-            for (index_t f = f0; f < f1; f += 64) {
-                const index_t nf = std::min<index_t>(64, f1 - f);
+            constexpr index_t kFilters = 64;  // sums a call, on the stack
+            T sums[kFilters];
+            for (index_t f = f0; f < f1; f += kFilters) {
+                const index_t nf = std::min(kFilters, f1 - f);
                 isa::plane_kernels<T>().dots(nf, K, w + f * K, K, row.data, sums);
                 for (index_t i = 0; i < nf; ++i) o[(f + i) * P] = sums[i] + (bias ? bias[f + i] : T(0));
             }

@@ -70,7 +70,6 @@ struct PoolAvx512<double> {
     using Mask = __mmask8;
     using Lane = std::int64_t;  // a tap number or a permute index
     static V lowest() { return _mm512_set1_pd(-std::numeric_limits<double>::infinity()); }
-    static __m512i add_tap(__m512i a, std::int64_t t) { return _mm512_add_epi64(a, _mm512_set1_epi64(t)); }
     static V load(Mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
     static V pick(V lo, __m512i idx, V hi) { return _mm512_permutex2var_pd(lo, idx, hi); }
     static __m512i even() { return _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14); }
@@ -103,9 +102,6 @@ struct PoolAvx512<float> {
     using Mask = __mmask16;
     using Lane = std::int32_t;
     static V lowest() { return _mm512_set1_ps(-std::numeric_limits<float>::infinity()); }
-    static __m512i add_tap(__m512i a, std::int64_t t) {
-        return _mm512_add_epi32(a, _mm512_set1_epi32(static_cast<std::int32_t>(t)));
-    }
     static V load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
     static V pick(V lo, __m512i idx, V hi) { return _mm512_permutex2var_ps(lo, idx, hi); }
     static __m512i even() { return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); }
@@ -264,10 +260,11 @@ template <class T, bool kNanRule, int R>
 bool max_rows_vector(const RowVectorTaps<T>& taps, const T* plane, index_t h0, index_t sh, index_t W, index_t kw,
                      index_t i_lo, index_t i_hi, typename PoolAvx512<T>::V* best, __m512i* tap) {
     using K = PoolAvx512<T>;
+    using I = LaneOps<typename K::Lane>;
     typename K::Mask nan = 0;
     for (int r = 0; r < R; ++r) {
         best[r] = K::lowest();
-        tap[r] = K::add_tap(taps.first_column, i_lo * W);
+        tap[r] = I::add(taps.first_column, I::set1(i_lo * W));
     }
     for (index_t i = i_lo; i < i_hi; ++i) {
         typename K::V lo[R], hi[R];
