@@ -61,6 +61,27 @@ struct PixelRun {
     index_t jj, len, oh, ow0;
 };
 
+// pack_b_image for a 1x1 window at stride 1 without padding: B is each image's channel planes
+// as they are, so a panel's columns split into one run per image, not one per output row (a
+// 7x7 plane's 48-wide panels ran ~7 runs of 7 pixels each; NOTES section 46).
+template <class T>
+void pack_b_pointwise(const Conv2dParams& p, const T* __restrict x, int nr, index_t pc, index_t kc, index_t px0,
+                      index_t npx, T* __restrict dst) {
+    const index_t P = p.out_plane(), image_size = p.c * P;
+    for (index_t q0 = 0; q0 < npx; q0 += nr, dst += kc * nr) {
+        const index_t cols = std::min<index_t>(nr, npx - q0);
+        for (index_t jj = 0; jj < cols;) {
+            const index_t g = px0 + q0 + jj, pix = g % P, len = std::min<index_t>(cols - jj, P - pix);
+            const T* __restrict src = x + (g / P) * image_size + pc * P + pix;
+            for (index_t kk = 0; kk < kc; ++kk)
+                for (index_t q = 0; q < len; ++q) dst[kk * nr + jj + q] = src[kk * P + q];
+            jj += len;
+        }
+        for (index_t kk = 0; kk < kc; ++kk)
+            for (index_t jj = cols; jj < nr; ++jj) dst[kk * nr + jj] = T(0);
+    }
+}
+
 // B panels of the forward GEMM straight from one image: rows k = (c, i, j) in [pc, pc+kc),
 // columns = output pixels [px0, px0+npx). A panel's pixels split into runs on one output row
 // each (computed once per panel); every row of the panel then copies its runs with the
@@ -70,10 +91,12 @@ void pack_b_image(const Conv2dParams& p, const TapTables& taps, const T* __restr
                   index_t kc, index_t px0, index_t npx, Span<T> panels) {
     panels.need(panel_elems(npx, nr, kc), "pack_b_image", "B panels");
     T* __restrict dst = panels.data;
+    const Window& w = p.win;
+    if (w.kh == 1 && w.kw == 1 && w.sh == 1 && w.sw == 1 && w.ph == 0 && w.pw == 0)
+        return pack_b_pointwise(p, x, nr, pc, kc, px0, npx, dst);
     // Columns are pixels of the whole batch (column g is pixel g % P of image g / P), so one
     // panel may hold the end of one image and the start of the next.
     const index_t P = p.out_plane(), image_size = p.c * p.in_plane();
-    const Window& w = p.win;
     const index_t khw = w.kh * w.kw;
     PixelRun runs[gemm::kMaxNr];
     for (index_t q0 = 0; q0 < npx; q0 += nr, dst += kc * nr) {
@@ -613,7 +636,10 @@ bool use_dx_as_forward(const Conv2dParams& p, int threads, ConvGrads grads) {
     if (!grads.data || w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw || p.n < 8 || p.c < 16 || p.oc == 0 ||
         p.oh < w.kh || p.ow < w.kw)
         return false;
-    return plan_conv_forward<T>(transposed_forward_params(p), threads).algorithm == ForwardAlgorithm::shifted_rows;
+    // A 1x1's transposed forward is a 1x1 again, which the implicit path also runs on the planes
+    // as they are (pack_b_pointwise) and, from 4 tiles of pixels, faster (NOTES section 46).
+    const ForwardAlgorithm forward = plan_conv_forward<T>(transposed_forward_params(p), threads).algorithm;
+    return forward == ForwardAlgorithm::shifted_rows || (w.kh == 1 && w.kw == 1);
 }
 
 template <class T>

@@ -133,10 +133,14 @@ index_t filters_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, 
     return round_up(ceil_div(p.oc, blocks), mr);
 }
 
-// Auto rule (measured, benchmarks/NOTES.md sections 34, 37 and 43): since one gathered GEMM covers
-// every tap, this path ties or beats the implicit one on every stride-1 layer measured (C = 1 to
-// 512, 7x7 to 56x56 planes) as long as the dropped pad columns stay at most half the output
-// width, items hold at least NR pixels and one item per thread, and a 1x1's fill its tiles.
+constexpr index_t kPointwiseImplicitTiles = 4;
+
+// Auto rule (measured, benchmarks/NOTES.md sections 34, 37, 43 and 46): since one gathered GEMM
+// covers every tap, this path ties or beats the implicit one on the stride-1 layers of 3x3 and
+// larger measured (C = 1 to 512, 7x7 to 56x56 planes) as long as the dropped pad columns stay at
+// most half the output width, items hold at least NR pixels and one item per thread, and a
+// strided 1x1's fill its tiles. Measured exceptions left to it: the 3-channel VGG conv1_1 and
+// the 1-channel seed conv1 at batch 1, both bound by writing their output.
 template <class T>
 bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const Window& w = p.win;
@@ -146,6 +150,13 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     if ((!pointwise && (w.sh != 1 || w.sw != 1)) || (forced && *forced != ForwardAlgorithm::shifted_rows))
         return false;
     const MicroKernel<T>& kern = *plan.kern;
+    // An unstrided 1x1 packs its B panels from the planes as they are (pack_b_pointwise), so
+    // the implicit path copies no more than this one and its packed panels run the
+    // micro-kernel faster: 1.1-1.5x on ResNet-50's 1x1 layers from 14x14 at batch 1 up, at 1
+    // and 2 threads (NOTES section 46). Below 4 tiles of pixels the packed weights serve too
+    // few tiles: a 7x7 plane at batch 1 runs 1.3-1.5x faster here, W read in place.
+    if (!forced && pointwise && w.sh == 1 && w.sw == 1 && p.n * p.out_plane() >= kPointwiseImplicitTiles * kern.nr)
+        return false;
     // Shared pad columns: pitch W + pw, not W + 2 pw (7x7 3x3 layers compute 8 columns per
     // row, not 9); at least OW when the padding exceeds the kernel (a padded 1x1).
     const index_t Wp = pointwise ? p.ow : std::max(p.w + w.pw, p.ow);

@@ -124,20 +124,37 @@ def test_backward_matches_naive(case, backend, dtype):
         _assert_grad_matches_naive(case, dtype, grad, got, backend)
 
 
-@pytest.mark.parametrize("H", [7, 14, 28])
+@pytest.mark.parametrize("N, H, W", [(1, 7, 7), (1, 14, 14), (1, 28, 28), (8, 7, 7), (8, 14, 14),
+                                     (1, 1, -1), (1, 1, 0), (1, 1, 1)])  # W <= 1: 4 NR + W pixels in a row
 @pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
-def test_pointwise_tile_rule_counts_the_edge_tile_in_vectors(H, family, dtype):
-    """At batch > 1 a stride-1 1x1 layer takes shifted rows only where an item's pixels fill
+def test_unstrided_pointwise_rule_counts_tiles_of_pixels(N, H, W, family, dtype):
+    """An unstrided 1x1 layer takes the implicit path (its B panels packed from the planes as
+    they are) from 4 NR-wide tiles of the batch's pixels up; a batch-1 layer below that takes
+    shifted rows, whose weights are read in place (a 7x7 plane: 1.3-1.5x faster there)."""
+    kern = kernel_of(family, dtype.name)
+    if W <= 1:
+        W += 4 * kern["nr"]
+    x_shape, w_shape = (N, 64, H, W), (256, 64, 1, 1)
+    with backend_context(f"native:{family}"):
+        chosen = fastconv.explain_plan(x_shape, w_shape, dtype=dtype)["forward"]["algorithm"]
+    assert chosen == ("implicit_gemm" if N * H * W >= 4 * kern["nr"] else "shifted_rows"), kern
+
+
+@pytest.mark.parametrize("H", [14, 28, 56])
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+def test_strided_pointwise_tile_rule_counts_the_edge_tile_in_vectors(H, family, dtype):
+    """At batch > 1 a strided 1x1 layer takes shifted rows only where an item's pixels fill
     90 % of the lanes it runs, its last tile counted in vectors of the kernel's width (a 14x14
-    plane fills 196 of 208 lanes of a 48-wide float32 AVX-512 tile, not 196 of 240)."""
+    output fills 196 of 208 lanes of a 48-wide float32 AVX-512 tile, not 196 of 240)."""
     x_shape, w_shape = (8, 64, H, H), (256, 64, 1, 1)
     kern = kernel_of(family, dtype.name)
     with backend_context(f"native:{family}"):
         with forward_algorithm("shifted_rows"):
-            forced = fastconv.explain_plan(x_shape, w_shape, dtype=dtype)["forward"]
-        chosen = fastconv.explain_plan(x_shape, w_shape, dtype=dtype)["forward"]["algorithm"]
+            forced = fastconv.explain_plan(x_shape, w_shape, stride=2, dtype=dtype)["forward"]
+        chosen = fastconv.explain_plan(x_shape, w_shape, stride=2, dtype=dtype)["forward"]["algorithm"]
     npx, nr, lanes = forced["rows"] * forced["pitch"], kern["nr"], kern["lanes"]
     run = npx // nr * nr + -(-(npx % nr) // lanes) * lanes
+    assert forced["algorithm"] == "shifted_rows", forced
     assert chosen == ("shifted_rows" if 10 * npx >= 9 * run else "implicit_gemm"), (forced, kern)
 
 
@@ -208,8 +225,11 @@ def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned
     rdx, adx = _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, "with dx as a transposed forward")
     alone = fastconv.conv2d_backward_input(dout, w, x.shape, stride=1, pad=pad)
     assert_close(alone, rdx, adx, FN * k * k, dtype, "dx alone as a transposed forward")
-    with forward_algorithm("implicit_gemm"):  # the transposed forward would not take shifted rows
-        assert fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]["data_grad"] == "gemm_col2im"
+    # Where the transposed forward would not take shifted rows, dx goes through col2im -- but a
+    # 1x1's transposed forward is a 1x1, served as well on the implicit path.
+    with forward_algorithm("implicit_gemm"):
+        forced = fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]["data_grad"]
+    assert forced == ("transposed_forward" if k == 1 else "gemm_col2im"), forced
 
 
 @pytest.mark.parametrize("N, C, H, W, FN", [
@@ -684,6 +704,7 @@ def test_forward_filter_blocks(N, C, H, W, FN, algorithm, dtype, poisoned, threa
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride", [
     (3, 600, 7, 7, 40, 1, 1),   # 49-pixel planes: tiles span two images; K = 600 > 2 KC, so they accumulate
+    (9, 300, 2, 5, 17, 1, 1),   # 10-pixel planes: the 1x1 pack's panels and tiles span up to six images
     (5, 40, 3, 5, 13, 3, 1),    # 15 pixels: one 16-wide tile spans three images; K = 360
     (4, 300, 14, 14, 70, 1, 2),  # strided 1x1 onto 7x7, more filters than one MR panel
 ])
