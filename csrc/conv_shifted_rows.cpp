@@ -9,7 +9,10 @@
 // whose B row (c, i, j) is the padded plane of c from offset i*Wp + j: the micro-kernel reads
 // it in place through a table of row pointers (run_b_gather), one table per thread, built once.
 // The Wp - OW pad columns of each row are computed and dropped when the block is copied out.
-// A strided 1x1 kernel copies its subsampled rows (pitch OW) and runs the same way.
+// A strided window first splits each channel's rows into its sh x sw phases (phase (a, b):
+// input row oh*sh + a, column ow*sw + b, at pitch Wp = OW + ceil(kw / sw) - 1): tap (i, j) is
+// then phase (i % sh, j % sw) read from offset (i / sh)*Wp + j / sw, a stride-1 tap of a
+// ceil(kh / sh) x ceil(kw / sw) window (a strided 1x1 is one phase: its subsampled rows).
 // The implicit-im2col path instead packs kh*kw copies of the image per item.
 #include <algorithm>
 #include <atomic>
@@ -39,21 +42,25 @@ index_t channel_stride(index_t elems, index_t elem_bytes) {
     return ld;
 }
 
+// How a window's taps split into stride-1 phases: `along_h` x `along_w` phase planes per
+// channel (only phases some tap reads), each read by a `kh` x `kw` window.
+struct PhaseSplit {
+    index_t along_h, along_w, kh, kw;
+    index_t per_channel() const { return along_h * along_w; }
+};
+PhaseSplit phase_split(const Window& w) {
+    return {std::min(w.sh, w.kh), std::min(w.sw, w.kw), ceil_div(w.kh, w.sh), ceil_div(w.kw, w.sw)};
+}
+
 // Rows [oh0 - ph, oh0 + noh + kh - 1 - ph) of every channel, zero-padded, into buf.
 template <class T>
 void load_padded_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* img, index_t oh0,
                       index_t noh, Span<T> buf) {
     const Window& w = p.win;
     const index_t R = noh + w.kh - 1, Wp = plan.pitch;
-    buf.need(plan.image_elems, "shifted_rows_forward", "padded rows");
-    const bool subsampled = w.sh != 1 || w.sw != 1;  // a strided 1x1 kernel (no padding)
     for (index_t c = 0; c < p.c; ++c) {
         T* plane = buf.data + c * plan.channel_ld;
-        for (index_t r = 0; subsampled && r < R; ++r) {
-            const T* src = img + c * p.in_plane() + (oh0 + r) * w.sh * p.w;
-            for (index_t ow = 0; ow < p.ow; ++ow) plane[r * Wp + ow] = src[ow * w.sw];
-        }
-        for (index_t r = 0; !subsampled && r < R; ++r) {
+        for (index_t r = 0; r < R; ++r) {
             T* dst = plane + r * Wp;
             const index_t ih = oh0 + r - w.ph;
             if (ih < 0 || ih >= p.h) {
@@ -67,7 +74,49 @@ void load_padded_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, con
         }
         std::fill(plane + R * Wp, plane + plan.channel_ld, T(0));  // the last taps read past row R
     }
-    std::fill(buf.data + p.c * plan.channel_ld, buf.data + buf.size, T(0));
+}
+
+// The same rows of a strided window, split into its phases: phase plane (c, a, b) holds
+// x_pad[c][(oh0 + r) * sh + a][q * sw + b] at [r * Wp + q], zero outside the image.
+template <class T>
+void load_phase_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* img, index_t oh0,
+                     index_t noh, Span<T> buf) {
+    const Window& w = p.win;
+    const PhaseSplit split = phase_split(w);
+    const index_t R = noh + split.kh - 1, Wp = plan.pitch;
+    for (index_t c = 0; c < p.c; ++c)
+        for (index_t a = 0; a < split.along_h; ++a)
+            for (index_t b = 0; b < split.along_w; ++b) {
+                T* plane = buf.data + ((c * split.along_h + a) * split.along_w + b) * plan.channel_ld;
+                // Columns q whose input column q * sw + b - pw lies inside the image.
+                const index_t q_lo = std::min(Wp, ceil_div(std::max<index_t>(w.pw - b, 0), w.sw));
+                const index_t q_hi = std::max(q_lo, std::min(Wp, ceil_div(std::max<index_t>(p.w + w.pw - b, 0), w.sw)));
+                for (index_t r = 0; r < R; ++r) {
+                    T* dst = plane + r * Wp;
+                    const index_t ih = (oh0 + r) * w.sh + a - w.ph;
+                    if (ih < 0 || ih >= p.h) {
+                        std::fill(dst, dst + Wp, T(0));
+                        continue;
+                    }
+                    const T* src = img + c * p.in_plane() + ih * p.w;
+                    std::fill(dst, dst + q_lo, T(0));
+                    for (index_t q = q_lo; q < q_hi; ++q) dst[q] = src[q * w.sw + b - w.pw];
+                    std::fill(dst + q_hi, dst + Wp, T(0));
+                }
+                std::fill(plane + R * Wp, plane + plan.channel_ld, T(0));
+            }
+}
+
+template <class T>
+void load_item_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* img, index_t oh0, index_t noh,
+                    Span<T> buf) {
+    buf.need(plan.image_elems, "shifted_rows_forward", "padded rows");
+    if (p.win.sh != 1 || p.win.sw != 1)
+        load_phase_rows(p, plan, img, oh0, noh, buf);
+    else
+        load_padded_rows(p, plan, img, oh0, noh, buf);
+    const index_t planes = p.c * phase_split(p.win).per_channel();
+    std::fill(buf.data + planes * plan.channel_ld, buf.data + buf.size, T(0));
 }
 
 // Forced by tests: -1 auto, else a ForwardAlgorithm.
@@ -111,9 +160,10 @@ index_t gathered_kc(const MicroKernel<T>& kern) {
 // fewer while the batch gives too few items to keep every thread busy and items stay wide.
 template <class T>
 index_t rows_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, index_t Wp) {
-    const Window& w = p.win;
+    const PhaseSplit split = phase_split(p.win);
     const auto item_bytes = [&](index_t rows) {
-        return (p.c * ((rows + w.kh - 1) * Wp + w.kw) + p.oc * rows * Wp) * index_t(sizeof(T));
+        const index_t plane = (rows + split.kh - 1) * Wp + split.kw;
+        return (p.c * split.per_channel() * plane + p.oc * rows * Wp) * index_t(sizeof(T));
     };
     index_t rows = p.oh;
     while (rows > 1 && item_bytes(rows) > kShiftedBudgetBytes) rows = ceil_div(rows, 2);
@@ -139,16 +189,17 @@ constexpr index_t kPointwiseImplicitTiles = 4;
 // covers every tap, this path ties or beats the implicit one on the stride-1 layers of 3x3 and
 // larger measured (C = 1 to 512, 7x7 to 56x56 planes) as long as the dropped pad columns stay at
 // most half the output width, items hold at least NR pixels and one item per thread, and a
-// strided 1x1's fill its tiles. Measured exceptions left to it: the 3-channel VGG conv1_1 and
-// the 1-channel seed conv1 at batch 1, both bound by writing their output.
+// strided 1x1's fill its tiles. Strided windows on phase rows ran 0.93-1.54x the implicit
+// path's speed (AlexNet conv1 1.22-1.36x, ResNet-18's 3x3 stride-2 layers 0.93-1.38x; NOTES
+// section 46). Measured exceptions left to it: the 3-channel VGG conv1_1 and the 1-channel
+// seed conv1 at batch 1, both bound by writing their output.
 template <class T>
 bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const Window& w = p.win;
     const std::optional<ForwardAlgorithm> forced = forced_forward_algorithm();
     const bool pointwise = w.kh == 1 && w.kw == 1 && w.ph == 0 && w.pw == 0;
-    // Strided 1x1 kernels too: their items copy the subsampled rows, then run as stride 1.
-    if ((!pointwise && (w.sh != 1 || w.sw != 1)) || (forced && *forced != ForwardAlgorithm::shifted_rows))
-        return false;
+    const bool strided = w.sh != 1 || w.sw != 1;
+    if (forced && *forced != ForwardAlgorithm::shifted_rows) return false;
     const MicroKernel<T>& kern = *plan.kern;
     // An unstrided 1x1 packs its B panels from the planes as they are (pack_b_pointwise), so
     // the implicit path copies no more than this one and its packed panels run the
@@ -159,7 +210,8 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
         return false;
     // Shared pad columns: pitch W + pw, not W + 2 pw (7x7 3x3 layers compute 8 columns per
     // row, not 9); at least OW when the padding exceeds the kernel (a padded 1x1).
-    const index_t Wp = pointwise ? p.ow : std::max(p.w + w.pw, p.ow);
+    const PhaseSplit split = phase_split(w);
+    const index_t Wp = strided ? p.ow + split.kw - 1 : pointwise ? p.ow : std::max(p.w + w.pw, p.ow);
     const index_t rows = rows_per_item(p, plan, Wp), row_blocks = p.n * ceil_div(p.oh, rows);
     const index_t filter_block = filters_per_item(p, plan, row_blocks);
     const index_t items = row_blocks * ceil_div(p.oc, filter_block);
@@ -182,10 +234,10 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     plan.filter_blocks = ceil_div(p.oc, filter_block);
     plan.items = items;
     plan.pitch = Wp;
-    plan.channel_ld = channel_stride((rows + w.kh - 1) * Wp + w.kw, sizeof(T));
+    plan.channel_ld = channel_stride((rows + split.kh - 1) * Wp + split.kw, sizeof(T));
     ScratchBooking booking;
     // + NR: the last panel of the last channel's last tap reads up to NR - 1 columns past it.
-    plan.image_elems = booking.book(p.c * plan.channel_ld + kern.nr);
+    plan.image_elems = booking.book(p.c * split.per_channel() * plan.channel_ld + kern.nr);
     plan.c_block_elems = booking.book(filter_block * rows * Wp);
     plan.gemm = gemm::plan_gemm(kern, p.oc, rows * Wp, p.patch(), gathered_kc<T>(kern));
     plan.thread_elems = booking.total();
@@ -216,11 +268,14 @@ void pack_weights(const gemm::GemmPlan& g, int mr, const T* w, index_t M, index_
 // count rounded up to NR: checked here, once, against the buffer.
 template <class T>
 void tap_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, Span<T> buf, const T** rows) {
-    const index_t khw = p.win.kh * p.win.kw;
+    const Window& w = p.win;
+    const PhaseSplit split = phase_split(w);
+    const index_t khw = w.kh * w.kw;
     index_t farthest = 0;
     for (index_t k = 0; k < p.patch(); ++k) {
-        const index_t t = k % khw;
-        const index_t offset = (k / khw) * plan.channel_ld + (t / p.win.kw) * plan.pitch + t % p.win.kw;
+        const index_t c = k / khw, i = k % khw / w.kw, j = k % w.kw;
+        const index_t phase = (c * split.along_h + i % w.sh) * split.along_w + j % w.sw;
+        const index_t offset = phase * plan.channel_ld + (i / w.sh) * plan.pitch + j / w.sw;
         rows[k] = buf.data + offset;
         farthest = std::max(farthest, offset);
     }
@@ -285,7 +340,7 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
             built[thread_index()] = 1;
         }
         if (loaded[thread_index()] != row_item) {
-            load_padded_rows(p, plan, x + n * p.c * p.in_plane(), oh0, noh, buf);
+            load_item_rows(p, plan, x + n * p.c * p.in_plane(), oh0, noh, buf);
             loaded[thread_index()] = row_item;
         }
         gemm_gathered(kern, plan.gemm, M, m0, mb, K, npx, packed_w, w, rows, bias, block);

@@ -79,13 +79,13 @@ def test_forward_matches_naive(case, backend, dtype, with_bias):
 @pytest.mark.parametrize("case", params(CASES))
 def test_every_forward_algorithm_matches_naive(case, family, algorithm, dtype):
     """Each native forward algorithm forced over the case table, with every GEMM kernel family
-    (a forced shifted_rows falls back to implicit_gemm on strided shapes, every algorithm on an
-    empty output; the plan says which)."""
+    (strided windows run shifted rows on their phase rows; every algorithm falls back to
+    implicit_gemm on an empty output; the plan says which)."""
     x, w, b, _ = _inputs(case, "normal", dtype)
     with forward_algorithm(algorithm), backend_context(f"native:{family}"):
         out = fastconv.conv2d(x, w, b, **case.geometry)
         chosen = fastconv.explain_plan(case.x_shape, case.w_shape, dtype=dtype, **case.geometry)["forward"]
-    runs = 0 not in case.out_shape and (algorithm != "shifted_rows" or (case.sh, case.sw) == (1, 1))
+    runs = 0 not in case.out_shape
     assert chosen["algorithm"] == (algorithm if runs else "implicit_gemm"), chosen
     _, ref_b, *_ = _reference(case, "normal", dtype.name, False)
     _, abs_b, *_ = _reference(case, "normal", dtype.name, True)
@@ -156,6 +156,34 @@ def test_strided_pointwise_tile_rule_counts_the_edge_tile_in_vectors(H, family, 
     run = npx // nr * nr + -(-(npx % nr) // lanes) * lanes
     assert forced["algorithm"] == "shifted_rows", forced
     assert chosen == ("shifted_rows" if 10 * npx >= 9 * run else "implicit_gemm"), (forced, kern)
+
+
+@pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
+    (1, 3, 47, 47, 13, 11, 4, 0),     # AlexNet conv1's window: 3 x 3 phase taps of 4 x 4 phases
+    (2, 3, 30, 27, 17, 7, 2, 3),      # the ResNet stem's window, odd widths
+    (3, 40, 9, 11, 9, 3, 2, 1),       # K = 360 crosses every KC; 9 filters: a ragged MR panel
+    (2, 5, 12, 13, 6, 2, 3, 1),       # stride > kernel: 2 x 2 of the 3 x 3 phases are read
+    (2, 4, 11, 14, 7, 3, (2, 1), 1),  # strided rows only
+    (1, 6, 10, 19, 5, 5, (1, 3), 2),  # strided columns only, 5x5
+    (1, 2, 5, 5, 4, 5, 4, 2),         # every output window mostly padding
+])
+@pytest.mark.parametrize("forced", [True, False], ids=["forced", "auto"])
+def test_strided_windows_on_phase_rows(N, C, H, W, FN, k, stride, pad, forced, dtype, poisoned, threads_restored):
+    """A strided window runs on shifted rows from its rows split into phases (tap (i, j) is
+    phase (i % sh, j % sw) at offset (i // sh, j // sw)); against the naive loops with buffers
+    poisoned, forced and under the auto rule, on 1 and 2 threads."""
+    rng = rng_for("phase-rows", N, C, H, W, FN, k, stride, pad)
+    x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype), randn(rng, (FN,), dtype)
+    ref = naive.conv2d(x, w, b, stride, pad)
+    absref = naive.conv2d(np.abs(x), np.abs(w), np.abs(b), stride, pad)
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        with forward_algorithm("shifted_rows" if forced else "auto"):
+            plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["forward"]
+            out = fastconv.conv2d(x, w, b, stride, pad)
+        if forced:
+            assert plan["algorithm"] == "shifted_rows", plan
+        assert_close(out, ref, absref, C * k * k + 1, dtype, f"phase rows ({plan['algorithm']}, {threads} threads)")
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, stride", [
@@ -733,7 +761,8 @@ def test_batch_chunks_pack_weights_once_per_thread(threads, dtype, threads_resto
     7x7) is one chunk of every pixel: at one thread one item, at two one filter block each, so W
     is packed once in all (four chunks at one thread had packed it four times: 0.46x NumPy)."""
     fastconv.set_num_threads(threads)
-    plan = fastconv.explain_plan((1, 256, 14, 14), (512, 256, 3, 3), stride=2, pad=1, dtype=dtype)["forward"]
+    with forward_algorithm("implicit_gemm"):  # the auto rule takes phase rows here (NOTES section 46)
+        plan = fastconv.explain_plan((1, 256, 14, 14), (512, 256, 3, 3), stride=2, pad=1, dtype=dtype)["forward"]
     assert plan["algorithm"] == "implicit_gemm" and plan["layout"] == "batch_chunks", plan
     assert plan["chunk"] == 49 and plan["items"] == threads, plan
     assert plan["filter_block"] * threads >= 512 > plan["filter_block"] * (threads - 1), plan
