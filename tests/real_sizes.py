@@ -358,14 +358,16 @@ def affine_tier(name: Optional[str] = None) -> List[Dict]:
 # --- the shifted-rows forward ------------------------------------------------------------------
 
 def shifted_rows_shapes(family: str, dtype: str) -> List[Dict]:
-    """Stride-1 layers for the shifted-rows forward (run forced): channels per tap below, at and
-    above KC, filters around MC, items wider than NC (a 1,100-pixel row), several row items per
-    image with a short last one, 1x1 without padding, non-square kernels and pads."""
+    """Layers for the shifted-rows forward (run forced): channels per tap below, at and above
+    KC, filters around MC, items wider than NC (a 1,100-pixel row), several row items per image
+    with a short last one, 1x1 without padding, non-square kernels and pads; and strided
+    windows on phase rows: AlexNet's conv1, a stride above the kernel, strides per axis, the
+    same block edges."""
     k = kernel_of(family, dtype)
     kc, mc = k["kc"], k["mc"]
 
-    def layer(N, C, H, W, FN, kh, kw, ph, pw, why):
-        return dict(N=N, C=C, H=H, W=W, FN=FN, kh=kh, kw=kw, sh=1, sw=1, ph=ph, pw=pw, why=why,
+    def layer(N, C, H, W, FN, kh, kw, ph, pw, why, sh=1, sw=1):
+        return dict(N=N, C=C, H=H, W=W, FN=FN, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, why=why,
                     family=family, dtype=dtype)
 
     return [
@@ -379,6 +381,12 @@ def shifted_rows_shapes(family: str, dtype: str) -> List[Dict]:
         layer(4, 40, 9, 11, 6, 1, 1, 0, 0, "1x1 pad 0"),
         layer(2, 9, 11, 8, 5, 3, 5, 0, 2, "3x5 kernel, pad (0, 2)"),
         layer(1, 1, 8, 8, 3, 5, 5, 4, 4, "C = 1, pad = kernel - 1"),
+        layer(1, 3, 227, 227, 96, 11, 11, 0, 0, "AlexNet conv1: 11x11 stride 4", 4, 4),
+        layer(2, kc + 1, 9, 10, 5, 3, 3, 1, 1, "stride 2, C = KC + 1", 2, 2),
+        layer(1, 16, 31, 20, mc + 1, 5, 5, 2, 2, "stride 3, FN = MC + 1", 3, 3),
+        layer(4, 8, 9, 2200, 4, 3, 3, 1, 1, "stride (1, 2), item wider than NC", 1, 2),
+        layer(1, 24, 165, 61, 7, 7, 7, 3, 3, "stride (2, 1) 7x7, row items, short last", 2, 1),
+        layer(3, 7, 14, 17, 6, 2, 2, 1, 0, "2x2 stride 3: phases past the kernel unread", 3, 3),
     ]
 
 

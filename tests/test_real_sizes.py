@@ -229,16 +229,19 @@ def test_shifted_rows_forward(s, poisoned):
     x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
     w = rng.standard_normal((s["FN"], s["C"], s["kh"], s["kw"])).astype(dt)
     b = rng.standard_normal(s["FN"]).astype(dt)
-    pad = (s["ph"], s["pw"])
+    stride, pad = (s["sh"], s["sw"]), (s["ph"], s["pw"])
     with forward_algorithm("shifted_rows"):
-        out = _native(s["family"], fastconv.conv2d, x, w, b, 1, pad)
-    assert_close(out, _ref(fastconv.conv2d, x, w, b, 1, pad), _ref(fastconv.conv2d, np.abs(x), np.abs(w), np.abs(b), 1, pad),
+        out = _native(s["family"], fastconv.conv2d, x, w, b, stride, pad)
+    assert_close(out, _ref(fastconv.conv2d, x, w, b, stride, pad),
+                 _ref(fastconv.conv2d, np.abs(x), np.abs(w), np.abs(b), stride, pad),
                  s["C"] * s["kh"] * s["kw"] + 1, dt, f"shifted-rows forward {real_sizes.describe(s)}")
 
 
 def test_shifted_rows_tier_reaches_its_blocks():
     """Per family and dtype, the forced plans cross KC (channels per tap), MC (filters) and NC
-    (item pixels), and split an image into row items with a short last one."""
+    (item pixels), and split an image into row items with a short last one -- at stride 1 and
+    again with strided windows (phase rows)."""
+    blocks = {"K > KC", "M > MC", "N > NC", "short last row item"}
     for family in _core.gemm_kernels():
         for dtype in real_sizes.DTYPE_NAMES:
             k = real_sizes.kernel_of(family, dtype)
@@ -248,12 +251,14 @@ def test_shifted_rows_tier_reaches_its_blocks():
                     fwd = real_sizes.plan_of(s, dtype, "shifted_rows")["forward"]
                 assert fwd["algorithm"] == "shifted_rows", s
                 g = fwd["gemm"]
-                seen |= {name for name, hit in (("K > KC", g["k_max"] > k["kc"]), ("M > MC", g["m_max"] > k["mc"]),
-                                                ("N > NC", g["n_max"] > k["nc"])) if hit}
-                OH = real_sizes.out_size(s["H"], s["kh"], 1, s["ph"])
+                hits = {name for name, hit in (("K > KC", g["k_max"] > k["kc"]), ("M > MC", g["m_max"] > k["mc"]),
+                                               ("N > NC", g["n_max"] > k["nc"])) if hit}
+                OH = real_sizes.out_size(s["H"], s["kh"], s["sh"], s["ph"])
                 if fwd["rows"] < OH and OH % fwd["rows"]:
-                    seen.add("short last row item")
-            assert seen == {"K > KC", "M > MC", "N > NC", "short last row item"}, (family, dtype, seen)
+                    hits.add("short last row item")
+                strided = (s["sh"], s["sw"]) != (1, 1)
+                seen |= {name + (" (strided)" if strided else "") for name in hits}
+            assert seen == blocks | {name + " (strided)" for name in blocks}, (family, dtype, seen)
 
 
 # --- the taps weight gradient ----------------------------------------------------------------
