@@ -264,6 +264,9 @@ inline index_t chunk_size(index_t total, index_t outer, index_t align, index_t m
 
 // Bytes of dcol scratch one dx item may use: fits in a core's L2 together with the packs.
 constexpr index_t kDcolBudgetBytes = 512 * 1024;
+// dx items per thread below which overlapping windows split their rows into waves of chunks.
+constexpr index_t kRowWaveItems = 4;
+constexpr double kRowWaveMinFlop = 8e6;
 
 // Bytes of the zero-padded dout copy one dot-product unit may use.
 constexpr index_t kDotsBudgetBytes = 256 * 1024;
@@ -561,8 +564,18 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // the blocks nor the chunks change a sum, and 2 items per thread suffice (a batch-1 1x1 on
     // 14x14 had 11 channel blocks, each streaming its 1024 x 196 dout from L3) ...
     const bool disjoint = p.win.kh <= p.win.sh && p.win.kw <= p.win.sw;
-    const index_t min_chunk_rows = ceil_div(OH1, ceil_div(8, N1));
-    const bool row_items = !plan.fused && p.win.kh <= p.win.sh && min_chunk_rows * p.ow >= 4 * kern.nr;
+    // Overlapping rows (kh > sh) with too few images x channels to keep the threads busy (a
+    // 3-channel first layer at batch 1 had 3 items for 2 threads, of 9-row blocks): row chunks
+    // become items too, in two waves -- even chunks, then odd ones -- so no two items of a wave
+    // add into one dx row (dx is zeroed first).
+    // Below a few MFLOP the zeroing pass and the second fork cost more (LeNet-5's c1@b1 f64
+    // backward: 17 -> 19 us).
+    const double dx_flop = 2.0 * double(p.n * p.out_plane()) * double(p.oc * p.patch());
+    const bool row_waves = !plan.fused && p.win.kh > p.win.sh && N1 * C1 < kRowWaveItems * plan.threads &&
+                           dx_flop >= kRowWaveMinFlop;
+    const index_t chunk_items = row_waves ? 2 * kRowWaveItems : 8;
+    const index_t min_chunk_rows = ceil_div(OH1, ceil_div(chunk_items, N1));
+    const bool row_items = !plan.fused && (p.win.kh <= p.win.sh || row_waves) && min_chunk_rows * p.ow >= 4 * kern.nr;
     index_t min_blocks = plan.fused || row_items ? 1 : std::min(C1, ceil_div(disjoint ? 2 * plan.threads : 8, N1));
     // ... but below a batch of 8, blocks of at most MC rows (256 channels of a 14x14 plane in
     // float64, a 400 KB dcol, ran 0.74x; at batch 8, 1024 channels on 7x7 ran 1.2x faster whole).
@@ -583,7 +596,9 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         const index_t rows = cb * khw;
         index_t chunk = std::clamp<index_t>(budget / std::max<index_t>(rows * p.ow, 1), 1, OH1);
         if (row_items)
-            chunk = std::min(chunk, ceil_div(OH1, ceil_div(8, N1 * ceil_div(C1, cb))));
+            chunk = std::min(chunk, ceil_div(OH1, ceil_div(chunk_items, N1 * ceil_div(C1, cb))));
+        if (row_items && row_waves)  // chunks 2 apart must not reach one input row
+            chunk = std::max(chunk, ceil_div(p.win.kh - p.win.sh, p.win.sh));
         const index_t npx = std::max<index_t>(chunk * p.ow, 1);
         const double eff = double(rows) / double(round_up(rows, kern.mr)) *  // full tiles in M and N
                            double(npx) / double(round_up(npx, kern.nr));
@@ -596,6 +611,7 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     }
     plan.c_blocks = ceil_div(p.c, plan.c_block);
     plan.dx_row_items = row_items ? ceil_div(OH1, plan.oh_chunk) : 1;
+    plan.dx_row_waves = row_items && row_waves && plan.dx_row_items > 1;
     plan.px_chunk = plan.oh_chunk * p.ow;
     // Planes of fewer than 4 NR pixels: whole images side by side fill the GEMM's columns
     // (LeNet-5's c5, one pixel an image, ran one-column GEMMs that each packed W^T's block).
@@ -749,7 +765,7 @@ void data_grad_item(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, cons
     const index_t FN = p.oc, K = p.patch(), P = p.out_plane(), khw = p.win.kh * p.win.kw;
     const index_t nc = std::min(plan.c_block, p.c - c0), rows = nc * khw;
     const Range owned = owned_input_rows(p, oh_begin, oh_end);
-    for (index_t n = n0; n < n0 + images; ++n)
+    for (index_t n = n0; !plan.dx_row_waves && n < n0 + images; ++n)
         for (index_t c = c0; c < c0 + nc; ++c) {
             T* plane = dx + (n * p.c + c) * p.in_plane();
             std::fill(plane + owned.lo * p.w, plane + owned.hi * p.w, T(0));
@@ -899,18 +915,31 @@ void weight_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T
     }, 1, plan.threads);
 }
 
-// dx alone, in (image group, channel block, output-row chunk) items.
+// dx alone, in (image group, channel block, output-row chunk) items; with row waves, dx zeroed
+// first, then the even chunks, then the odd ones.
 template <class T>
 void data_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx) {
     ThreadScratch<T> scratch(plan.dx_thread_elems, plan.threads, "conv2d_backward dx");
-    const index_t per_group = plan.c_blocks * plan.dx_row_items, groups = ceil_div(p.n, plan.dx_images);
+    const index_t groups = ceil_div(p.n, plan.dx_images);
     const index_t rows_per_item = plan.dx_row_items == 1 ? p.oh : plan.oh_chunk;
-    parallel_for_flush(groups * per_group, [&](index_t item) {
-        const index_t n0 = item / per_group * plan.dx_images, block = item % per_group / plan.dx_row_items;
-        const index_t oh0 = item % plan.dx_row_items * rows_per_item;
-        data_grad_item(p, plan, dout, w, dx, n0, std::min(plan.dx_images, p.n - n0), block * plan.c_block, oh0,
-                       std::min(p.oh, oh0 + rows_per_item), scratch.mine());
-    }, 1, plan.threads);
+    const int waves = plan.dx_row_waves ? 2 : 1;
+    if (plan.dx_row_waves) {
+        const index_t size = p.n * p.c * p.in_plane(), block = 1 << 15;
+        parallel_for(ceil_div(size, block), [&](index_t b) {
+            std::fill(dx + b * block, dx + std::min(size, (b + 1) * block), T(0));
+        }, 1, plan.threads);
+    }
+    for (int wave = 0; wave < waves; ++wave) {
+        // This wave's chunks of each block: chunk = wave + waves * j.
+        const index_t chunks = (plan.dx_row_items - wave + waves - 1) / waves;
+        const index_t per_group = plan.c_blocks * chunks;
+        parallel_for_flush(groups * per_group, [&](index_t item) {
+            const index_t n0 = item / per_group * plan.dx_images, block = item % per_group / chunks;
+            const index_t oh0 = (wave + waves * (item % chunks)) * rows_per_item;
+            data_grad_item(p, plan, dout, w, dx, n0, std::min(plan.dx_images, p.n - n0), block * plan.c_block, oh0,
+                           std::min(p.oh, oh0 + rows_per_item), scratch.mine());
+        }, 1, plan.threads);
+    }
     scratch.verify();
 }
 

@@ -115,10 +115,12 @@ struct ConvBackwardPlan {
     gemm::GemmPlan wgrad_gemm;  // M = filters, N = patch, K = unit pixels
     index_t dots_elems = 0;
     // dx: items (image, channel block[, output-row chunk]), each in output-row chunks through a
-    // dcol scratch; chunks are items of their own (dx_row_items per block) only when kh <= sh.
+    // dcol scratch; chunks are items of their own (dx_row_items per block) when kh <= sh, or
+    // in two waves of alternate chunks (dx_row_waves) when overlapping rows leave too few items.
     // Small planes: items of dx_images whole images, their pixels side by side as GEMM columns.
     index_t c_block = 1, c_blocks = 0, oh_chunk = 1, px_chunk = 0, dcol_elems = 0, dx_row_items = 1;
     index_t dx_images = 1;
+    bool dx_row_waves = false;
     bool dx_one_pixel = false;  // one output pixel an image: W's rows read in place (data_grad_one_pixel)
     gemm::GemmPlan dx_gemm;  // M = block rows (channels x taps), N = item pixels, K = filters
     index_t dx_item_elems = 0;

@@ -187,6 +187,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     bwd["c_block"] = b.c_block;
     bwd["oh_chunk"] = b.oh_chunk;
     bwd["dx_row_items"] = b.dx_row_items;
+    bwd["dx_row_waves"] = b.dx_row_waves;
     bwd["dx_images"] = b.dx_images;
     bwd["dx_gemm"] = gemm_plan_dict(b.dx_gemm);
     bwd["fused"] = b.fused;

@@ -277,6 +277,24 @@ def test_pointwise_data_grad(N, C, H, W, FN, dtype, poisoned):
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
+    (1, 3, 128, 100, 16, 3, 1, 1),   # VGG conv1_1's window: 3 channels, rows overlapping by 2
+    (1, 3, 227, 227, 24, 11, 4, 0),  # AlexNet conv1's: chunks of >= 2 rows so alternate ones never meet
+    (1, 1, 201, 400, 9, 5, 2, 2),    # one channel, 5x5 stride 2, a short last chunk
+    (2, 1, 200, 200, 16, 3, 1, 0),   # two images: items of (image, chunk)
+    (1, 2, 97, 300, 33, 7, 3, 3),    # 7x7 stride 3, 33 filters
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_data_grad_in_row_waves(N, C, H, W, FN, k, stride, pad, threads, dtype, poisoned, threads_restored):
+    """Overlapping windows with too few images x channels for the threads (and at least 8 MFLOP
+    of dx): dx zeroed, then its output-row chunks in two waves, even chunks then odd ones; dx
+    with dW and alone against the naive loops, buffers poisoned. A tiny layer keeps one wave."""
+    fastconv.set_num_threads(threads)
+    _assert_dx_path_matches_naive((N, C, H, W), (FN, C, k, k), stride, pad, dtype, f"in row waves, {threads} threads",
+                                  lambda plan: plan["dx_row_waves"] and plan["dx_row_items"] > 2)
+    assert not fastconv.explain_plan((1, 1, 28, 28), (6, 1, 5, 5), dtype=dtype)["backward"]["dx_row_waves"]
+
+
+@pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
     (1, 16, 5, 5, 120, 5, 1, 0),   # LeNet-5's c5 at batch 1: 400 rows, 16 full NR tiles of 24 and an edge
     (8, 16, 5, 5, 120, 5, 1, 0),   # ... at batch 8: one MR tile of images
     (9, 3, 4, 4, 5, 4, 1, 0),      # 9 images: an MR tile and one more; 48 rows, whole tiles at NR 16, 24, 48
