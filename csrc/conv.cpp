@@ -757,7 +757,7 @@ void data_grad_one_pixel(const Conv2dParams& p, const ConvBackwardPlan<T>& plan,
 
 // dx of channels [c0, c0 + c_block) of images [n0, n0 + images) from output rows
 // [oh_begin, oh_end) (all of them when images > 1), in oh_chunk chunks through dcol; zeroes
-// the input rows those outputs own first.
+// the input rows those outputs own first (with row waves, data_grad has zeroed all of dx).
 template <class T>
 void data_grad_item(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx,
                     index_t n0, index_t images, index_t c0, index_t oh_begin, index_t oh_end, Span<T> scratch) {

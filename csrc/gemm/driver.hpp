@@ -98,9 +98,10 @@ struct ImageColumnsC {
     void tile(index_t i, index_t j, int m, int n, bool accumulate, Run&& run) const {
         index_t g = j0 + j;
         if (g % plane + n <= plane) return run(at(i, j), plane);
-        // One contiguous segment of the tile's columns per image: copied row by row, these
-        // loops vectorise (a column-by-column pointer table cost ~20 % of a batch-8 7x7 1x1
-        // layer, whose 48-wide tiles nearly all span two images; NOTES section 46).
+        // One contiguous segment of the tile's columns per image, copied row by row (loops
+        // that vectorise, where a column-by-column pointer table did not; on a batch-8 7x7 1x1
+        // layer, whose 48-wide tiles nearly all span two images, the two ran within the noise:
+        // NOTES section 46).
         struct Segment {
             T* row0;
             int q0, len;
