@@ -15,21 +15,22 @@ namespace fastconv::isa {
 namespace {
 // 8 rows x 3 vectors: 24 accumulators + 3 B vectors + 1 broadcast of the 32 zmm registers.
 template <class T>
-Kernels<T> avx512_kernels(const char* gemm_name, index_t kc, index_t nc) {
-    using Tile = gemm::VectorTile<T, 8, 3, 64>;
-    return {{{gemm_name, 8, Tile::NR, Tile::L, kc, 128, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
-            &fma_burn<T, 64, 24>,
-            make_plane_kernels<T>()};
+using Tile = gemm::VectorTile<T, 8, 3, 64>;
+template <class T>
+constexpr gemm::MicroKernel<T> avx512_gemm(const char* name, index_t kc, index_t nc) {
+    return {name, 8, Tile<T>::NR, Tile<T>::L, kc, 128, nc, &Tile<T>::run, &Tile<T>::run_b_rows, &Tile<T>::run_b_gather};
 }
+constexpr gemm::MicroKernel<float> kF32Gemm[] = {avx512_gemm<float>("f32_gemm_8x48__avx512f", FASTCONV_KC32, 3072)};
+constexpr gemm::MicroKernel<double> kF64Gemm[] = {avx512_gemm<double>("f64_gemm_8x24__avx512f", FASTCONV_KC64, 1536)};
 bool cpu_has_avx512() { return __builtin_cpu_supports("avx512f"); }
+constexpr Family kAvx512 = {"avx512f", &cpu_has_avx512,
+                            {{kF32Gemm, 1}, &fma_burn<float, 64, 24>, make_plane_kernels<float>()},
+                            {{kF64Gemm, 1}, &fma_burn<double, 64, 24>, make_plane_kernels<double>()}};
 }  // namespace
 
-void append_avx512(std::vector<Family>& table) {
-    table.push_back({"avx512f", &cpu_has_avx512, avx512_kernels<float>("f32_gemm_8x48__avx512f", FASTCONV_KC32, 3072),
-                     avx512_kernels<double>("f64_gemm_8x24__avx512f", FASTCONV_KC64, 1536)});
-}
+const Family* avx512_family() { return &kAvx512; }
 #else
-void append_avx512(std::vector<Family>&) {}
+const Family* avx512_family() { return nullptr; }
 #endif
 
 }  // namespace fastconv::isa

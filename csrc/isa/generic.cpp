@@ -29,18 +29,19 @@ constexpr const char* kNames[] = {"f32_gemm_4x8__scalar", "f64_gemm_4x4__scalar"
 #endif
 
 template <class T>
-Kernels<T> generic_kernels(index_t nc) {
+constexpr gemm::MicroKernel<T> generic_gemm(index_t nc) {
     using Tile = GenericTile<T>;
     const char* name = kNames[sizeof(T) == 4 ? 0 : 1];
-    return {{{name, 4, kGenericNr<T>, kGenericLanes<T>, 256, 128, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather}},
-            &generic_fma_burn<T>,
-            make_plane_kernels<T>()};
+    return {name, 4, kGenericNr<T>, kGenericLanes<T>, 256, 128, nc, &Tile::run, &Tile::run_b_rows, &Tile::run_b_gather};
 }
+constexpr gemm::MicroKernel<float> kF32Gemm[] = {generic_gemm<float>(2048)};
+constexpr gemm::MicroKernel<double> kF64Gemm[] = {generic_gemm<double>(1024)};
 bool cpu_has_baseline() { return true; }
+constexpr Family kGeneric = {"generic", &cpu_has_baseline,
+                             {{kF32Gemm, 1}, &generic_fma_burn<float>, make_plane_kernels<float>()},
+                             {{kF64Gemm, 1}, &generic_fma_burn<double>, make_plane_kernels<double>()}};
 }  // namespace
 
-void append_generic(std::vector<Family>& table) {
-    table.push_back({"generic", &cpu_has_baseline, generic_kernels<float>(2048), generic_kernels<double>(1024)});
-}
+const Family* generic_family() { return &kGeneric; }
 
 }  // namespace fastconv::isa

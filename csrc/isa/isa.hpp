@@ -15,9 +15,20 @@ namespace fastconv::isa {
 
 using gemm::index_t;
 
+// A family's GEMM micro-kernels, best first: a view of a constant array in its translation unit.
+template <class T>
+struct KernelList {
+    const gemm::MicroKernel<T>* first;
+    int count;
+    const gemm::MicroKernel<T>* begin() const { return first; }
+    const gemm::MicroKernel<T>* end() const { return first + count; }
+    const gemm::MicroKernel<T>& front() const { return *first; }
+    bool empty() const { return count == 0; }
+};
+
 template <class T>
 struct Kernels {
-    std::vector<gemm::MicroKernel<T>> gemm;  // best first
+    KernelList<T> gemm;
     // The FMA ceiling for this vector width: FLOP done in `iters` steps (0: no probe built).
     double (*fma_burn)(index_t iters, T* sink);
     PlaneKernels<T> planes;
@@ -36,10 +47,13 @@ struct Family {
     }
 };
 
-// Each family's translation unit appends it, or nothing when built without its ISA's flags.
-void append_avx512(std::vector<Family>& table);
-void append_avx2(std::vector<Family>& table);
-void append_generic(std::vector<Family>& table);
+// Each family's translation unit exports its Family as constant-initialised data (null when
+// built without its ISA's flags): code compiled with AVX-512 flags must not run, not even to
+// copy a descriptor, before cpu_has() said the CPU has them -- a struct copy there is free to
+// use zmm registers, which raised SIGILL on AVX2-only CPUs.
+const Family* avx512_family();
+const Family* avx2_family();
+const Family* generic_family();
 
 // Every family compiled in, best first; the generic one, always last, runs on any CPU.
 const std::vector<Family>& families();

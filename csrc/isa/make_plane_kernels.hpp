@@ -585,7 +585,7 @@ void dots(std::int64_t rows, std::int64_t n, const T* a, std::int64_t lda, const
 }  // namespace planes
 
 template <class T>
-PlaneKernels<T> make_plane_kernels() {
+constexpr PlaneKernels<T> make_plane_kernels() {
     PlaneKernels<T> k{&planes::max_forward<T>, &planes::avg_forward<T>, nullptr, nullptr, 0, 0,
                       &planes::relu_mask_forward<T>, &planes::relu_mask_backward<T>, &planes::dots<T>};
 #if defined(__GNUC__)

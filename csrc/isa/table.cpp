@@ -15,9 +15,8 @@ void check_blocking(const Family& family) {
 
 std::vector<Family> build_table() {
     std::vector<Family> table;
-    append_avx512(table);
-    append_avx2(table);
-    append_generic(table);
+    for (const Family* family : {avx512_family(), avx2_family(), generic_family()})
+        if (family) table.push_back(*family);
     for (const Family& family : table) {
         if (family.f32.gemm.empty() || family.f64.gemm.empty())
             throw std::logic_error(std::string("ISA family ") + family.name + " has no GEMM kernel");
