@@ -33,6 +33,17 @@ void set_forward_algorithm(const std::string& name);
 std::string forward_algorithm_setting();
 std::optional<ForwardAlgorithm> forced_forward_algorithm();  // nullopt: the auto rule
 
+// The shifted-rows GEMM's tiles: MR filters by NR pixels (W . B), or MR pixels by NR filters
+// (B^T . W^T, the block computed transposed), where a small plane's pitch fills MR rows
+// better than NR-wide tiles.
+enum class ShiftedTiles {
+    filters_by_pixels,
+    pixels_by_filters,
+};
+// Forced by tests like the algorithm ("auto", "filters_by_pixels" or "pixels_by_filters").
+void set_shifted_rows_tiles(const std::string& name);
+std::string shifted_rows_tiles_setting();
+
 enum class WeightGradAlgorithm {
     gemm,  // dout . im2col^T, the transposed im2col packed as B (in groups, or in column blocks)
     dots,  // stride 1, small patches: dot products along the padded rows (weight_grad_dots.hpp)
@@ -87,6 +98,8 @@ struct ConvForwardPlan {
     index_t rows = 0, row_items = 0, pitch = 0, channel_ld = 0, image_elems = 0;
     index_t shared_elems = 0;       // shifted_rows: W packed once per call, read by every thread
     bool weights_in_place = false;  // shifted_rows: or W's rows read in place (shared_elems = 0)
+    ShiftedTiles tiles = ShiftedTiles::filters_by_pixels;  // pixels_by_filters: W^T packed, shared
+    index_t pixel_panel_elems = 0;  // pixels_by_filters: the item's pixels packed in MR panels
 };
 
 // Which gradients a backward call computes: dx alone is a transposed convolution, dW alone is

@@ -16,6 +16,7 @@
 // The implicit-im2col path instead packs kh*kw copies of the image per item.
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -147,6 +148,17 @@ std::optional<ForwardAlgorithm> forced_forward_algorithm() {
     return static_cast<ForwardAlgorithm>(forced);
 }
 
+namespace {
+std::atomic<int> g_shifted_tiles{-1};
+constexpr const char* kTilesNames[] = {"filters_by_pixels", "pixels_by_filters"};
+}  // namespace
+
+void set_shifted_rows_tiles(const std::string& name) {
+    g_shifted_tiles = algorithm_index(name, kTilesNames, 2, "set_shifted_rows_tiles");
+}
+
+std::string shifted_rows_tiles_setting() { return algorithm_name(g_shifted_tiles.load(), kTilesNames); }
+
 // Depth block of the gathered GEMM: its KC x NR slice of B rows fits L1 while the MR loop reuses
 // it. Half of L1 (KC = 128 on a Xeon's 48 KiB) measured 3-7 % slower in float64 than all of it
 // (NOTES section 37): fewer passes over the output block outweigh the L1 misses.
@@ -175,12 +187,36 @@ index_t rows_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, ind
 // Filters per item: all of them, unless the row blocks alone leave threads idle (a batch-1
 // 13x13 layer is one block): then blocks of whole MR panels. W is packed once per call, so a
 // filter block only repeats the copy of its padded rows, a small fraction of its GEMM.
+// `panel`: the filters of one tile (MR, or NR when the tiles are pixels by filters).
 template <class T>
-index_t filters_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, index_t row_blocks) {
-    const index_t mr = plan.kern->mr, want = 4 * plan.threads;
-    if (plan.threads <= 1 || row_blocks >= want || p.oc < 2 * mr) return p.oc;
-    const index_t blocks = std::min(ceil_div(want, row_blocks), ceil_div(p.oc, mr));
-    return round_up(ceil_div(p.oc, blocks), mr);
+index_t filters_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, index_t row_blocks, index_t panel) {
+    const index_t want = 4 * plan.threads;
+    if (plan.threads <= 1 || row_blocks >= want || p.oc < 2 * panel) return p.oc;
+    const index_t blocks = std::min(ceil_div(want, row_blocks), ceil_div(p.oc, panel));
+    return round_up(ceil_div(p.oc, blocks), panel);
+}
+
+// The cost of n columns in tiles, in columns: whole NR tiles, then the edge in vectors, where
+// an edge of one vector counts one and a half: its MR broadcasts per vector of FMAs bound it by
+// loads (64 filters as 48 + 16 ran 8-24 % slower than 72 pixels as 48 + 32, NOTES section 47).
+template <class T>
+double columns_run(const MicroKernel<T>& kern, index_t n) {
+    const index_t edge_vectors = ceil_div(n % kern.nr, kern.lanes);
+    return double(n / kern.nr * kern.nr) + (edge_vectors == 1 ? 1.5 : double(edge_vectors)) * kern.lanes;
+}
+
+// Pixels by filters where its tiles cost a twelfth less than filters by pixels (the pixel
+// panels are copied, about 5 % of a 3x3's FMAs at 64 channels), and only where W is packed
+// anyway: W^T cannot be read in place. A 7x7 plane at pitch 8 runs 56 pixels as 7 full MR
+// panels, against a 48-wide and a 16-wide tile; 128 filters fill 48 + 48 + 32.
+template <class T>
+ShiftedTiles choose_tiles(const Conv2dParams& p, const MicroKernel<T>& kern, index_t npx, index_t filter_block,
+                          bool weights_in_place) {
+    if (const int forced = g_shifted_tiles.load(); forced >= 0) return static_cast<ShiftedTiles>(forced);
+    if (weights_in_place || p.win.kh * p.win.kw == 1) return ShiftedTiles::filters_by_pixels;
+    const double by_pixels = npx / columns_run(kern, npx) * filter_block / double(round_up(filter_block, kern.mr));
+    const double by_filters = npx / double(round_up(npx, kern.mr)) * filter_block / columns_run(kern, filter_block);
+    return 12 * by_filters >= 13 * by_pixels ? ShiftedTiles::pixels_by_filters : ShiftedTiles::filters_by_pixels;
 }
 
 constexpr index_t kPointwiseImplicitTiles = 4;
@@ -213,7 +249,14 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     const PhaseSplit split = phase_split(w);
     const index_t Wp = strided ? p.ow + split.kw - 1 : pointwise ? p.ow : std::max(p.w + w.pw, p.ow);
     const index_t rows = rows_per_item(p, plan, Wp), row_blocks = p.n * ceil_div(p.oh, rows);
-    const index_t filter_block = filters_per_item(p, plan, row_blocks);
+    // Packing W pays once its panels serve many row blocks: read in place, batch-1 and batch-8
+    // layers ran 1.1-1.4x faster (ResNet-18 layer 4, AlexNet conv4, VGG conv5); 100 images of
+    // DeepConvNet's conv6 ran 3 % slower (NOTES section 37).
+    const bool weights_in_place = row_blocks <= 8 * plan.threads;
+    const ShiftedTiles tiles = choose_tiles(p, kern, rows * Wp, filters_per_item(p, plan, row_blocks, kern.mr),
+                                            weights_in_place);
+    const bool pixel_tiles = tiles == ShiftedTiles::pixels_by_filters;
+    const index_t filter_block = filters_per_item(p, plan, row_blocks, pixel_tiles ? kern.nr : kern.mr);
     const index_t items = row_blocks * ceil_div(p.oc, filter_block);
     const bool few_pad_columns = 2 * Wp <= 3 * p.ow;
     const bool wide = rows * Wp >= kern.nr && items >= plan.threads;
@@ -240,27 +283,31 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     plan.image_elems = booking.book(p.c * split.per_channel() * plan.channel_ld + kern.nr);
     plan.c_block_elems = booking.book(filter_block * rows * Wp);
     plan.gemm = gemm::plan_gemm(kern, p.oc, rows * Wp, p.patch(), gathered_kc<T>(kern));
+    plan.tiles = tiles;
+    plan.pixel_panel_elems = pixel_tiles ? booking.book(round_up(rows * Wp, kern.mr) * plan.gemm.kc) : 0;
     plan.thread_elems = booking.total();
-    // Packing W pays once its panels serve many row blocks: read in place, batch-1 and batch-8
-    // layers ran 1.1-1.4x faster (ResNet-18 layer 4, AlexNet conv4, VGG conv5); 100 images of
-    // DeepConvNet's conv6 ran 3 % slower (NOTES section 37).
-    plan.weights_in_place = row_blocks <= 8 * plan.threads;
-    plan.shared_elems = plan.weights_in_place ? 0 : round_up(p.oc, kern.mr) * p.patch();
+    plan.weights_in_place = weights_in_place && !pixel_tiles;
+    plan.shared_elems = plan.weights_in_place ? 0 : round_up(p.oc, pixel_tiles ? kern.nr : kern.mr) * p.patch();
     plan.chunk = rows * Wp;
     return true;
 }
 
-// W (M x K) as the A panels of every depth block: block pc at packed + pc * round_up(M, MR),
-// one MR panel per item (a 512-filter 3x3 layer's 9 MB of weights took a serial millisecond).
+// W (M x K) as the A panels of every depth block (block pc at packed + pc * round_up(M, MR)),
+// or with `transposed` W^T as the B panels (NR filters each, block pc at pc * round_up(M, NR)):
+// one panel per item (a 512-filter 3x3 layer's 9 MB of weights took a serial millisecond).
 template <class T>
-void pack_weights(const gemm::GemmPlan& g, int mr, const T* w, index_t M, index_t K, Span<T> packed,
-                  int threads) {
-    const index_t rows = round_up(M, mr), panels = rows / mr;
+void pack_weights(const gemm::GemmPlan& g, int panel, bool transposed, const T* w, index_t M, index_t K,
+                  Span<T> packed, int threads) {
+    const index_t rows = round_up(M, panel), panels = rows / panel;
     packed.need(rows * K, "shifted_rows_forward", "packed weights");
     const int team = M * K >= kParallelPackElems ? threads : 1;
     parallel_for(ceil_div(K, g.kc) * panels, [&](index_t item) {
-        const index_t pc = (item / panels) * g.kc, kc = std::min(g.kc, K - pc), ic = (item % panels) * mr;
-        gemm::pack_a_rows(w, K, M, mr, ic, mr, pc, kc, packed.from(pc * rows + ic * kc, "pack_weights"));
+        const index_t pc = (item / panels) * g.kc, kc = std::min(g.kc, K - pc), i0 = (item % panels) * panel;
+        const Span<T> dst = packed.from(pc * rows + i0 * kc, "pack_weights");
+        if (transposed)
+            gemm::pack_b_cols(w, K, M, panel, pc, kc, i0, panel, dst);
+        else
+            gemm::pack_a_rows(w, K, M, panel, i0, panel, pc, kc, dst);
     }, 1, team);
 }
 
@@ -279,7 +326,8 @@ void tap_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, Span<T> buf
         rows[k] = buf.data + offset;
         farthest = std::max(farthest, offset);
     }
-    buf.need(farthest + round_up(plan.chunk, plan.kern->nr), "shifted_rows_forward", "rows read by the last panel");
+    const index_t read = std::max(round_up(plan.chunk, plan.kern->nr), round_up(plan.chunk, plan.kern->mr));
+    buf.need(farthest + read, "shifted_rows_forward", "rows read by the last panel");
 }
 
 // block (mb x npx, row stride npx) = rows [m0, m0 + mb) of W (M x K) . B + bias, B rows through
@@ -311,14 +359,71 @@ void gemm_gathered(const MicroKernel<T>& kern, const gemm::GemmPlan& g, index_t 
     }
 }
 
+// mr elements: at the kernels' MR of 8 a fixed-size copy (a call to memmove per panel row cost
+// an eighth of the time).
+template <class T>
+inline void copy_panel_row(const T* src, index_t mr, T* dst) {
+    if (mr == 8) {
+        T row[8];
+        std::memcpy(row, src, sizeof row);
+        std::memcpy(dst, row, sizeof row);
+    } else {
+        std::copy_n(src, mr, dst);
+    }
+}
+
+// block (npx x mb, row stride mb) = B^T . W^T for filters [m0, m0 + mb), m0 a multiple of NR:
+// per depth block the item's pixels are copied into MR-row panels (pixel q of B row k is
+// rows[k][q]) and each NR panel of the packed W^T stays in L1 across them.
+template <class T>
+void gemm_pixel_tiles(const MicroKernel<T>& kern, const gemm::GemmPlan& g, index_t M, index_t m0, index_t mb,
+                      index_t K, index_t npx, const T* packed_wt, const T* const* rows, Span<T> panels,
+                      Span<T> block) {
+    block.need(npx * mb, "shifted_rows_forward", "transposed output block");
+    const index_t mr = kern.mr, nr = kern.nr, cols = round_up(M, nr);
+    for (index_t pc = 0; pc < K; pc += g.kc) {
+        const index_t kc = std::min(g.kc, K - pc);
+        panels.need(round_up(npx, mr) * kc, "shifted_rows_forward", "pixel panels");
+        for (index_t ir = 0; ir < npx; ir += mr)
+            for (index_t k = 0; k < kc; ++k) copy_panel_row(rows[pc + k] + ir, mr, panels.data + ir * kc + k * mr);
+        for (index_t jr = 0; jr < mb; jr += nr) {
+            const int n = static_cast<int>(std::min(nr, mb - jr));
+            const T* b = packed_wt + pc * cols + (m0 + jr) * kc;
+            for (index_t ir = 0; ir < npx; ir += mr)
+                kern.run(kc, panels.data + ir * kc, b, block.data + ir * mb + jr, mb,
+                         static_cast<int>(std::min(mr, npx - ir)), n, pc > 0, nullptr);
+        }
+    }
+}
+
+// The item's block into NCHW, pad columns dropped: row f of a filters-by-pixels block, or
+// column f (plus its bias, which the transposed GEMM leaves out) of a pixels-by-filters one.
+template <class T>
+void copy_block_out(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* block, index_t n, index_t m0,
+                    index_t mb, index_t oh0, index_t noh, const T* bias, T* out) {
+    const index_t Wp = plan.pitch, npx = noh * Wp;
+    for (index_t f = 0; f < mb; ++f) {
+        T* dst = out + ((n * p.oc + m0 + f) * p.oh + oh0) * p.ow;
+        if (plan.tiles == ShiftedTiles::filters_by_pixels) {
+            for (index_t r = 0; r < noh; ++r) std::copy_n(block + f * npx + r * Wp, p.ow, dst + r * p.ow);
+            continue;
+        }
+        const T b = bias ? bias[m0 + f] : T(0);
+        for (index_t r = 0; r < noh; ++r)
+            for (index_t q = 0; q < p.ow; ++q) dst[r * p.ow + q] = block[(r * Wp + q) * mb + f] + b;
+    }
+}
+
 template <class T>
 void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* x, const T* w,
                           const T* bias, T* out) {
     const MicroKernel<T>& kern = *plan.kern;
     const index_t M = p.oc, K = p.patch(), Wp = plan.pitch;
+    const bool pixel_tiles = plan.tiles == ShiftedTiles::pixels_by_filters;
     gemm::AlignedBuffer<T> packed(plan.shared_elems);
     if (!plan.weights_in_place)
-        pack_weights(plan.gemm, kern.mr, w, M, K, Span<T>{packed.get(), plan.shared_elems}, plan.threads);
+        pack_weights(plan.gemm, pixel_tiles ? kern.nr : kern.mr, pixel_tiles, w, M, K,
+                     Span<T>{packed.get(), plan.shared_elems}, plan.threads);
     const T* packed_w = plan.weights_in_place ? nullptr : packed.get();
     ThreadScratch<T> scratch(plan.thread_elems, plan.threads, "shifted_rows_forward");
     std::vector<const T*> row_tables(static_cast<std::size_t>(plan.threads * K));
@@ -343,12 +448,12 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
             load_item_rows(p, plan, x + n * p.c * p.in_plane(), oh0, noh, buf);
             loaded[thread_index()] = row_item;
         }
-        gemm_gathered(kern, plan.gemm, M, m0, mb, K, npx, packed_w, w, rows, bias, block);
-        for (index_t f = 0; f < mb; ++f)
-            for (index_t r = 0; r < noh; ++r) {
-                const T* src = block.data + f * npx + r * Wp;
-                std::copy(src, src + p.ow, out + ((n * M + m0 + f) * p.oh + oh0 + r) * p.ow);
-            }
+        if (pixel_tiles)
+            gemm_pixel_tiles(kern, plan.gemm, M, m0, mb, K, npx, packed_w, rows,
+                             mine.take(plan.pixel_panel_elems, "shifted_rows_forward", "pixel panels"), block);
+        else
+            gemm_gathered(kern, plan.gemm, M, m0, mb, K, npx, packed_w, w, rows, bias, block);
+        copy_block_out(p, plan, block.data, n, m0, mb, oh0, noh, bias, out);
     }, 1, plan.threads);
     scratch.verify();
 }

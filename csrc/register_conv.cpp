@@ -165,6 +165,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
                                                                   : "batch_chunks";
     fwd["rows"] = f.rows;
     fwd["pitch"] = f.pitch;
+    fwd["tiles"] = f.tiles == ShiftedTiles::pixels_by_filters ? "pixels_by_filters" : "filters_by_pixels";
     fwd["chunk"] = f.chunk;
     fwd["items"] = f.items;
     fwd["gemm"] = gemm_plan_dict(f.gemm);
@@ -227,6 +228,10 @@ void register_conv(py::module_& m) {
           "Force the convolution forward algorithm: 'auto' (the cost rule), 'implicit_gemm', 'shifted_rows' "
           "(stride 1 only; other shapes fall back) or 'pixel_dots'. Tests only.");
     m.def("get_forward_algorithm", &forward_algorithm_setting);
+    m.def("set_shifted_rows_tiles", &set_shifted_rows_tiles, "name"_a,
+          "Force the shifted-rows GEMM's tiles: 'auto' (the lane rule), 'filters_by_pixels' or "
+          "'pixels_by_filters' (the block computed transposed). Tests only.");
+    m.def("get_shifted_rows_tiles", &shifted_rows_tiles_setting);
     m.def("set_weight_grad_algorithm", &set_weight_grad_algorithm, "name"_a,
           "Force the convolution weight-gradient algorithm: 'auto' (the cost rule), 'gemm' (in groups or in "
           "column blocks), 'dots' (stride 1 only; other shapes take the GEMM) or 'taps'. Tests only.");

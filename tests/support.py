@@ -64,6 +64,11 @@ def forward_algorithm(name: str):
     return _setting(fastconv._core.get_forward_algorithm, fastconv._core.set_forward_algorithm, name)
 
 
+def shifted_rows_tiles(name: str):
+    """Force the shifted-rows GEMM's tile orientation for the block ("auto": the lane rule)."""
+    return _setting(fastconv._core.get_shifted_rows_tiles, fastconv._core.set_shifted_rows_tiles, name)
+
+
 def weight_grad_algorithm(name: str):
     """Force the native weight-gradient algorithm for the block ("auto": the cost rule)."""
     return _setting(fastconv._core.get_weight_grad_algorithm, fastconv._core.set_weight_grad_algorithm, name)

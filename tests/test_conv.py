@@ -11,8 +11,8 @@ import naive
 from cases import CASES, SMALL_CASES, params
 from real_sizes import kernel_of
 from support import (FORWARD_ALGORITHMS, WEIGHT_GRAD_ALGORITHMS, assert_close, assert_exact, assert_result_array,
-                     backend_context, forward_algorithm, gemm_family, randn, rng_for, seed_note, small_ints,
-                     weight_grad_algorithm)
+                     backend_context, forward_algorithm, gemm_family, randn, rng_for, seed_note, shifted_rows_tiles,
+                     small_ints, weight_grad_algorithm)
 
 
 @functools.lru_cache(maxsize=None)
@@ -203,6 +203,73 @@ def test_strided_pointwise_on_shifted_rows(N, C, H, W, FN, stride, dtype, poison
         assert fastconv.explain_plan(x.shape, w.shape, stride=stride, dtype=dtype)["forward"]["algorithm"] == "shifted_rows"
         assert_close(fastconv.conv2d(x, w, b, stride, 0), ref, absref, C + 1, dtype, "strided 1x1, forced")
     assert_close(fastconv.conv2d(x, w, b, stride, 0), ref, absref, C + 1, dtype, "strided 1x1, auto")
+
+
+@pytest.mark.parametrize("N, C, H, W, k, stride, pad, filters", [
+    (5, 16, 7, 7, 3, 1, 1, "2 NR + 2 lanes"),  # 7 full MR panels of pixels per image
+    (3, 40, 9, 11, 3, 1, 1, "NR - 1"),         # K = 360 crosses KC; 9 x 12 = 108 pixels: a short MR panel
+    (2, 8, 6, 5, 3, 1, 0, "NR"),               # 4 x 4 = 16 pixels (pitch 4, no pad columns)
+    (1, 24, 30, 31, 3, 1, 1, "NR + 1"),        # several row items, a short last one; a one-column edge
+    (2, 5, 13, 12, 5, 2, 2, "2 NR + lanes"),   # phase rows; a one-vector edge
+    (1, 3, 23, 23, 11, 4, 0, "NR + 1"),        # AlexNet conv1's window: 3 x 3 taps of 4 x 4 phases
+])
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+def test_shifted_rows_pixel_tiles(N, C, H, W, k, stride, pad, filters, family, dtype, poisoned, threads_restored):
+    """The shifted-rows GEMM computed transposed -- MR-pixel panels copied from the rows, W^T in
+    NR-filter panels packed once, the bias added as the block is copied out -- against the
+    naive loops with buffers poisoned, forced on 1 and 2 threads (batch 1: filter blocks of
+    whole NR panels), under every family, with filters around NR and its vector edges."""
+    kern = kernel_of(family, dtype.name)
+    nr, lanes = kern["nr"], kern["lanes"]
+    FN = {"NR - 1": nr - 1, "NR": nr, "NR + 1": nr + 1, "2 NR + lanes": 2 * nr + lanes,
+          "2 NR + 2 lanes": 2 * nr + 2 * lanes}[filters]
+    rng = rng_for("pixel-tiles", N, C, H, W, k, stride, pad, FN, family)
+    x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype), randn(rng, (FN,), dtype)
+    ref = naive.conv2d(x, w, b, stride, pad)
+    absref = naive.conv2d(np.abs(x), np.abs(w), np.abs(b), stride, pad)
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        with backend_context(f"native:{family}"), forward_algorithm("shifted_rows"), \
+                shifted_rows_tiles("pixels_by_filters"):
+            plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["forward"]
+            out = fastconv.conv2d(x, w, b, stride, pad)
+        assert plan["algorithm"] == "shifted_rows" and plan["tiles"] == "pixels_by_filters", plan
+        assert plan["filter_block"] == FN or plan["filter_block"] % nr == 0, plan
+        assert_close(out, ref, absref, C * k * k + 1, dtype, f"pixel tiles ({family}, {threads} threads)")
+
+
+def _columns_run(n, nr, lanes):
+    """Columns n costs in tiles: whole NR tiles, then the edge in vectors, one vector as 1.5."""
+    edge = -(-(n % nr) // lanes)
+    return n // nr * nr + (1.5 if edge == 1 else edge) * lanes
+
+
+@pytest.mark.parametrize("N, H, FN", [
+    (100, 7, 128),  # the seed CNN's conv3 at batch 100
+    (100, 8, 64),   # DeepConvNet's conv6: 64 filters end in a one-vector tile
+    (1, 7, 128),    # batch 1: W read in place
+    (100, 14, 128),  # 210 pixels fill 48-wide tiles well
+])
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+def test_pixel_tiles_rule_weighs_tile_edges(N, H, FN, family, threads_restored):
+    """The auto rule computes the block transposed where pixels in MR panels and filters in
+    NR-wide tiles cost a twelfth less than the other way round, a one-vector edge counted one
+    and a half, and only where W is packed anyway; on AVX-512 that is float32's 7x7 planes
+    with 128 filters at batch 100 alone (float64's 8-lane tiles already fit 56 pixels)."""
+    fastconv.set_num_threads(2)
+    for dtype in ("float32", "float64"):
+        kern = kernel_of(family, dtype)
+        with backend_context(f"native:{family}"):
+            f = fastconv.explain_plan((N, 64, H, H), (FN, 64, 3, 3), pad=1, dtype=dtype)["forward"]
+        assert f["algorithm"] == "shifted_rows", f
+        npx, mr, nr, lanes = f["rows"] * f["pitch"], kern["mr"], kern["nr"], kern["lanes"]
+        by_pixels = npx / _columns_run(npx, nr, lanes) * FN / (-(-FN // mr) * mr)
+        by_filters = npx / (-(-npx // mr) * mr) * FN / _columns_run(FN, nr, lanes)
+        packed = N * -(-H // f["rows"]) > 8 * 2
+        want = "pixels_by_filters" if packed and 12 * by_filters >= 13 * by_pixels else "filters_by_pixels"
+        assert f["tiles"] == want, (dtype, f, kern)
+        if family == "avx512f":
+            assert (want == "pixels_by_filters") == ((N, H, FN, dtype) == (100, 7, 128, "float32")), (dtype, f)
 
 
 def _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, what):

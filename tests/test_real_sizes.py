@@ -15,7 +15,7 @@ import fastconv
 from fastconv import _core
 import real_sizes
 from support import (FORWARD_ALGORITHMS, assert_close, assert_exact, backend_context, forward_algorithm, rng_for,
-                     weight_grad_algorithm)
+                     shifted_rows_tiles, weight_grad_algorithm)
 
 CONV = real_sizes.tier()
 POOL = real_sizes.pool_tier()
@@ -222,19 +222,25 @@ def test_affine_at_real_sizes(s, poisoned):
 SHIFTED = real_sizes.shifted_rows_tier()
 
 
+@pytest.mark.parametrize("tiles", ["filters_by_pixels", "pixels_by_filters"])
 @pytest.mark.parametrize("s", SHIFTED, ids=[_id(i, s) for i, s in enumerate(SHIFTED)])
-def test_shifted_rows_forward(s, poisoned):
-    rng = rng_for("shifted-rows", real_sizes.describe(s))
+def test_shifted_rows_forward(s, tiles, poisoned):
+    """Both tile orientations: filters in MR panels over pixel tiles, and the block computed
+    transposed (pixels in MR panels copied from the rows, W^T packed in NR-filter panels)."""
+    rng = rng_for("shifted-rows", real_sizes.describe(s), tiles)
     dt = np.dtype(s["dtype"])
     x = rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(dt)
     w = rng.standard_normal((s["FN"], s["C"], s["kh"], s["kw"])).astype(dt)
     b = rng.standard_normal(s["FN"]).astype(dt)
     stride, pad = (s["sh"], s["sw"]), (s["ph"], s["pw"])
-    with forward_algorithm("shifted_rows"):
+    with forward_algorithm("shifted_rows"), shifted_rows_tiles(tiles):
         out = _native(s["family"], fastconv.conv2d, x, w, b, stride, pad)
+        with real_sizes.forced(s["family"]):
+            plan = real_sizes.plan_of(s, s["dtype"], "shifted_rows")["forward"]
+    assert plan["tiles"] == tiles, plan
     assert_close(out, _ref(fastconv.conv2d, x, w, b, stride, pad),
                  _ref(fastconv.conv2d, np.abs(x), np.abs(w), np.abs(b), stride, pad),
-                 s["C"] * s["kh"] * s["kw"] + 1, dt, f"shifted-rows forward {real_sizes.describe(s)}")
+                 s["C"] * s["kh"] * s["kw"] + 1, dt, f"shifted-rows forward ({tiles}) {real_sizes.describe(s)}")
 
 
 def test_shifted_rows_tier_reaches_its_blocks():

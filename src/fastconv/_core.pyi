@@ -95,6 +95,13 @@ def set_forward_algorithm(name: str) -> None:
 def get_forward_algorithm() -> str:
     """The forward algorithm setting: 'auto', 'implicit_gemm', 'shifted_rows' or 'pixel_dots'."""
 
+def set_shifted_rows_tiles(name: str) -> None:
+    """Force the shifted-rows GEMM's tiles: 'auto' (the lane rule), 'filters_by_pixels' or
+    'pixels_by_filters' (the block computed transposed). Tests only."""
+
+def get_shifted_rows_tiles() -> str:
+    """The shifted-rows tiles setting: 'auto', 'filters_by_pixels' or 'pixels_by_filters'."""
+
 def set_weight_grad_algorithm(name: str) -> None:
     """Force the convolution weight-gradient algorithm: 'auto' (the cost rule), 'gemm' (in groups
     or in column blocks), 'dots' (stride 1 only; other shapes take the GEMM) or 'taps'. Tests only."""
