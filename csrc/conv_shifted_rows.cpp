@@ -197,23 +197,29 @@ index_t filters_per_item(const Conv2dParams& p, const ConvForwardPlan<T>& plan, 
 }
 
 // The cost of n columns in tiles, in columns: whole NR tiles, then the edge in vectors, where
-// an edge of one vector counts one and a half: its MR broadcasts per vector of FMAs bound it by
-// loads (64 filters as 48 + 16 ran 8-24 % slower than 72 pixels as 48 + 32, NOTES section 47).
+// an edge of one vector of a three-vector tile counts one and a half: its MR broadcasts per
+// vector of FMAs bound it by loads (64 filters as 48 + 16 ran 8-24 % slower than 72 pixels as
+// 48 + 32, NOTES section 47). Not measured so at AVX2's two-vector tiles, where counting it
+// so chose the transposed block on layers that ran 5-12 % slower that way (section 48).
 template <class T>
 double columns_run(const MicroKernel<T>& kern, index_t n) {
     const index_t edge_vectors = ceil_div(n % kern.nr, kern.lanes);
-    return double(n / kern.nr * kern.nr) + (edge_vectors == 1 ? 1.5 : double(edge_vectors)) * kern.lanes;
+    const bool load_bound_edge = edge_vectors == 1 && kern.nr >= 3 * kern.lanes;
+    return double(n / kern.nr * kern.nr) + (load_bound_edge ? 1.5 : double(edge_vectors)) * kern.lanes;
 }
 
 // Pixels by filters where its tiles cost a twelfth less than filters by pixels (the pixel
 // panels are copied, about 5 % of a 3x3's FMAs at 64 channels), and only where W is packed
 // anyway: W^T cannot be read in place. A 7x7 plane at pitch 8 runs 56 pixels as 7 full MR
-// panels, against a 48-wide and a 16-wide tile; 128 filters fill 48 + 48 + 32.
+// panels, against a 48-wide and a 16-wide tile; 128 filters fill 48 + 48 + 32. The item's
+// pixels must fit MC rows: their panels take a packed A block's place in L2, and the copy
+// repeats each row once per tap -- 812 pixels of a 28x28 plane at 16 channels ran 1.4x slower
+// transposed on AVX2 (NOTES section 48).
 template <class T>
 ShiftedTiles choose_tiles(const Conv2dParams& p, const MicroKernel<T>& kern, index_t npx, index_t filter_block,
                           bool weights_in_place) {
     if (const int forced = g_shifted_tiles.load(); forced >= 0) return static_cast<ShiftedTiles>(forced);
-    if (weights_in_place || p.win.kh * p.win.kw == 1) return ShiftedTiles::filters_by_pixels;
+    if (weights_in_place || p.win.kh * p.win.kw == 1 || npx > kern.mc) return ShiftedTiles::filters_by_pixels;
     const double by_pixels = npx / columns_run(kern, npx) * filter_block / double(round_up(filter_block, kern.mr));
     const double by_filters = npx / double(round_up(npx, kern.mr)) * filter_block / columns_run(kern, filter_block);
     return 12 * by_filters >= 13 * by_pixels ? ShiftedTiles::pixels_by_filters : ShiftedTiles::filters_by_pixels;
@@ -359,16 +365,22 @@ void gemm_gathered(const MicroKernel<T>& kern, const gemm::GemmPlan& g, index_t 
     }
 }
 
-// mr elements: at the kernels' MR of 8 a fixed-size copy (a call to memmove per panel row cost
-// an eighth of the time).
+// MR elements as a fixed-size copy at the kernels' MRs (a call to memmove per panel row cost an
+// eighth of the time at MR = 8 and doubled it at MR = 6, NOTES sections 47-48).
+template <int MR, class T>
+inline void copy_fixed(const T* src, T* dst) {
+    T row[MR];
+    std::memcpy(row, src, sizeof row);
+    std::memcpy(dst, row, sizeof row);
+}
+
 template <class T>
 inline void copy_panel_row(const T* src, index_t mr, T* dst) {
-    if (mr == 8) {
-        T row[8];
-        std::memcpy(row, src, sizeof row);
-        std::memcpy(dst, row, sizeof row);
-    } else {
-        std::copy_n(src, mr, dst);
+    switch (mr) {
+        case 4: return copy_fixed<4>(src, dst);
+        case 6: return copy_fixed<6>(src, dst);
+        case 8: return copy_fixed<8>(src, dst);
+        default: std::copy_n(src, mr, dst);
     }
 }
 

@@ -239,9 +239,10 @@ def test_shifted_rows_pixel_tiles(N, C, H, W, k, stride, pad, filters, family, d
 
 
 def _columns_run(n, nr, lanes):
-    """Columns n costs in tiles: whole NR tiles, then the edge in vectors, one vector as 1.5."""
+    """Columns n costs in tiles: whole NR tiles, then the edge in vectors, one vector of a tile
+    of three or more as 1.5."""
     edge = -(-(n % nr) // lanes)
-    return n // nr * nr + (1.5 if edge == 1 else edge) * lanes
+    return n // nr * nr + (1.5 if edge == 1 and nr >= 3 * lanes else edge) * lanes
 
 
 @pytest.mark.parametrize("N, H, FN", [
@@ -249,13 +250,15 @@ def _columns_run(n, nr, lanes):
     (100, 8, 64),   # DeepConvNet's conv6: 64 filters end in a one-vector tile
     (1, 7, 128),    # batch 1: W read in place
     (100, 14, 128),  # 210 pixels fill 48-wide tiles well
+    (100, 28, 16),  # DeepConvNet's conv2: 812 pixels, more than MC rows of panels
 ])
 @pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
 def test_pixel_tiles_rule_weighs_tile_edges(N, H, FN, family, threads_restored):
     """The auto rule computes the block transposed where pixels in MR panels and filters in
-    NR-wide tiles cost a twelfth less than the other way round, a one-vector edge counted one
-    and a half, and only where W is packed anyway; on AVX-512 that is float32's 7x7 planes
-    with 128 filters at batch 100 alone (float64's 8-lane tiles already fit 56 pixels)."""
+    NR-wide tiles cost a twelfth less than the other way round, a one-vector edge of a
+    three-vector tile counted one and a half, only where W is packed anyway and the item's
+    pixels fit MC rows; on AVX-512 that is float32's 7x7 planes with 128 filters at batch 100
+    alone (float64's 8-lane tiles already fit 56 pixels), on AVX2 none of these."""
     fastconv.set_num_threads(2)
     for dtype in ("float32", "float64"):
         kern = kernel_of(family, dtype)
@@ -266,10 +269,14 @@ def test_pixel_tiles_rule_weighs_tile_edges(N, H, FN, family, threads_restored):
         by_pixels = npx / _columns_run(npx, nr, lanes) * FN / (-(-FN // mr) * mr)
         by_filters = npx / (-(-npx // mr) * mr) * FN / _columns_run(FN, nr, lanes)
         packed = N * -(-H // f["rows"]) > 8 * 2
-        want = "pixels_by_filters" if packed and 12 * by_filters >= 13 * by_pixels else "filters_by_pixels"
+        fits_mc = npx <= kern["mc"]
+        want = ("pixels_by_filters" if packed and fits_mc and 12 * by_filters >= 13 * by_pixels
+                else "filters_by_pixels")
         assert f["tiles"] == want, (dtype, f, kern)
         if family == "avx512f":
             assert (want == "pixels_by_filters") == ((N, H, FN, dtype) == (100, 7, 128, "float32")), (dtype, f)
+        if family == "avx2":
+            assert want == "filters_by_pixels", (dtype, f)
 
 
 def _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, what):
