@@ -32,7 +32,9 @@ def symbols(obj: pathlib.Path) -> tuple[set[str], set[str]]:
         name, kind = parts[0], parts[1]
         if kind == "U":
             undefined.add(name)
-        elif kind in DEFINED and (kind.isupper() or kind == "u"):
+        elif kind in DEFINED and (kind.isupper() or kind == "u") and not name.startswith("DW.ref."):
+            # DW.ref.*: the exception tables' pointer to the C++ personality routine, data
+            # every object with unwinding code shares, never code built with the ISA's flags.
             defined.add(name)
     return defined, undefined
 
