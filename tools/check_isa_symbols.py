@@ -18,7 +18,7 @@ import pathlib
 import subprocess
 import sys
 
-DEFINED = set("TtWVuBDR")  # nm types of a definition; lower case ones are local except 'u'
+DEFINED = set("TWVuBDR")  # nm types of an external definition (u: a GNU unique object)
 
 
 def symbols(obj: pathlib.Path) -> tuple[set[str], set[str]]:
@@ -32,7 +32,7 @@ def symbols(obj: pathlib.Path) -> tuple[set[str], set[str]]:
         name, kind = parts[0], parts[1]
         if kind == "U":
             undefined.add(name)
-        elif kind in DEFINED and (kind.isupper() or kind == "u") and not name.startswith("DW.ref."):
+        elif kind in DEFINED and not name.startswith("DW.ref."):
             # DW.ref.*: the exception tables' pointer to the C++ personality routine, data
             # every object with unwinding code shares, never code built with the ISA's flags.
             defined.add(name)
@@ -40,6 +40,8 @@ def symbols(obj: pathlib.Path) -> tuple[set[str], set[str]]:
 
 
 def demangle(names: list[str]) -> list[str]:
+    if not names:
+        return []
     return subprocess.run(["c++filt"], input="\n".join(names), check=True, capture_output=True,
                           text=True).stdout.splitlines()
 
@@ -60,10 +62,10 @@ def main(build_dir: str) -> int:
             if other == obj:
                 continue
             shared = sorted(exported & table[other][0])
-            problems += [f"{obj.name} and {other.name} both define {d}" for d in demangle(shared)] if shared else []
+            problems += [f"{obj.name} and {other.name} both define {d}" for d in demangle(shared)]
             if other in rest:
                 called = sorted((exported - entries) & table[other][1])
-                problems += [f"{other.name} calls {d} of {obj.name} directly" for d in demangle(called)] if called else []
+                problems += [f"{other.name} calls {d} of {obj.name} directly" for d in demangle(called)]
     for p in problems:
         print("check_isa_symbols:", p, file=sys.stderr)
     print(f"check_isa_symbols: {len(isa)} ISA objects, {len(rest)} others, {len(problems)} problems")
