@@ -217,6 +217,27 @@ def test_affine_at_real_sizes(s, poisoned):
     assert_close(db, d64.sum(axis=0), np.abs(d64).sum(axis=0), N, dt, f"affine db {what}")
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_affine_columns_dealt_over_threads(dtype, threads, poisoned, threads_restored):
+    """Outputs around 1, 2 and 3 NC blocks: the columns are dealt evenly over a multiple of the
+    threads (NC + 1 as two halves, 2 NC + 1 as three or four items), each item's edge tile is
+    short, and a thread count that does not divide the items leaves one thread a second item."""
+    fastconv.set_num_threads(threads)
+    for family in real_sizes.families():
+        k = real_sizes.kernel_of(family, dtype)
+        for N, D, H in [(k["mr"] + 1, 9, k["nc"] + 1), (3, k["kc"] + 3, 2 * k["nc"] + 1),
+                        (2 * k["mr"] - 1, 5, 3 * k["nc"] - k["nr"] + 1)]:
+            rng = rng_for("affine-columns", family, dtype, threads, N, D, H)
+            dt = np.dtype(dtype)
+            x, W, b = (rng.standard_normal(shape).astype(dt) for shape in ((N, D), (D, H), (H,)))
+            with backend_context(f"native:{family}"):
+                out = fastconv.affine(x, W, b)
+            x64, W64 = x.astype(np.float64), W.astype(np.float64)
+            assert_close(out, x64 @ W64 + b, np.abs(x64) @ np.abs(W64) + np.abs(b), D + 1, dt,
+                         f"affine {family} {dtype} {N}x{D}x{H} on {threads} threads")
+
+
 # --- the shifted-rows forward ------------------------------------------------------------------
 
 SHIFTED = real_sizes.shifted_rows_tier()
