@@ -158,6 +158,29 @@ def test_strided_pointwise_tile_rule_counts_the_edge_tile_in_vectors(H, family, 
     assert chosen == ("shifted_rows" if 10 * npx >= 9 * run else "implicit_gemm"), (forced, kern)
 
 
+@pytest.mark.parametrize("N", [1, 2, 8])
+@pytest.mark.parametrize("scale", [0.5, 1.0, 1.01, 4.0])  # W bytes / half of L2
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+def test_strided_pointwise_weights_beyond_half_l2_take_the_implicit_path(N, scale, family, dtype):
+    """At batch > 1 a strided 1x1 layer whose weights exceed half of L2 takes the implicit path
+    (shifted rows stream W once per item of a few rows); up to half of L2, and at batch 1, the
+    rules before it decide (a 14x14 plane's items fill their tiles, so shifted rows)."""
+    half_l2 = fastconv._core.cache_sizes()["l2"] // 2
+    C = 64
+    FN = max(1, int(scale * half_l2 / (C * dtype.itemsize)))
+    x_shape, w_shape = (N, C, 28, 28), (FN, C, 1, 1)
+    with backend_context(f"native:{family}"):
+        with forward_algorithm("shifted_rows"):
+            forced = fastconv.explain_plan(x_shape, w_shape, stride=2, dtype=dtype)["forward"]
+        chosen = fastconv.explain_plan(x_shape, w_shape, stride=2, dtype=dtype)["forward"]["algorithm"]
+    kern = kernel_of(family, dtype.name)
+    npx, nr, lanes = forced["rows"] * forced["pitch"], kern["nr"], kern["lanes"]
+    fills_tiles = N == 1 or 10 * npx >= 9 * (npx // nr * nr + -(-(npx % nr) // lanes) * lanes)
+    beyond = FN * C * dtype.itemsize > half_l2
+    expected = "implicit_gemm" if (N > 1 and beyond) or not fills_tiles else "shifted_rows"
+    assert chosen == expected, (FN, forced, kern)
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
     (1, 3, 47, 47, 13, 11, 4, 0),     # AlexNet conv1's window: 3 x 3 phase taps of 4 x 4 phases
     (2, 3, 30, 27, 17, 7, 2, 3),      # the ResNet stem's window, odd widths
