@@ -1,7 +1,8 @@
-// dx of a stride-1 1x1 convolution without padding on small planes ("pointwise dx"): one GEMM
+// dx of a 1x1 convolution without padding on small output planes ("pointwise dx"): one GEMM
 // per block of input channels whose rows are every image's output pixels,
 //     dx^T block (N*P x channels) = dout^T (N*P x FN) . W[:, block] (FN x channels),
-// then each block is transposed into dx. In the col2im orientation a batch-1 7x7 layer ran
+// then each block is transposed into dx (at a stride, onto the pixels the windows read; the
+// others are zero). In the col2im orientation a batch-1 7x7 layer ran
 // M = its channel block, N = 49 pixels in 16-wide tiles, and packed W^T with reads a channel row
 // apart; here M = 49 fills 6-row tiles to 91 %, and W's rows pack as contiguous runs.
 #include <algorithm>
@@ -26,12 +27,20 @@ constexpr index_t kPointwiseMaxPixels = 4096;
 // Channels [c0, c0 + nc) of dx from the block's dx^T (row = batch pixel, ld = its width).
 template <class T>
 void transpose_block(const Conv2dParams& p, const T* block, index_t ld, index_t c0, index_t nc, T* dx) {
+    const Window& w = p.win;
     const index_t P = p.out_plane();
+    const bool strided = w.sh != 1 || w.sw != 1;
     for (index_t n = 0; n < p.n; ++n)
         for (index_t c = c0; c < c0 + nc; ++c) {
             T* plane = dx + (n * p.c + c) * p.in_plane();
             const T* col = block + n * P * ld + (c - c0);
-            for (index_t q = 0; q < P; ++q) plane[q] = col[q * ld];
+            if (!strided) {
+                for (index_t q = 0; q < P; ++q) plane[q] = col[q * ld];
+                continue;
+            }
+            std::fill_n(plane, p.in_plane(), T(0));
+            for (index_t oy = 0; oy < p.oh; ++oy)
+                for (index_t ox = 0; ox < p.ow; ++ox) plane[oy * w.sh * p.w + ox * w.sw] = col[(oy * p.ow + ox) * ld];
         }
 }
 
@@ -42,7 +51,7 @@ bool plan_pointwise_dx(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     const Window& w = p.win;
     const MicroKernel<T>& kern = *plan.kern;
     const index_t pixels = p.n * p.out_plane();
-    if (w.kh != 1 || w.kw != 1 || w.sh != 1 || w.sw != 1 || w.ph != 0 || w.pw != 0 || pixels == 0 ||
+    if (w.kh != 1 || w.kw != 1 || w.ph != 0 || w.pw != 0 || pixels == 0 ||
         p.out_plane() > kPointwiseMaxPlane || pixels > kPointwiseMaxPixels || p.c < kern.nr)
         return false;
     // Channel blocks of whole NR panels, two per thread: each block packs all of dout^T again.

@@ -320,9 +320,9 @@ def _assert_dx_path_matches_naive(x_shape, w_shape, stride, pad, dtype, what, pl
     """Fresh inputs for one dx path: the plan must take it (plan_takes(backward plan)); then
     dx, dW and db of the whole backward and dx alone against the naive loops."""
     rng = rng_for("dx-path", what, *x_shape, *w_shape, stride, pad)
-    (N, C, H, W), (FN, _, k, _) = x_shape, w_shape
+    (N, C, H, W), (FN, _, k, kw) = x_shape, w_shape
     x, w = randn(rng, x_shape, dtype), randn(rng, w_shape, dtype)
-    OH, OW = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    OH, OW = naive.geometry(H, W, k, kw, stride, pad)[4:]
     dout = randn(rng, (N, FN, OH, OW), dtype)
     plan = fastconv.explain_plan(x_shape, w_shape, stride=stride, pad=pad, dtype=dtype)["backward"]
     assert plan_takes(plan), plan
@@ -357,20 +357,29 @@ def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned
     assert forced == ("transposed_forward" if k == 1 else "gemm_col2im"), forced
 
 
-@pytest.mark.parametrize("N, C, H, W, FN", [
-    (1, 512, 7, 7, 300),   # ResNet-50's s4 at batch 1, scaled: K = 300 filters crosses KC
-    (8, 100, 7, 7, 13),    # batch 8: 392 pixel rows cross MC; 100 channels >= every NR (8-48), a short last block
-    (3, 49, 5, 8, 9),      # channels one past a full NR block of every tile (8-48), 40-pixel planes
-    (2, 64, 8, 8, 7),      # 64 pixels an image: the largest plane the rule takes
+@pytest.mark.parametrize("N, C, H, W, FN, stride", [
+    (1, 512, 7, 7, 300, 1),   # ResNet-50's s4 at batch 1, scaled: K = 300 filters crosses KC
+    (8, 100, 7, 7, 13, 1),    # batch 8: 392 pixel rows cross MC; 100 channels >= every NR (8-48), a short last block
+    (3, 49, 5, 8, 9, 1),      # channels one past a full NR block of every tile (8-48), 40-pixel planes
+    (2, 64, 8, 8, 7, 1),      # 64 pixels an image: the largest plane the rule takes
+    (1, 256, 14, 14, 130, 2), # ResNet-50's s4 projection at batch 1, scaled: 7x7 outputs at stride 2
+    (2, 49, 13, 13, 9, 2),    # odd plane at stride 2: the last input row and column get gradient
+    (3, 50, 10, 11, 17, 3),   # stride 3: two of every three rows and columns stay zero
+    (2, 60, 7, 16, 20, (1, 2)),  # per-axis strides: every row, alternate columns
+    (1, 48, 16, 16, 12, 2),   # 64 outputs at stride 2: the largest plane the rule takes
 ])
-def test_pointwise_data_grad(N, C, H, W, FN, dtype, poisoned):
-    """Stride-1 1x1 on small planes: dx^T in channel blocks, one GEMM over the batch's pixels
-    each, transposed into dx; dx alone and beside dW against the naive loops, buffers
+def test_pointwise_data_grad(N, C, H, W, FN, stride, dtype, poisoned):
+    """1x1 without padding on small output planes, at any stride: dx^T in channel blocks, one
+    GEMM over the batch's pixels each, transposed into dx (at a stride, onto the pixels the
+    windows read, the rest zero); dx alone and beside dW against the naive loops, buffers
     poisoned."""
-    _assert_dx_path_matches_naive((N, C, H, W), (FN, C, 1, 1), 1, 0, dtype, "as pointwise dx",
+    _assert_dx_path_matches_naive((N, C, H, W), (FN, C, 1, 1), stride, 0, dtype, "as pointwise dx",
                                   lambda plan: plan["data_grad"] == "pointwise")
-    wider = (N, C, 9, 9)  # 81 pixels an image: past the rule, the col2im path
-    assert fastconv.explain_plan(wider, (FN, C, 1, 1), dtype=dtype)["backward"]["data_grad"] != "pointwise"
+    sh, sw = naive.pair(stride)
+    wider = (N, C, 9 * sh, 9 * sw)  # 81 output pixels an image: past the rule, the col2im path
+    assert fastconv.explain_plan(wider, (FN, C, 1, 1), stride=stride, dtype=dtype)["backward"]["data_grad"] != "pointwise"
+    padded = fastconv.explain_plan((N, C, H, W), (FN, C, 1, 1), stride=stride, pad=1, dtype=dtype)["backward"]
+    assert padded["data_grad"] != "pointwise", padded  # padding drops border pixels: not a plain scatter
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
@@ -412,7 +421,7 @@ def test_data_grad_one_pixel(N, C, H, W, FN, k, stride, pad, dtype, poisoned):
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
     (7, 7, 7, 7, 11, 3, 2, 1),     # 16 pixels an image, 7 images: the last item is short
     (5, 3, 6, 9, 4, 2, 2, 0),      # 2x2 stride 2: 3x4 planes
-    (7, 20, 10, 10, 24, 1, 2, 0),  # strided 1x1 on 5x5 outputs: a few images per item
+    (7, 20, 8, 8, 24, 1, 2, 1),    # padded strided 1x1 on 5x5 outputs: a few images per item
 ])
 def test_data_grad_in_image_groups(N, C, H, W, FN, k, stride, pad, dtype, poisoned):
     """Output planes of fewer than 4 NR pixels: dx's items take several whole images, their
@@ -439,7 +448,7 @@ def test_data_grad_in_row_chunk_items(N, C, H, W, FN, k, stride, pad, dtype, poi
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride", [
     (1, 300, 9, 9, 40, 1, 1),    # 1x1 on an 81-pixel plane: channel blocks of at most MC rows
-    (2, 250, 8, 8, 30, 1, 2),    # strided 1x1, two images side by side in one item
+    (2, 250, 17, 17, 30, 1, 2),  # strided 1x1 on 9x9 outputs, past the pointwise dx's planes
     (1, 130, 8, 8, 20, 2, 2),    # 2x2 windows at stride 2: disjoint, four taps per block row
     (1, 200, 32, 32, 16, 1, 1),  # row-chunk items whose blocks are MC-capped too
 ])
