@@ -708,12 +708,8 @@ void pack_a_images(const T* a, index_t image_ld, index_t P, index_t M, int mr, i
         const index_t rows = std::min<index_t>(mr, M - (ic + r0));
         for (index_t k = 0; k < kc;) {  // runs of depth inside one image: no division per element
             const index_t image = (pc + k) / P, q0 = (pc + k) % P, len = std::min(kc - k, P - q0);
-            const T* src = a + image * image_ld + (ic + r0) * P + q0;
-            for (index_t q = 0; q < len; ++q, ++k) {
-                index_t i = 0;
-                for (; i < rows; ++i) dst[k * mr + i] = src[i * P + q];
-                for (; i < mr; ++i) dst[k * mr + i] = T(0);
-            }
+            gemm::transpose_panel(a + image * image_ld + (ic + r0) * P + q0, P, rows, mr, len, dst + k * mr);
+            k += len;
         }
     }
 }
