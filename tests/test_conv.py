@@ -491,13 +491,44 @@ def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned)
 def test_weight_grad_column_blocks_from_the_patch_bytes(dtype):
     """Small planes take dW column blocks once the patch spans 8 cache lines (512 bytes), under
     every GEMM kernel family: counted in NR panels, AVX-512's 48-wide f32 tile had sent a
-    256-channel 1x1 with 1024 filters at batch 1 to 7 partial dW of 1 MB each."""
+    256-channel 1x1 with 256 filters at batch 1 to 7 partial dW. (As many filters as channels:
+    an expanding 1x1 takes the columns on any plane.)"""
     k_min = 512 // np.dtype(dtype).itemsize
     for isa in fastconv._core.gemm_kernels():
         with gemm_family(isa):
             for C, expected in ((k_min, "gemm_columns"), (k_min - 1, "taps")):
-                plan = fastconv.explain_plan((1, C, 14, 14), (1024, C, 1, 1), dtype=dtype)["backward"]
+                plan = fastconv.explain_plan((1, C, 14, 14), (C, C, 1, 1), dtype=dtype)["backward"]
                 assert plan["weight_grad"] == expected, (isa, C, plan)
+
+
+@pytest.mark.parametrize("C, H, W, FN, stride", [
+    (24, 30, 30, 48, 1),     # FN = 2C exactly on 900 pixels, a patch of one or two NR panels
+    (40, 59, 61, 130, 2),    # strided, odd sizes: 30 x 31 outputs
+    (130, 24, 24, 260, 1),   # 576 pixels deep (crosses KC), 130 columns (an edge panel)
+    (3, 64, 64, 600, 1),     # three channels, 600 filters: filter blocks past MC
+])
+def test_weight_grad_columns_for_expanding_1x1_at_batch_1(C, H, W, FN, stride, dtype, poisoned, threads_restored):
+    """A batch-1 1x1 with at least twice as many filters as channels takes dW column blocks on
+    any plane, where 7-8 partial dW of FN x C had cost more than the columns; against the naive
+    loops at one and two threads (buffers poisoned) and bit for bit the same dW at both. One
+    filter fewer, or a second image, keeps the groups (every plane here is past the > 512
+    pixels where small planes take the columns anyway)."""
+    rng = rng_for("wgrad-expanding-1x1", C, H, W, FN, stride)
+    x, w = randn(rng, (1, C, H, W), dtype), randn(rng, (FN, C, 1, 1), dtype)
+    OH, OW = (H - 1) // stride + 1, (W - 1) // stride + 1
+    dout = randn(rng, (1, FN, OH, OW), dtype)
+    dws = []
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, dtype=dtype)["backward"]
+        assert plan["weight_grad"] == "gemm_columns", plan
+        _assert_backward_matches_naive(dout, x, w, stride, 0, dtype, f"expanding 1x1 dW in columns, {threads} threads")
+        dws.append(fastconv.conv2d_backward_weight(dout, x, 1, 1, stride=stride, pad=0))
+    assert_exact(dws[1], dws[0], "dW at two threads against one")
+    narrower = fastconv.explain_plan(x.shape, (2 * C - 1, C, 1, 1), stride=stride, dtype=dtype)["backward"]
+    batch_2 = fastconv.explain_plan((2, C, H, W), w.shape, stride=stride, dtype=dtype)["backward"]
+    for plan in (narrower, batch_2):
+        assert plan["weight_grad"] != "gemm_columns", plan
 
 
 @pytest.mark.parametrize("N, C, H, W, FN", [
