@@ -515,11 +515,13 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // The patch must span >= 8 cache lines: 8 NR panels of AVX2's tile, where sections 38-42 ran.
     // Counted in NR panels, AVX-512's 48-wide f32 tile sent ResNet-50's 256 -> 1024 1x1 at
     // batch 1 to 7 partials of 1 MB each (0.58x NumPy; NOTES section 43).
-    // A single image's 1x1 layer with at least twice as many filters as channels (ResNet's
-    // expansions and projections) also takes column blocks, on any plane: its 7-8 partials of
-    // FN x C cost 1.1-1.5x over the columns (NOTES section 50).
+    // A 1x1 layer with at least twice as many filters as channels (ResNet's expansions, and its
+    // projections up to batch 8) also takes column blocks, on any plane: 8 partials of FN x C
+    // cost up to 1.5x over the columns. Strided at batch 32, the columns' gathered packs lost
+    // (0.7-0.9x; NOTES section 50).
     const bool wide_patch = K * index_t(sizeof(T)) >= 8 * 64;
-    const bool expanding_1x1 = p.n == 1 && p.win.kh == 1 && p.win.kw == 1 && p.c > 0 && FN >= 2 * p.c;
+    const bool expanding_1x1 = p.win.kh == 1 && p.win.kw == 1 && p.c > 0 && FN >= 2 * p.c &&
+                               (stride1 || p.n <= 8);
     plan.by_columns = !plan.use_dots && P > 0 && ((p.n * P <= 64 * plan.groups && wide_patch) || expanding_1x1);
     // The taps read the im2col in place, where the GEMM packs it: up to 2.7x faster outside the
     // column blocks (f32 DeepConvNet conv2 at batch 100; the 1x1 layers at batch 8 0.95-1.27x),

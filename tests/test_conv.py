@@ -501,22 +501,25 @@ def test_weight_grad_column_blocks_from_the_patch_bytes(dtype):
                 assert plan["weight_grad"] == expected, (isa, C, plan)
 
 
-@pytest.mark.parametrize("C, H, W, FN, stride", [
-    (24, 30, 30, 48, 1),     # FN = 2C exactly on 900 pixels, a patch of one or two NR panels
-    (40, 59, 61, 130, 2),    # strided, odd sizes: 30 x 31 outputs
-    (130, 24, 24, 260, 1),   # 576 pixels deep (crosses KC), 130 columns (an edge panel)
-    (3, 64, 64, 600, 1),     # three channels, 600 filters: filter blocks past MC
+@pytest.mark.parametrize("N, C, H, W, FN, stride", [
+    (1, 24, 30, 30, 48, 1),     # FN = 2C exactly on 900 pixels, a patch of one or two NR panels
+    (1, 40, 59, 61, 130, 2),    # strided, odd sizes: 30 x 31 outputs
+    (1, 130, 24, 24, 260, 1),   # 576 pixels deep (crosses KC), 130 columns (an edge panel)
+    (1, 3, 64, 64, 600, 1),     # three channels, 600 filters: filter blocks past MC
+    (3, 20, 17, 19, 70, 1),     # three images summed in one depth, odd plane
+    (8, 16, 25, 25, 40, 2),     # strided at batch 8, the largest batch the projections take
+    (9, 12, 12, 12, 30, 1),     # unstrided at batch 9
 ])
-def test_weight_grad_columns_for_expanding_1x1_at_batch_1(C, H, W, FN, stride, dtype, poisoned, threads_restored):
-    """A batch-1 1x1 with at least twice as many filters as channels takes dW column blocks on
-    any plane, where 7-8 partial dW of FN x C had cost more than the columns; against the naive
-    loops at one and two threads (buffers poisoned) and bit for bit the same dW at both. One
-    filter fewer, or a second image, keeps the groups (every plane here is past the > 512
-    pixels where small planes take the columns anyway)."""
-    rng = rng_for("wgrad-expanding-1x1", C, H, W, FN, stride)
-    x, w = randn(rng, (1, C, H, W), dtype), randn(rng, (FN, C, 1, 1), dtype)
+def test_weight_grad_columns_for_expanding_1x1(N, C, H, W, FN, stride, dtype, poisoned, threads_restored):
+    """A 1x1 with at least twice as many filters as channels (strided: up to batch 8) takes dW
+    column blocks on any plane, where 8 partial dW of FN x C had cost more than the columns;
+    against the naive loops at one and two threads (buffers poisoned) and bit for bit the same
+    dW at both. One filter fewer, or a strided layer at batch 9, keeps the groups (every layer
+    here has > 512 output pixels, past the small planes that take the columns anyway)."""
+    rng = rng_for("wgrad-expanding-1x1", N, C, H, W, FN, stride)
+    x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, 1, 1), dtype)
     OH, OW = (H - 1) // stride + 1, (W - 1) // stride + 1
-    dout = randn(rng, (1, FN, OH, OW), dtype)
+    dout = randn(rng, (N, FN, OH, OW), dtype)
     dws = []
     for threads in (1, 2):
         fastconv.set_num_threads(threads)
@@ -525,9 +528,10 @@ def test_weight_grad_columns_for_expanding_1x1_at_batch_1(C, H, W, FN, stride, d
         _assert_backward_matches_naive(dout, x, w, stride, 0, dtype, f"expanding 1x1 dW in columns, {threads} threads")
         dws.append(fastconv.conv2d_backward_weight(dout, x, 1, 1, stride=stride, pad=0))
     assert_exact(dws[1], dws[0], "dW at two threads against one")
-    narrower = fastconv.explain_plan(x.shape, (2 * C - 1, C, 1, 1), stride=stride, dtype=dtype)["backward"]
-    batch_2 = fastconv.explain_plan((2, C, H, W), w.shape, stride=stride, dtype=dtype)["backward"]
-    for plan in (narrower, batch_2):
+    others = [fastconv.explain_plan(x.shape, (2 * C - 1, C, 1, 1), stride=stride, dtype=dtype)["backward"]]
+    if stride > 1:
+        others.append(fastconv.explain_plan((9, C, H, W), w.shape, stride=stride, dtype=dtype)["backward"])
+    for plan in others:
         assert plan["weight_grad"] != "gemm_columns", plan
 
 
