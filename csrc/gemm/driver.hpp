@@ -240,22 +240,43 @@ void pack_a_rows(const T* a, index_t lda, index_t M, int mr, index_t ic, index_t
         transpose_panel(a + (ic + r0) * lda + pc, lda, std::min<index_t>(mr, M - (ic + r0)), mr, kc, dst);
 }
 
+// One panel of `width` columns of a row-major block (row stride ld) over depth [0, len):
+// dst[q*width + i] = src[q*ld + i], columns past `count` zero. A full panel of a tile's width
+// copies a fixed-size run per depth: the runtime-count copy and zero loops cost ~7
+// instructions an element, and a strided layer's dx packs W^T once per item (NOTES section 50).
+template <int Width, class T>
+void copy_panel_fixed(const T* __restrict src, index_t ld, index_t len, T* __restrict dst) {
+    for (index_t q = 0; q < len; ++q)
+        for (int i = 0; i < Width; ++i) dst[q * Width + i] = src[q * ld + i];
+}
+
+template <class T>
+void copy_panel(const T* src, index_t ld, index_t count, int width, index_t len, T* dst) {
+    if (count == width) switch (width) {
+            case 4: return copy_panel_fixed<4>(src, ld, len, dst);
+            case 6: return copy_panel_fixed<6>(src, ld, len, dst);
+            case 8: return copy_panel_fixed<8>(src, ld, len, dst);
+            case 16: return copy_panel_fixed<16>(src, ld, len, dst);
+            case 24: return copy_panel_fixed<24>(src, ld, len, dst);
+            case 48: return copy_panel_fixed<48>(src, ld, len, dst);
+            default: break;
+        }
+    for (index_t q = 0; q < len; ++q) {
+        T* d = dst + q * width;
+        index_t i = 0;
+        for (; i < count; ++i) d[i] = src[q * ld + i];
+        for (; i < width; ++i) d[i] = T(0);
+    }
+}
+
 // A given transposed (element (i, p) at a[p*lda + i]): rows of the panel are contiguous.
 template <class T>
 void pack_a_cols(const T* a, index_t lda, index_t M, int mr, index_t ic, index_t mc, index_t pc, index_t kc,
                  Span<T> out) {
     out.need(panel_elems(mc, mr, kc), "pack_a_cols", "A panels");
     T* dst = out.data;
-    for (index_t r0 = 0; r0 < mc; r0 += mr, dst += kc * mr) {
-        const index_t rows = std::min<index_t>(mr, M - (ic + r0));
-        for (index_t p = 0; p < kc; ++p) {
-            const T* src = a + (pc + p) * lda + ic + r0;
-            T* d = dst + p * mr;
-            index_t i = 0;
-            for (; i < rows; ++i) d[i] = src[i];
-            for (; i < mr; ++i) d[i] = T(0);
-        }
-    }
+    for (index_t r0 = 0; r0 < mc; r0 += mr, dst += kc * mr)
+        copy_panel(a + pc * lda + ic + r0, lda, std::min<index_t>(mr, M - (ic + r0)), mr, kc, dst);
 }
 
 // B row-major (element (p, j) at b[p*ldb + j]).
@@ -264,16 +285,8 @@ void pack_b_rows(const T* b, index_t ldb, index_t N, int nr, index_t pc, index_t
                  Span<T> out) {
     out.need(panel_elems(nc, nr, kc), "pack_b_rows", "B panels");
     T* dst = out.data;
-    for (index_t q0 = 0; q0 < nc; q0 += nr, dst += kc * nr) {
-        const index_t cols = std::min<index_t>(nr, N - (jc + q0));
-        for (index_t p = 0; p < kc; ++p) {
-            const T* src = b + (pc + p) * ldb + jc + q0;
-            T* d = dst + p * nr;
-            index_t j = 0;
-            for (; j < cols; ++j) d[j] = src[j];
-            for (; j < nr; ++j) d[j] = T(0);
-        }
-    }
+    for (index_t q0 = 0; q0 < nc; q0 += nr, dst += kc * nr)
+        copy_panel(b + pc * ldb + jc + q0, ldb, std::min<index_t>(nr, N - (jc + q0)), nr, kc, dst);
 }
 
 // B given transposed (element (p, j) at b[j*ldb + p]): each column of a panel is contiguous.
