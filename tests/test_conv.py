@@ -501,6 +501,21 @@ def test_weight_grad_column_blocks_from_the_patch_bytes(dtype):
                 assert plan["weight_grad"] == expected, (isa, C, plan)
 
 
+def _assert_dw_columns_match_at_1_and_2_threads(dout, x, w, stride, pad, dtype, what, plan_check=None):
+    """dW in column blocks at one and two threads: the plan takes them (and plan_check(plan,
+    threads) holds), the whole backward matches the naive loops, and dW alone is bit for bit the
+    same at both thread counts (every element sums the same pixels in the same order)."""
+    dws = []
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["backward"]
+        assert plan["weight_grad"] == "gemm_columns", plan
+        assert plan_check is None or plan_check(plan, threads), plan
+        _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, f"{what}, {threads} threads")
+        dws.append(fastconv.conv2d_backward_weight(dout, x, w.shape[2], w.shape[3], stride=stride, pad=pad))
+    assert_exact(dws[1], dws[0], "dW at two threads against one")
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, stride", [
     (1, 24, 30, 30, 48, 1),     # FN = 2C exactly on 900 pixels, a patch of one or two NR panels
     (1, 40, 59, 61, 130, 2),    # strided, odd sizes: 30 x 31 outputs
@@ -520,14 +535,7 @@ def test_weight_grad_columns_for_expanding_1x1(N, C, H, W, FN, stride, dtype, po
     x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, 1, 1), dtype)
     OH, OW = (H - 1) // stride + 1, (W - 1) // stride + 1
     dout = randn(rng, (N, FN, OH, OW), dtype)
-    dws = []
-    for threads in (1, 2):
-        fastconv.set_num_threads(threads)
-        plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, dtype=dtype)["backward"]
-        assert plan["weight_grad"] == "gemm_columns", plan
-        _assert_backward_matches_naive(dout, x, w, stride, 0, dtype, f"expanding 1x1 dW in columns, {threads} threads")
-        dws.append(fastconv.conv2d_backward_weight(dout, x, 1, 1, stride=stride, pad=0))
-    assert_exact(dws[1], dws[0], "dW at two threads against one")
+    _assert_dw_columns_match_at_1_and_2_threads(dout, x, w, stride, 0, dtype, "expanding 1x1 dW in columns")
     others = [fastconv.explain_plan(x.shape, (2 * C - 1, C, 1, 1), stride=stride, dtype=dtype)["backward"]]
     if stride > 1:
         others.append(fastconv.explain_plan((9, C, H, W), w.shape, stride=stride, dtype=dtype)["backward"])
@@ -564,16 +572,9 @@ def test_weight_grad_filter_and_column_blocks(N, C, H, W, FN, k, dtype, poisoned
     x, w = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype)
     pad = k // 2
     dout = randn(rng, (N, FN, H, W), dtype)
-    dws = []
-    for threads in (1, 2):
-        fastconv.set_num_threads(threads)
-        plan = fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]
-        assert plan["weight_grad"] == "gemm_columns", plan
-        if threads == 2:
-            assert plan["col_block"] < C * k * k or plan["wgrad_filter_block"] < FN, plan
-        _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, f"with dW in filter x column blocks, {threads} threads")
-        dws.append(fastconv.conv2d_backward_weight(dout, x, k, k, stride=1, pad=pad))
-    assert_exact(dws[1], dws[0], "dW at two threads against one")
+    _assert_dw_columns_match_at_1_and_2_threads(
+        dout, x, w, 1, pad, dtype, "with dW in filter x column blocks",
+        lambda plan, threads: threads == 1 or plan["col_block"] < C * k * k or plan["wgrad_filter_block"] < FN)
 
 
 @pytest.mark.parametrize("N, C, H, FN, k, stride, channel_blocks", [

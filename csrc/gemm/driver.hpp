@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "../scratch.hpp"
 #include "kernel.hpp"
@@ -217,15 +218,25 @@ void transpose_panel_fixed(const T* __restrict src, index_t ld, index_t len, T* 
         for (int i = 0; i < Width; ++i) dst[q * Width + i] = src[i * ld + q];
 }
 
+// Calls run(std::integral_constant<int, width>) for the widths of the tiles (every MR and NR,
+// the taps' 16), and returns false for any other width.
+template <class Run>
+bool with_tile_width(int width, Run&& run) {
+    switch (width) {
+        case 4: return run(std::integral_constant<int, 4>{}), true;
+        case 6: return run(std::integral_constant<int, 6>{}), true;
+        case 8: return run(std::integral_constant<int, 8>{}), true;
+        case 16: return run(std::integral_constant<int, 16>{}), true;
+        case 24: return run(std::integral_constant<int, 24>{}), true;
+        case 48: return run(std::integral_constant<int, 48>{}), true;
+        default: return false;
+    }
+}
+
 template <class T>
 void transpose_panel(const T* src, index_t ld, index_t rows, int width, index_t len, T* dst) {
-    if (rows == width) switch (width) {
-            case 4: return transpose_panel_fixed<4>(src, ld, len, dst);
-            case 6: return transpose_panel_fixed<6>(src, ld, len, dst);
-            case 8: return transpose_panel_fixed<8>(src, ld, len, dst);
-            case 16: return transpose_panel_fixed<16>(src, ld, len, dst);
-            default: break;
-        }
+    const auto fixed = [&](auto w) { transpose_panel_fixed<decltype(w)::value>(src, ld, len, dst); };
+    if (rows == width && with_tile_width(width, fixed)) return;
     for (index_t q = 0; q < len; ++q)
         for (index_t i = 0; i < width; ++i) dst[q * width + i] = i < rows ? src[i * ld + q] : T(0);
 }
@@ -252,15 +263,8 @@ void copy_panel_fixed(const T* __restrict src, index_t ld, index_t len, T* __res
 
 template <class T>
 void copy_panel(const T* src, index_t ld, index_t count, int width, index_t len, T* dst) {
-    if (count == width) switch (width) {
-            case 4: return copy_panel_fixed<4>(src, ld, len, dst);
-            case 6: return copy_panel_fixed<6>(src, ld, len, dst);
-            case 8: return copy_panel_fixed<8>(src, ld, len, dst);
-            case 16: return copy_panel_fixed<16>(src, ld, len, dst);
-            case 24: return copy_panel_fixed<24>(src, ld, len, dst);
-            case 48: return copy_panel_fixed<48>(src, ld, len, dst);
-            default: break;
-        }
+    const auto fixed = [&](auto w) { copy_panel_fixed<decltype(w)::value>(src, ld, len, dst); };
+    if (count == width && with_tile_width(width, fixed)) return;
     for (index_t q = 0; q < len; ++q) {
         T* d = dst + q * width;
         index_t i = 0;
