@@ -518,7 +518,7 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // A 1x1 layer with at least twice as many filters as channels (ResNet's expansions, and its
     // projections up to batch 8) also takes column blocks, on any plane: 8 partials of FN x C
     // cost up to 1.5x over the columns. Strided at batch 32, the columns' gathered packs lost
-    // (0.7-0.9x; NOTES section 50).
+    // (0.7-0.95x; NOTES section 50).
     const bool wide_patch = K * index_t(sizeof(T)) >= 8 * 64;
     const bool expanding_1x1 = p.win.kh == 1 && p.win.kw == 1 && p.c > 0 && FN >= 2 * p.c &&
                                (stride1 || p.n <= 8);

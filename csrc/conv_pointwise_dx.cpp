@@ -34,11 +34,7 @@ void transpose_block(const Conv2dParams& p, const T* block, index_t ld, index_t 
         for (index_t c = c0; c < c0 + nc; ++c) {
             T* plane = dx + (n * p.c + c) * p.in_plane();
             const T* col = block + n * P * ld + (c - c0);
-            if (!strided) {
-                for (index_t q = 0; q < P; ++q) plane[q] = col[q * ld];
-                continue;
-            }
-            std::fill_n(plane, p.in_plane(), T(0));
+            if (strided) std::fill_n(plane, p.in_plane(), T(0));  // pixels no window reads
             for (index_t oy = 0; oy < p.oh; ++oy)
                 for (index_t ox = 0; ox < p.ow; ++ox) plane[oy * w.sh * p.w + ox * w.sw] = col[(oy * p.ow + ox) * ld];
         }

@@ -491,8 +491,8 @@ def test_weight_grad_columns_at_batch_8(N, C, H, W, FN, k, pad, dtype, poisoned)
 def test_weight_grad_column_blocks_from_the_patch_bytes(dtype):
     """Small planes take dW column blocks once the patch spans 8 cache lines (512 bytes), under
     every GEMM kernel family: counted in NR panels, AVX-512's 48-wide f32 tile had sent a
-    256-channel 1x1 with 256 filters at batch 1 to 7 partial dW. (As many filters as channels:
-    an expanding 1x1 takes the columns on any plane.)"""
+    256-channel 1x1 at batch 1 to 7 partial dW of 1 MB each. As many filters as channels here:
+    with twice as many, the expanding-1x1 rule takes the columns whatever the patch."""
     k_min = 512 // np.dtype(dtype).itemsize
     for isa in fastconv._core.gemm_kernels():
         with gemm_family(isa):
