@@ -158,7 +158,13 @@ void pack_dout_pixels(const T* dout, index_t FN, index_t P, int width, index_t j
     out.need(gemm::panel_elems(count, width, kc), "pack_dout_pixels", "panels");
     for (index_t q0 = 0; q0 < count; q0 += width) {
         T* dst = out.data + (q0 / width) * kc * width;
-        const index_t lines = std::min<index_t>(width, count - q0);
+        const index_t lines = std::min<index_t>(width, count - q0), first = j0 + q0;
+        // A panel inside one image is a block of its planes: one contiguous run per filter
+        // (the table's element-by-element gather was ~14 % of a pointwise dx, NOTES section 51).
+        if (first / P == (first + lines - 1) / P) {
+            gemm::copy_panel(dout + (first / P * FN + pc) * P + first % P, P, lines, width, kc, dst);
+            continue;
+        }
         const T* src[gemm::kMaxNr];
         for (index_t i = 0; i < lines; ++i) {
             const index_t j = j0 + q0 + i;
