@@ -205,11 +205,10 @@ void pack_b_image_t(const Conv2dParams& p, const T* __restrict img, int nr, inde
 #define FASTCONV_NOINLINE
 #endif
 
+}  // namespace
+
 // Kept out of line: inlined into data_grad_item, GCC 12 made its sums 5 % longer in
 // instructions (AlexNet conv1 batch 8 backward +8 % wall; NOTES section 32).
-// Sums the dcol rows of channels [c0, c0+nc) for output rows [oh0, oh0+noh) into dx planes
-// (already holding earlier rows' sums). dcol row (c-c0, i, j) starts ld entries after the one
-// before and holds those rows' noh*OW entries first.
 template <class T>
 FASTCONV_NOINLINE void col2im_rows(const Conv2dParams& p, const T* __restrict dcol, index_t ld, index_t c0, index_t nc,
                                    index_t oh0, index_t noh, T* __restrict dx) {
@@ -235,6 +234,13 @@ FASTCONV_NOINLINE void col2im_rows(const Conv2dParams& p, const T* __restrict dc
         }
     }
 }
+
+template void col2im_rows<float>(const Conv2dParams&, const float*, index_t, index_t, index_t, index_t, index_t,
+                                 float*);
+template void col2im_rows<double>(const Conv2dParams&, const double*, index_t, index_t, index_t, index_t, index_t,
+                                  double*);
+
+namespace {
 
 // Sum of n values in a fixed order that still vectorises: 16 running lanes, then a tree.
 template <class T>
@@ -655,9 +661,10 @@ inline Conv2dParams transposed_forward_params(const Conv2dParams& p) {
 template <class T>
 bool use_dx_as_forward(const Conv2dParams& p, int threads, ConvGrads grads) {
     const Window& w = p.win;
-    if (!grads.data || w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw || p.n < 8 || p.c < 16 || p.oc == 0 ||
-        p.oh < w.kh || p.ow < w.kw)
-        return false;
+    if (!grads.data || w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw || p.oc == 0) return false;
+    const std::optional<DataGradAlgorithm> forced = forced_data_grad_algorithm();
+    if (forced) return *forced == DataGradAlgorithm::transposed_forward;
+    if (p.n < 8 || p.c < 16 || p.oh < w.kh || p.ow < w.kw) return false;
     // A 1x1's transposed forward is a 1x1 again, which the implicit path also runs on the planes
     // as they are (pack_b_pointwise) and, from 4 tiles of pixels, faster (NOTES section 46).
     const ForwardAlgorithm forward = plan_conv_forward<T>(transposed_forward_params(p), threads).algorithm;
@@ -670,9 +677,9 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
     plan.kern = &isa::gemm_kernel<T>();
     const double gemm_flop = 2.0 * double(p.n * p.out_plane()) * double(p.oc * p.patch());
     plan.threads = threads_for_flop(gemm_flop * (int(grads.data) + int(grads.weight)), std::max(threads, 1));
-    plan.dx_pointwise = grads.data && plan_pointwise_dx(p, plan);
-    plan.dx_as_forward = !plan.dx_pointwise && use_dx_as_forward<T>(p, threads, grads);
-    if (plan.dx_as_forward || plan.dx_pointwise) grads.data = false;  // the rest of the plan is the dW half
+    plan.dx_pixel_rows = grads.data && plan_pixel_rows_dx(p, plan);
+    plan.dx_as_forward = !plan.dx_pixel_rows && use_dx_as_forward<T>(p, threads, grads);
+    if (plan.dx_as_forward || plan.dx_pixel_rows) grads.data = false;  // the rest of the plan is the dW half
     if (plan.dx_as_forward)  // the transposed forward plans its own threads
         plan.threads = threads_for_flop(gemm_flop * int(grads.weight), std::max(threads, 1));
     plan_weight_grad(p, plan);
@@ -680,7 +687,7 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
     // dout_n is still in that core's cache (it is read cold otherwise: ~15 % of the time).
     plan.fused = grads.data && grads.weight && !plan.by_columns && plan.taps_channel_block == 0 &&
                  plan.units_per_image == 1 && plan.units >= 8 && p.c > 0;
-    if (!plan.dx_pointwise) plan_data_grad(p, plan);
+    if (!plan.dx_pixel_rows) plan_data_grad(p, plan);
     ScratchBooking wgrad;
     if (grads.weight) {
         wgrad.book(plan.wgrad_gemm.scratch_elems());
@@ -689,7 +696,7 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
     }
     if (plan.fused) wgrad.book(plan.dx_item_elems);
     plan.wgrad_thread_elems = wgrad.total();
-    plan.dx_thread_elems = (grads.data && !plan.fused) || plan.dx_pointwise ? plan.dx_item_elems : 0;
+    plan.dx_thread_elems = (grads.data && !plan.fused) || plan.dx_pixel_rows ? plan.dx_item_elems : 0;
     return plan;
 }
 
@@ -969,7 +976,7 @@ void conv2d_backward(const Conv2dParams& p, const T* dout, const T* x, const T* 
         bias_grad(p, dout, db);
     }
     if (plan.dx_as_forward) return data_grad_as_forward(p, dout, w, dx);
-    if (plan.dx_pointwise) return pointwise_data_grad(p, plan, dout, w, dx);
+    if (plan.dx_pixel_rows) return pixel_rows_data_grad(p, plan, dout, w, dx);
     if (grads.data && !plan.fused && p.n > 0 && p.c > 0) data_grad(p, plan, dout, w, dx);
 }
 

@@ -50,6 +50,17 @@ enum class WeightGradAlgorithm {
     taps,  // the im2col read in place as A, dout^T packed as B (weight_grad_taps.hpp)
 };
 
+enum class DataGradAlgorithm {
+    gemm_col2im,         // per image (group) and channel block: dcol = W^T . dout_n, then col2im
+    pixel_rows,          // per channel block: dx^T = dout^T . W over the batch's pixels, then scattered
+    transposed_forward,  // stride 1: the forward convolution of dout with W flipped and transposed
+};
+// Tests force a data-gradient algorithm ("auto", or a name above); a forced transposed forward
+// takes gemm_col2im where the stride is not 1 or the padding reaches past the window.
+void set_data_grad_algorithm(const std::string& name);
+std::string data_grad_algorithm_setting();
+std::optional<DataGradAlgorithm> forced_data_grad_algorithm();  // nullopt: the auto rule
+
 // Tests force a weight-gradient algorithm the same way; forced dots fall back to the GEMM where
 // the stride is not 1.
 void set_weight_grad_algorithm(const std::string& name);
@@ -141,9 +152,9 @@ struct ConvBackwardPlan {
     // Stride 1: dx as the forward convolution of dout with W flipped and transposed (padding
     // kh - 1 - ph), which then runs on the shifted-rows path instead of GEMM + col2im.
     bool dx_as_forward = false;
-    // 1x1 without padding on small planes: dx^T blocks of dx_col_block channels, each one GEMM
-    // over the batch's pixels (conv_pointwise_dx.cpp); dx_gemm and dx_item_elems are its own.
-    bool dx_pointwise = false;
+    // Small planes: dx^T blocks of dx_col_block channels, each one GEMM over the batch's pixels
+    // (conv_pixel_rows_dx.cpp); dx_gemm, dcol_elems and dx_item_elems are its own then.
+    bool dx_pixel_rows = false;
     index_t dx_col_block = 0, dx_col_items = 0;
     index_t wgrad_thread_elems = 0;  // scratch per thread of the dW phase (with dx when fused)
     index_t dx_thread_elems = 0;     // scratch per thread of the unfused dx phase
@@ -191,12 +202,19 @@ template <class T>
 void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const T* x, const T* w,
                           const T* bias, T* out);
 
-// The pointwise dx (conv_pointwise_dx.cpp): fills the plan's dx fields and returns true when
-// it can run the shape; runs a plan that chose it.
+// The pixel-rows dx (conv_pixel_rows_dx.cpp): fills the plan's dx fields and returns true when
+// it takes the shape; runs a plan that chose it.
 template <class T>
-bool plan_pointwise_dx(const Conv2dParams& p, ConvBackwardPlan<T>& plan);
+bool plan_pixel_rows_dx(const Conv2dParams& p, ConvBackwardPlan<T>& plan);
 template <class T>
-void pointwise_data_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx);
+void pixel_rows_data_grad(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* w, T* dx);
+
+// Sums the dcol rows of channels [c0, c0+nc) for output rows [oh0, oh0+noh) into dx planes
+// (already holding earlier rows' sums). dcol row (c-c0, i, j) starts ld entries after the one
+// before and holds those rows' noh*OW entries first.
+template <class T>
+void col2im_rows(const Conv2dParams& p, const T* dcol, index_t ld, index_t c0, index_t nc, index_t oh0, index_t noh,
+                 T* dx);
 
 // dW's units (image, `rows` output rows) and their groups.
 template <class T>

@@ -192,7 +192,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     bwd["dx_images"] = b.dx_images;
     bwd["dx_gemm"] = gemm_plan_dict(b.dx_gemm);
     bwd["fused"] = b.fused;
-    bwd["data_grad"] = b.dx_as_forward ? "transposed_forward" : b.dx_pointwise ? "pointwise" : b.dx_one_pixel ? "one_pixel" : "gemm_col2im";
+    bwd["data_grad"] = b.dx_as_forward ? "transposed_forward" : b.dx_pixel_rows ? "pixel_rows" : b.dx_one_pixel ? "one_pixel" : "gemm_col2im";
     bwd["dx_col_block"] = b.dx_col_block;
     bwd["thread_elems"] = std::max(b.wgrad_thread_elems, b.dx_thread_elems);
     bwd["threads"] = b.threads;
@@ -236,6 +236,10 @@ void register_conv(py::module_& m) {
           "Force the convolution weight-gradient algorithm: 'auto' (the cost rule), 'gemm' (in groups or in "
           "column blocks), 'dots' (stride 1 only; other shapes take the GEMM) or 'taps'. Tests only.");
     m.def("get_weight_grad_algorithm", &weight_grad_algorithm_setting);
+    m.def("set_data_grad_algorithm", &set_data_grad_algorithm, "name"_a,
+          "Force the convolution data-gradient algorithm: 'auto' (the cost rule), 'gemm_col2im', 'pixel_rows' or "
+          "'transposed_forward' (stride 1 and padding below the window only; other shapes take gemm_col2im). Tests only.");
+    m.def("get_data_grad_algorithm", &data_grad_algorithm_setting);
     m.def(
         "weight_grad_limits",
         [] {

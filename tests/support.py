@@ -47,6 +47,7 @@ def gemm_family(isa: str):
 
 FORWARD_ALGORITHMS = ("implicit_gemm", "shifted_rows", "pixel_dots")
 WEIGHT_GRAD_ALGORITHMS = ("gemm", "dots", "taps")
+DATA_GRAD_ALGORITHMS = ("gemm_col2im", "pixel_rows", "transposed_forward")
 
 
 @contextlib.contextmanager
@@ -67,6 +68,11 @@ def forward_algorithm(name: str):
 def shifted_rows_tiles(name: str):
     """Force the shifted-rows GEMM's tile orientation for the block ("auto": the lane rule)."""
     return _setting(fastconv._core.get_shifted_rows_tiles, fastconv._core.set_shifted_rows_tiles, name)
+
+
+def data_grad_algorithm(name: str):
+    """Force the native data-gradient algorithm for the block ("auto": the cost rule)."""
+    return _setting(fastconv._core.get_data_grad_algorithm, fastconv._core.set_data_grad_algorithm, name)
 
 
 def weight_grad_algorithm(name: str):

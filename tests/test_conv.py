@@ -10,8 +10,8 @@ import fastconv
 import naive
 from cases import CASES, SMALL_CASES, params
 from real_sizes import kernel_of
-from support import (FORWARD_ALGORITHMS, WEIGHT_GRAD_ALGORITHMS, assert_close, assert_exact, assert_result_array,
-                     backend_context, forward_algorithm, gemm_family, randn, rng_for, seed_note, shifted_rows_tiles,
+from support import (DATA_GRAD_ALGORITHMS, FORWARD_ALGORITHMS, WEIGHT_GRAD_ALGORITHMS, assert_close, assert_exact,
+                     assert_result_array, backend_context, data_grad_algorithm, forward_algorithm, gemm_family, randn, rng_for, seed_note, shifted_rows_tiles,
                      small_ints, weight_grad_algorithm)
 
 
@@ -111,6 +111,30 @@ def test_every_weight_grad_algorithm_matches_naive(case, family, algorithm, dtyp
     _assert_grad_matches_naive(case, dtype, "dW", dw, f"{algorithm}, {family}")
     _assert_grad_matches_naive(case, dtype, "dW", dw_alone, f"alone, {algorithm}, {family}")
     _assert_grad_matches_naive(case, dtype, "db", db, f"{algorithm}, {family}")
+
+
+@pytest.mark.parametrize("algorithm", DATA_GRAD_ALGORITHMS)
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+@pytest.mark.parametrize("case", params(CASES))
+def test_every_data_grad_algorithm_matches_naive(case, family, algorithm, dtype):
+    """Each native data-gradient algorithm forced over the case table, with every kernel family:
+    dx of the whole backward and of dx alone (a forced transposed forward takes the col2im path
+    where the stride is not 1 or the padding reaches the window; an empty layer keeps the
+    col2im plan, one output pixel an image its one-pixel variant; the plan says which)."""
+    x, w, _, dout = _inputs(case, "normal", dtype)
+    with data_grad_algorithm(algorithm), backend_context(f"native:{family}"):
+        dx, _, _ = fastconv.conv2d_backward(dout, x, w, **case.geometry)
+        dx_alone = fastconv.conv2d_backward_input(dout, w, case.x_shape, **case.geometry)
+        chosen = fastconv.explain_plan(case.x_shape, case.w_shape, dtype=dtype, **case.geometry)["backward"]
+    col2im = ("gemm_col2im", "one_pixel")  # one output pixel an image: col2im's own two panels
+    expected = col2im if algorithm == "gemm_col2im" else (algorithm,)
+    if algorithm == "transposed_forward" and ((case.sh, case.sw) != (1, 1) or case.ph >= case.kh or case.pw >= case.kw):
+        expected = col2im
+    if algorithm == "pixel_rows" and (0 in case.out_shape or 0 in case.x_shape):
+        expected = col2im
+    assert chosen["data_grad"] in expected, chosen
+    _assert_grad_matches_naive(case, dtype, "dx", dx, f"{algorithm}, {family}")
+    _assert_grad_matches_naive(case, dtype, "dx", dx_alone, f"alone, {algorithm}, {family}")
 
 
 @pytest.mark.parametrize("case", params(CASES))
@@ -373,13 +397,56 @@ def test_pointwise_data_grad(N, C, H, W, FN, stride, dtype, poisoned):
     GEMM over the batch's pixels each, transposed into dx (at a stride, onto the pixels the
     windows read, the rest zero); dx alone and beside dW against the naive loops, buffers
     poisoned."""
-    _assert_dx_path_matches_naive((N, C, H, W), (FN, C, 1, 1), stride, 0, dtype, "as pointwise dx",
-                                  lambda plan: plan["data_grad"] == "pointwise")
+    _assert_dx_path_matches_naive((N, C, H, W), (FN, C, 1, 1), stride, 0, dtype, "in pixel rows",
+                                  lambda plan: plan["data_grad"] == "pixel_rows")
     sh, sw = naive.pair(stride)
     wider = (N, C, 9 * sh, 9 * sw)  # 81 output pixels an image: past the rule, the col2im path
-    assert fastconv.explain_plan(wider, (FN, C, 1, 1), stride=stride, dtype=dtype)["backward"]["data_grad"] != "pointwise"
+    assert fastconv.explain_plan(wider, (FN, C, 1, 1), stride=stride, dtype=dtype)["backward"]["data_grad"] != "pixel_rows"
     padded = fastconv.explain_plan((N, C, H, W), (FN, C, 1, 1), stride=stride, pad=1, dtype=dtype)["backward"]
-    assert padded["data_grad"] != "pointwise", padded  # padding drops border pixels: not a plain scatter
+    assert padded["data_grad"] != "pixel_rows", padded  # padding drops border pixels: not a plain scatter
+
+
+# Weights of at least 8 MiB in float32: past 4 L2s on every machine kind (512 KiB - 2 MiB).
+@pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
+    (1, 512, 7, 7, 512, 3, 1, 1),     # ResNet-18's l4 3x3 at batch 1: 49 pixel rows, one plane
+    (8, 256, 14, 14, 1024, 3, 2, 1),  # l4_down3x3 at batch 8 with twice its filters: 392 rows cross MC
+    (3, 640, 9, 8, 400, 3, 1, 0),     # a valid 3x3 (7x6 outputs), FN = 400 crosses KC, 3 images
+    (2, 400, 11, 13, 256, 5, 2, 2),   # 5x5 stride 2, padded: 6x7 outputs, borders clipped
+])
+def test_pixel_rows_data_grad_for_large_windows(N, C, H, W, FN, k, stride, pad, dtype, poisoned):
+    """A k x k window on a small plane with weights past 4 L2s: dx^T in channel blocks over the
+    batch's pixels, each image's rows transposed into dcol and summed by col2im; dx alone and
+    beside dW against the naive loops, buffers poisoned. Smaller weights keep the col2im path."""
+    _assert_dx_path_matches_naive((N, C, H, W), (FN, C, k, k), stride, pad, dtype, "in pixel rows",
+                                  lambda plan: plan["data_grad"] == "pixel_rows")
+    small = fastconv.explain_plan((N, C // 16, H, W), (FN // 16, C // 16, k, k), stride=stride, pad=pad, dtype=dtype)
+    assert small["backward"]["data_grad"] != "pixel_rows", small["backward"]
+
+
+@pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
+    (2, 50, 7, 7, 9, 3, 1, 1),      # 50 channels: blocks of 13 at 2 threads, a short last one
+    (1, 3, 12, 9, 300, 5, 2, 2),    # 3 channels, FN = 300 crosses KC, odd planes at stride 2
+    (4, 7, 8, 16, 11, 3, (1, 2), 1),  # per-axis strides
+    (1, 9, 6, 6, 5, 7, 1, 3),       # a window larger than the plane: most taps in the padding
+    (30, 5, 5, 5, 4, 3, 1, 0),      # 270 pixel rows cross MC at 3x3 outputs
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_forced_pixel_rows_data_grad(N, C, H, W, FN, k, stride, pad, threads, dtype, poisoned, threads_restored):
+    """The pixel-rows dx forced where the rule would not take it: channel blocks that do not
+    divide C, depths past KC, rows past MC, clipped borders; at 1 and 2 threads, bit-exact
+    across them (each dx element's sums do not depend on the blocks)."""
+    results = []
+    for t in (1, threads):
+        fastconv.set_num_threads(t)
+        with data_grad_algorithm("pixel_rows"):
+            _assert_dx_path_matches_naive((N, C, H, W), (FN, C, k, k), stride, pad, dtype, f"forced pixel rows, {t} T",
+                                          lambda plan: plan["data_grad"] == "pixel_rows")
+            rng = rng_for("forced-pixel-rows", N, C, H, W, FN, k, stride, pad)
+            w = randn(rng, (FN, C, k, k), dtype)
+            OH, OW = naive.geometry(H, W, k, k, stride, pad)[4:]
+            dout = randn(rng, (N, FN, OH, OW), dtype)
+            results.append(fastconv.conv2d_backward_input(dout, w, (N, C, H, W), stride=stride, pad=pad))
+    assert_exact(results[1], results[0], f"pixel-rows dx at {threads} threads vs 1")
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, stride, pad", [
@@ -713,7 +780,7 @@ def test_bias_as_list_and_scalar_types(backend, rng):
     (2, 64, 20, 3, "gemm", "gemm", "gemm_col2im"),         # dW in partial-sum groups
     (2, 64, 20, 3, "auto", "taps", "gemm_col2im"),         # the taps in groups
     (2, 1024, 20, 3, "auto", "taps channels", "gemm_col2im"),  # the taps in channel blocks (partials > a 2 MiB L2)
-    (1, 512, 7, 1, "auto", "gemm_columns", "pointwise"),   # a 1x1 on 49 pixels: the pointwise dx
+    (1, 512, 7, 1, "auto", "gemm_columns", "pixel_rows"),  # a 1x1 on 49 pixels: dx in pixel rows
 ])
 def test_no_filters(N, C, H, k, forced, weight_grad, data_grad, backend, dtype, rng):
     """A layer of zero filters (the plan's block sizes must not divide by its filter count): an
@@ -934,7 +1001,9 @@ def test_forcing_an_unknown_algorithm_names_the_known_ones():
     for set_, get, known in ((fastconv._core.set_forward_algorithm, fastconv._core.get_forward_algorithm,
                               "auto, implicit_gemm, shifted_rows or pixel_dots"),
                              (fastconv._core.set_weight_grad_algorithm, fastconv._core.get_weight_grad_algorithm,
-                              "auto, gemm, dots or taps")):
+                              "auto, gemm, dots or taps"),
+                             (fastconv._core.set_data_grad_algorithm, fastconv._core.get_data_grad_algorithm,
+                              "auto, gemm_col2im, pixel_rows or transposed_forward")):
         before = get()
         with pytest.raises(ValueError, match=f"'tap' is not {known}"):
             set_("tap")

@@ -109,6 +109,14 @@ def set_weight_grad_algorithm(name: str) -> None:
 def get_weight_grad_algorithm() -> str:
     """The weight-gradient algorithm setting: 'auto', 'gemm', 'dots' or 'taps'."""
 
+def set_data_grad_algorithm(name: str) -> None:
+    """Force the convolution data-gradient algorithm: 'auto' (the cost rule), 'gemm_col2im',
+    'pixel_rows' or 'transposed_forward' (stride 1 and padding below the window only; other
+    shapes take gemm_col2im). Tests only."""
+
+def get_data_grad_algorithm() -> str:
+    """The data-gradient algorithm setting: 'auto', 'gemm_col2im', 'pixel_rows' or 'transposed_forward'."""
+
 def weight_grad_limits() -> Dict[str, int]:
     """Blocking constants of the weight-gradient paths: ``taps_block_pixels`` (output pixels per
     depth block at most), ``taps_image_budget_bytes`` (a unit's padded input copy),
