@@ -26,7 +26,8 @@ constexpr const char* kDataGradNames[] = {"gemm_col2im", "pixel_rows", "transpos
 
 // Output pixels per image at most: every channel block re-packs dout^T, which costs more than
 // the col2im path's tiles lose once planes pass 7x7 (1x1 on 14x14: 0.69-1.08x, 56x56:
-// 0.43-0.69x; 7x7: 1.04-1.73x; NOTES section 39). The batch's pixels at most bound the block.
+// 0.43-0.69x; 7x7: 1.04-1.73x; NOTES section 39; 3x3 on 14x14 and 28x28 planes ran within the
+// noise of col2im, section 51). The batch's pixels at most bound the block.
 constexpr index_t kMaxPlane = 64;
 constexpr index_t kMaxPixels = 4096;
 // A k x k block's dx^T at most (the 1x1 blocks keep the widths NOTES section 39 measured).

@@ -14,8 +14,8 @@ import pytest
 import fastconv
 from fastconv import _core
 import real_sizes
-from support import (FORWARD_ALGORITHMS, assert_close, assert_exact, backend_context, forward_algorithm, rng_for,
-                     shifted_rows_tiles, weight_grad_algorithm)
+from support import (FORWARD_ALGORITHMS, assert_close, assert_exact, backend_context, data_grad_algorithm,
+                     forward_algorithm, rng_for, shifted_rows_tiles, weight_grad_algorithm)
 
 CONV = real_sizes.tier()
 POOL = real_sizes.pool_tier()
@@ -79,8 +79,10 @@ def test_conv_forward_backward(s, poisoned):
     assert_close(db, ref[2], absref[2], pixels, dt, f"db {what}")
     # Each gradient alone runs its half of the plan unfused, with its own scratch booking; dW
     # also on the GEMM, whose blocks the tier's targets are.
-    dx = _native(s["family"], fastconv.conv2d_backward_input, dout, w, x.shape, stride, pad)
-    assert_close(dx, ref[0], absref[0], s["FN"] * s["kh"] * s["kw"], dt, f"dx alone {what}")
+    for algorithm in ("auto", "pixel_rows", "gemm_col2im"):
+        with data_grad_algorithm(algorithm):
+            dx = _native(s["family"], fastconv.conv2d_backward_input, dout, w, x.shape, stride, pad)
+        assert_close(dx, ref[0], absref[0], s["FN"] * s["kh"] * s["kw"], dt, f"dx alone ({algorithm}) {what}")
     for algorithm in ("auto", "gemm"):
         with weight_grad_algorithm(algorithm):
             dw = _native(s["family"], fastconv.conv2d_backward_weight, dout, x, s["kh"], s["kw"], stride, pad)
