@@ -119,8 +119,9 @@ def test_every_weight_grad_algorithm_matches_naive(case, family, algorithm, dtyp
 def test_every_data_grad_algorithm_matches_naive(case, family, algorithm, dtype):
     """Each native data-gradient algorithm forced over the case table, with every kernel family:
     dx of the whole backward and of dx alone (a forced transposed forward takes the col2im path
-    where the stride is not 1 or the padding reaches the window; an empty layer keeps the
-    col2im plan, one output pixel an image its one-pixel variant; the plan says which)."""
+    where the stride is not 1 or the padding reaches the window, forced pixel rows on an empty
+    batch or plane; col2im on one output pixel an image is its one-pixel variant; the plan says
+    which)."""
     x, w, _, dout = _inputs(case, "normal", dtype)
     with data_grad_algorithm(algorithm), backend_context(f"native:{family}"):
         dx, _, _ = fastconv.conv2d_backward(dout, x, w, **case.geometry)

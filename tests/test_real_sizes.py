@@ -77,8 +77,9 @@ def test_conv_forward_backward(s, poisoned):
     assert_close(dx, ref[0], absref[0], s["FN"] * s["kh"] * s["kw"], dt, f"dx {what}")
     assert_close(dw, ref[1], absref[1], pixels, dt, f"dW {what}")
     assert_close(db, ref[2], absref[2], pixels, dt, f"db {what}")
-    # Each gradient alone runs its half of the plan unfused, with its own scratch booking; dW
-    # also on the GEMM, whose blocks the tier's targets are.
+    # Each gradient alone runs its half of the plan unfused, with its own scratch booking; dx
+    # also forced to the pixel rows (their blocks on every shape) and to col2im, dW also on the
+    # GEMM, whose blocks the tier's targets are.
     for algorithm in ("auto", "pixel_rows", "gemm_col2im"):
         with data_grad_algorithm(algorithm):
             dx = _native(s["family"], fastconv.conv2d_backward_input, dout, w, x.shape, stride, pad)
