@@ -419,6 +419,17 @@ ChunkBlocks gemm_item_blocks(const MicroKernel<T>& kern, index_t M, index_t K, i
     return best;
 }
 
+// Float64 layers with deep patches (K >= 2304: 256 or more channels of 3x3) over >= 196 of the
+// batch's pixels ran 1.05-1.2x faster on the implicit path than on the shifted rows, at 1 and
+// 2 threads (its B packed and aligned, where two of every three taps start a gathered row
+// mid-line); float32 ones, shallower patches and 7x7 planes at batch 1-2 did not (NOTES 51).
+template <class T>
+bool deep_float64_patch(const Conv2dParams& p) {
+    const Window& w = p.win;
+    return sizeof(T) == 8 && w.sh == 1 && w.sw == 1 && w.kh * w.kw > 1 && p.patch() >= 2304 &&
+           p.n * p.out_plane() >= 196;
+}
+
 template <class T>
 ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
     ConvForwardPlan<T> plan;
@@ -427,7 +438,12 @@ ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
     const index_t M = p.oc, K = p.patch(), P = p.out_plane();
     plan.threads = threads_for_flop(2.0 * double(p.n * P) * double(M * K), std::max(threads, 1));
     if (p.n == 0 || M == 0 || P == 0) return plan;
-    if (plan_pixel_dots<T>(p, plan) || plan_shifted_rows<T>(p, plan)) return plan;
+    if (plan_pixel_dots<T>(p, plan)) return plan;
+    ConvForwardPlan<T> shifted = plan;
+    if (plan_shifted_rows<T>(p, shifted)) {
+        if (forced_forward_algorithm() || !deep_float64_patch<T>(p)) return shifted;
+        plan.shifted_rows_declined = true;
+    }
     ScratchBooking booking;
     if (P % kern.nr == 0 || P >= kern.nc) {
         plan.layout = ForwardLayout::image_tiles;
@@ -686,8 +702,9 @@ bool use_dx_as_forward(const Conv2dParams& p, int threads, ConvGrads grads) {
     if (p.n < 8 || p.c < 16 || p.oh < w.kh || p.ow < w.kw) return false;
     // A 1x1's transposed forward is a 1x1 again, which the implicit path also runs on the planes
     // as they are (pack_b_pointwise) and, from 4 tiles of pixels, faster (NOTES section 46).
-    const ForwardAlgorithm forward = plan_conv_forward<T>(transposed_forward_params(p), threads).algorithm;
-    return forward == ForwardAlgorithm::shifted_rows || (w.kh == 1 && w.kw == 1);
+    const ConvForwardPlan<T> forward = plan_conv_forward<T>(transposed_forward_params(p), threads);
+    return forward.algorithm == ForwardAlgorithm::shifted_rows || forward.shifted_rows_declined ||
+           (w.kh == 1 && w.kw == 1);
 }
 
 template <class T>

@@ -159,6 +159,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     py::dict fwd, bwd, d;
     static const char* algorithms[] = {"implicit_gemm", "shifted_rows", "pixel_dots"};
     fwd["algorithm"] = algorithms[static_cast<int>(f.algorithm)];
+    fwd["shifted_rows_declined"] = f.shifted_rows_declined;
     fwd["layout"] = f.algorithm == ForwardAlgorithm::shifted_rows ? "row_blocks"
                     : f.algorithm == ForwardAlgorithm::pixel_dots ? "pixel_rows"
                     : f.layout == ForwardLayout::image_tiles      ? "image_tiles"

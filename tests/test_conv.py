@@ -356,6 +356,33 @@ def _assert_dx_path_matches_naive(x_shape, w_shape, stride, pad, dtype, what, pl
     assert_close(alone, rdx, adx, FN * k * k, dtype, f"dx alone {what}")
 
 
+@pytest.mark.parametrize("N, C, H, FN", [
+    (1, 256, 14, 256),  # K = 2304 over 196 pixels: the smallest deep patch the rule takes
+    (8, 512, 7, 512),   # ResNet-18's l4 at batch 8
+    (2, 384, 13, 384),  # AlexNet's conv4 at batch 2
+])
+def test_deep_float64_patches_take_the_implicit_path(N, C, H, FN, poisoned):
+    """Float64 3x3 layers with >= 256 channels over >= 196 batch pixels run the implicit GEMM
+    where the shifted rows' rule would take them (the plan says so), float32 ones and shallower
+    or smaller ones keep the shifted rows; a forced shifted-rows forward still runs there; the
+    transposed forward of dx keeps its choice; results against the naive loops."""
+    rng = rng_for("deep-f64", N, C, H, FN)
+    x, w = randn(rng, (N, C, H, H), np.float64), randn(rng, (FN, C, 3, 3), np.float64)
+    plan = fastconv.explain_plan(x.shape, w.shape, pad=1, dtype=np.float64)["forward"]
+    assert plan["algorithm"] == "implicit_gemm" and plan["shifted_rows_declined"], plan
+    # float32; K = 2295 (255 channels); 169 pixels (one 13x13 image)
+    for shape, dt in ((x.shape, np.float32), ((N, 255, H, H), np.float64), ((1, C, 13, 13), np.float64)):
+        other = fastconv.explain_plan(shape, (FN, shape[1], 3, 3), pad=1, dtype=dt)["forward"]
+        assert other["algorithm"] == "shifted_rows" and not other["shifted_rows_declined"], (shape, dt, other)
+    with forward_algorithm("shifted_rows"):
+        assert fastconv.explain_plan(x.shape, w.shape, pad=1, dtype=np.float64)["forward"]["algorithm"] == "shifted_rows"
+    out = fastconv.conv2d(x, w, None, 1, 1)
+    assert_close(out, naive.conv2d(x, w, None, 1, 1), naive.conv2d(np.abs(x), np.abs(w), None, 1, 1), C * 9,
+                 np.float64, "deep float64 patch on the implicit path")
+    big = fastconv.explain_plan((8, C, H, H), w.shape, pad=1, dtype=np.float64)["backward"]["data_grad"]
+    assert big in ("transposed_forward", "pixel_rows"), big
+
+
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
     (8, 16, 12, 12, 8, 3, 1),   # the smallest batch and channel count the rule takes
     (9, 17, 13, 11, 24, 3, 0),  # a valid conv: the transposed forward pads by kh - 1
