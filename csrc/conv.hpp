@@ -7,6 +7,7 @@
 // that their shapes cross every block.
 #pragma once
 
+#include <atomic>
 #include <optional>
 #include <string>
 
@@ -26,6 +27,20 @@ enum class ForwardAlgorithm {
 int algorithm_index(const std::string& name, const char* const* names, int count, const char* setter);
 // The setting's name back: "auto" for -1.
 inline std::string algorithm_name(int index, const char* const* names) { return index < 0 ? "auto" : names[index]; }
+
+// A choice tests force among `Count` named values of `Choice` ("auto": the rule's, index -1).
+template <class Choice, int Count>
+struct ForcedSetting {
+    const char* const* names;
+    const char* setter;
+    std::atomic<int> index{-1};
+    void set(const std::string& name) { index = algorithm_index(name, names, Count, setter); }
+    std::string name() const { return algorithm_name(index.load(), names); }
+    std::optional<Choice> forced() const {
+        const int i = index.load();
+        return i < 0 ? std::nullopt : std::optional<Choice>(static_cast<Choice>(i));
+    }
+};
 
 // Tests force an algorithm over the whole case table ("auto" restores the cost rule); a
 // forced algorithm that cannot run a shape (shifted_rows at stride 2) falls back.

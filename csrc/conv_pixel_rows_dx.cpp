@@ -7,7 +7,6 @@
 // block's columns straight onto the pixels the windows read; a larger window transposes each
 // image's rows of the block into dcol and sums them with col2im_rows.
 #include <algorithm>
-#include <atomic>
 
 #include "conv.hpp"
 #include "parallel.hpp"
@@ -21,8 +20,8 @@ using gemm::round_up;
 
 namespace {
 
-std::atomic<int> g_data_grad_algorithm{-1};  // forced by tests: -1 auto, else DataGradAlgorithm
 constexpr const char* kDataGradNames[] = {"gemm_col2im", "pixel_rows", "transposed_forward"};
+ForcedSetting<DataGradAlgorithm, 3> g_data_grad_algorithm{kDataGradNames, "set_data_grad_algorithm"};
 
 // Output pixels per image at most: every channel block re-packs dout^T, which costs more than
 // the col2im path's tiles lose once planes pass 7x7 (1x1 on 14x14: 0.69-1.08x, 56x56:
@@ -98,17 +97,9 @@ index_t channel_block(const Conv2dParams& p, const MicroKernel<T>& kern, int thr
 
 }  // namespace
 
-void set_data_grad_algorithm(const std::string& name) {
-    g_data_grad_algorithm = algorithm_index(name, kDataGradNames, 3, "set_data_grad_algorithm");
-}
-
-std::string data_grad_algorithm_setting() { return algorithm_name(g_data_grad_algorithm.load(), kDataGradNames); }
-
-std::optional<DataGradAlgorithm> forced_data_grad_algorithm() {
-    const int forced = g_data_grad_algorithm.load();
-    if (forced < 0) return std::nullopt;
-    return static_cast<DataGradAlgorithm>(forced);
-}
+void set_data_grad_algorithm(const std::string& name) { g_data_grad_algorithm.set(name); }
+std::string data_grad_algorithm_setting() { return g_data_grad_algorithm.name(); }
+std::optional<DataGradAlgorithm> forced_data_grad_algorithm() { return g_data_grad_algorithm.forced(); }
 
 template <class T>
 bool plan_pixel_rows_dx(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {

@@ -15,7 +15,6 @@
 // ceil(kh / sh) x ceil(kw / sw) window (a strided 1x1 is one phase: its subsampled rows).
 // The implicit-im2col path instead packs kh*kw copies of the image per item.
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -120,9 +119,8 @@ void load_item_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, const
     std::fill(buf.data + planes * plan.channel_ld, buf.data + buf.size, T(0));
 }
 
-// Forced by tests: -1 auto, else a ForwardAlgorithm.
-std::atomic<int> g_forward_algorithm{-1};
 constexpr const char* kAlgorithmNames[] = {"implicit_gemm", "shifted_rows", "pixel_dots"};
+ForcedSetting<ForwardAlgorithm, 3> g_forward_algorithm{kAlgorithmNames, "set_forward_algorithm"};
 
 }  // namespace
 
@@ -136,28 +134,17 @@ int algorithm_index(const std::string& name, const char* const* names, int count
     throw std::invalid_argument(std::string(setter) + ": '" + name + "' is not " + known);
 }
 
-void set_forward_algorithm(const std::string& name) {
-    g_forward_algorithm = algorithm_index(name, kAlgorithmNames, 3, "set_forward_algorithm");
-}
-
-std::string forward_algorithm_setting() { return algorithm_name(g_forward_algorithm.load(), kAlgorithmNames); }
-
-std::optional<ForwardAlgorithm> forced_forward_algorithm() {
-    const int forced = g_forward_algorithm.load();
-    if (forced < 0) return std::nullopt;
-    return static_cast<ForwardAlgorithm>(forced);
-}
+void set_forward_algorithm(const std::string& name) { g_forward_algorithm.set(name); }
+std::string forward_algorithm_setting() { return g_forward_algorithm.name(); }
+std::optional<ForwardAlgorithm> forced_forward_algorithm() { return g_forward_algorithm.forced(); }
 
 namespace {
-std::atomic<int> g_shifted_tiles{-1};
 constexpr const char* kTilesNames[] = {"filters_by_pixels", "pixels_by_filters"};
+ForcedSetting<ShiftedTiles, 2> g_shifted_tiles{kTilesNames, "set_shifted_rows_tiles"};
 }  // namespace
 
-void set_shifted_rows_tiles(const std::string& name) {
-    g_shifted_tiles = algorithm_index(name, kTilesNames, 2, "set_shifted_rows_tiles");
-}
-
-std::string shifted_rows_tiles_setting() { return algorithm_name(g_shifted_tiles.load(), kTilesNames); }
+void set_shifted_rows_tiles(const std::string& name) { g_shifted_tiles.set(name); }
+std::string shifted_rows_tiles_setting() { return g_shifted_tiles.name(); }
 
 // Depth block of the gathered GEMM: its KC x NR slice of B rows fits L1 while the MR loop reuses
 // it. Half of L1 (KC = 128 on a Xeon's 48 KiB) measured 3-7 % slower in float64 than all of it
@@ -218,7 +205,7 @@ double columns_run(const MicroKernel<T>& kern, index_t n) {
 template <class T>
 ShiftedTiles choose_tiles(const Conv2dParams& p, const MicroKernel<T>& kern, index_t npx, index_t filter_block,
                           bool weights_in_place) {
-    if (const int forced = g_shifted_tiles.load(); forced >= 0) return static_cast<ShiftedTiles>(forced);
+    if (const std::optional<ShiftedTiles> forced = g_shifted_tiles.forced()) return *forced;
     if (weights_in_place || p.win.kh * p.win.kw == 1 || npx > kern.mc) return ShiftedTiles::filters_by_pixels;
     const double by_pixels = npx / columns_run(kern, npx) * filter_block / double(round_up(filter_block, kern.mr));
     const double by_filters = npx / double(round_up(npx, kern.mr)) * filter_block / columns_run(kern, filter_block);

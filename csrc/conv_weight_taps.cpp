@@ -5,7 +5,6 @@
 // panels) per group, added into dW at the end; or, where those partials would outgrow L2, into
 // one transposed dW by channel blocks, each over every unit.
 #include <algorithm>
-#include <atomic>
 
 #include "conv.hpp"
 #include "parallel.hpp"
@@ -19,8 +18,8 @@ using gemm::round_up;
 
 namespace {
 
-std::atomic<int> g_weight_grad_algorithm{-1};  // forced by tests: -1 auto, else WeightGradAlgorithm
 constexpr const char* kWeightGradNames[] = {"gemm", "dots", "taps"};
+ForcedSetting<WeightGradAlgorithm, 3> g_weight_grad_algorithm{kWeightGradNames, "set_weight_grad_algorithm"};
 
 index_t input_pitch(const Conv2dParams& p) { return p.w + 2 * p.win.pw; }
 index_t input_rows(const Conv2dParams& p, index_t out_rows) { return (out_rows - 1) * p.win.sh + p.win.kh; }
@@ -60,19 +59,9 @@ void copy_padded_rows(const Conv2dParams& p, const T* img, index_t c0, index_t n
 
 }  // namespace
 
-void set_weight_grad_algorithm(const std::string& name) {
-    g_weight_grad_algorithm = algorithm_index(name, kWeightGradNames, 3, "set_weight_grad_algorithm");
-}
-
-std::string weight_grad_algorithm_setting() {
-    return algorithm_name(g_weight_grad_algorithm.load(), kWeightGradNames);
-}
-
-std::optional<WeightGradAlgorithm> forced_weight_grad_algorithm() {
-    const int forced = g_weight_grad_algorithm.load();
-    if (forced < 0) return std::nullopt;
-    return static_cast<WeightGradAlgorithm>(forced);
-}
+void set_weight_grad_algorithm(const std::string& name) { g_weight_grad_algorithm.set(name); }
+std::string weight_grad_algorithm_setting() { return g_weight_grad_algorithm.name(); }
+std::optional<WeightGradAlgorithm> forced_weight_grad_algorithm() { return g_weight_grad_algorithm.forced(); }
 
 // Channels per item when dW is split by channel blocks, or 0 for groups of units. The groups'
 // partials cost more than the GEMM's FMAs once they outgrow L2 (8 partials of 2304 x 256 taps
