@@ -111,6 +111,75 @@ def test_dezero_suite_leaves_dezero_own_functions_in_place():
     assert [r.check for r in results] == ["ref", "ok"] and F.conv2d is own and not fdz.installed()
 
 
+def test_scaling_suite_takes_the_batch1_conv_layers_above_50_mflop():
+    from fastconv.bench import networks as nets, scaling
+
+    chosen = {c.name for c in scaling.cases()}
+    expected = {c.name for c in nets.cases() if c.kind == "conv" and c.x_shape[0] == 1 and c.conv_flop() > 50e6}
+    assert chosen == expected
+    assert "vgg16/conv1_1@b1" in chosen and "resnet18/l4@b1" in chosen
+    assert "resnet50-1x1/s1_reduce_in@b1" not in chosen  # 25.7 MFLOP
+    assert not any(name.startswith("lenet5/") or name.endswith("@b8") for name in chosen)
+
+
+def test_scaling_summary_reports_geomean_worst_and_the_rows_under_target():
+    from fastconv.bench import scaling
+
+    def row(case, threads, seconds):
+        return bench.Result(case, "conv-fwd", "float32", scaling.backend_name(threads), samples_s=[seconds] * 3)
+
+    results = [row("a", 1, 4.0), row("a", 2, 2.0), row("b", 1, 3.0), row("b", 2, 2.0)]
+    text = scaling.summary(results, [])
+    assert "2 threads vs 1" in text and "target >= 1.70x" in text
+    assert "2 layers: geometric mean 1.73x, worst 1.50x (b), 1 under 1.70x" in text, text
+    assert "b: 3000.00 -> 2000.00 ms, 1.50x" in text and "a: " not in text.split("under the target:")[1]
+
+
+def test_scaling_run_checks_the_parallel_result_against_one_thread(monkeypatch):
+    """A kernel whose result depends on the thread count is caught: the N-thread row fails."""
+    import numpy as np
+
+    import fastconv
+    from fastconv.bench import scaling
+
+    before = fastconv.get_num_threads()
+    case = next(c for c in scaling.cases() if c.name == "resnet50-1x1/s2_expand@b1")
+    monkeypatch.setattr(scaling.Workload, "fn",
+                        lambda self, op: lambda: np.full(self.case.out_shape, float(fastconv.get_num_threads()),
+                                                         dtype=self.dtype))
+    settings = bench.Settings(rounds=2, warmup_s=0.0, budget_s=0.0, min_reps=2, max_reps=2, peak_s=0.01)
+    fastconv.set_num_threads(max(before, 2))
+    try:
+        results = scaling.run([case], ["float32"], [], settings)
+    finally:
+        fastconv.set_num_threads(before)
+    conv = [(r.op, r.backend, r.check) for r in results if r.case == case.name]
+    assert conv[:2] == [("conv-fwd", "native-1T", "ref"), ("conv-fwd", f"native-{max(before, 2)}T", "FAIL")]
+    assert all(len(r.samples_s) == 2 for r in results if r.case == case.name)
+
+
+def test_cli_scaling_suite_times_one_and_two_threads(tmp_path):
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastconv.bench", "--suite", "scaling", "--quick", "--cases", "resnet50-1x1/s2_expand@b1",
+         "--dtype", "float32", "--threads", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    rows = {(r["case"], r["op"], r["backend"]): r["check"] for r in data["results"]}
+    case = "resnet50-1x1/s2_expand@b1"
+    assert rows == {("fma-probe", "fma", "native-1T"): "ref", ("fma-probe", "fma", "native-2T"): "-",
+                    (case, "conv-fwd", "native-1T"): "ref", (case, "conv-fwd", "native-2T"): "ok",
+                    (case, "conv-bwd", "native-1T"): "ref", (case, "conv-bwd", "native-2T"): "ok"}, rows
+    summary = proc.stdout.split("thread scaling, 2 threads vs 1", 1)[1]
+    assert "FMA probe" in summary and "conv-fwd  1 layers: geometric mean" in summary
+
+
+def test_cli_scaling_suite_needs_two_threads():
+    proc = subprocess.run([sys.executable, "-m", "fastconv.bench", "--suite", "scaling", "--quick", "--threads", "1",
+                           "--cases", "resnet50-1x1/s2_expand@b1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "--threads N, N >= 2" in proc.stderr, proc.stderr
+
+
 # --- header, progress and table on a terminal ----------------------------------------
 
 class FakeTerminal(io.StringIO):

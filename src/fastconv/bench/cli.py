@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import fastconv
 
-from . import blas, busy, ceilings, dezero, networks
+from . import blas, busy, ceilings, dezero, networks, scaling
 from .cases import BACKEND_ORDER, CASES, DTYPES, Case, select_cases
 from .console import Console
 from .plot import write_plot
@@ -65,9 +65,12 @@ def _matching(cases: List[Case], patterns: Optional[str]) -> List[Case]:
     return [c for c in cases if any(fnmatch.fnmatchcase(c.name, p.strip()) for p in patterns.split(","))]
 
 
+def _network_names(args: argparse.Namespace) -> Optional[List[str]]:
+    return [n.strip() for n in args.networks.split(",")] if args.networks else None
+
+
 def _network_cases(args: argparse.Namespace) -> List[Case]:
-    nets = [n.strip() for n in args.networks.split(",")] if args.networks else None
-    return _matching(networks.cases(nets, quick=args.quick), args.cases)
+    return _matching(networks.cases(_network_names(args), quick=args.quick), args.cases)
 
 
 SUITES: Dict[str, Suite] = {
@@ -76,6 +79,10 @@ SUITES: Dict[str, Suite] = {
                       "ResNet-50's 1x1 layers, the book's networks and the seed's MNIST CNN, with per-network "
                       "summaries", _network_cases, networks.NETWORKS_FULL, networks.NETWORKS_QUICK,
                       numpy_for=networks.numpy_timed, summary=networks.summary),
+    "scaling": Suite(f"the batch-1 conv layers of the networks suite above {scaling.MIN_FLOP / 1e6:g} MFLOP on 1 thread "
+                     "and on --threads N (>= 2) in alternating rounds: the thread-scaling ratios of one run",
+                     lambda args: _matching(scaling.cases(_network_names(args)), args.cases), scaling.SCALING_FULL,
+                     scaling.SCALING_QUICK, summary=scaling.summary, runner=scaling.run),
     "dezero": Suite("DeZero's own conv2d and pooling vs the same calls after fastconv.dezero.install(), forward + "
                     "backward through DeZero's graph (needs fastconv[dezero])",
                     lambda args: _matching(dezero.cases(), args.cases), dezero.DEZERO_FULL, dezero.DEZERO_QUICK,
@@ -98,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads for every library (default: fastconv.get_num_threads())")
     p.add_argument("--suite", choices=tuple(SUITES), default="cases",
                    help="; ".join(f"{name}: {suite.help}" for name, suite in SUITES.items()))
-    p.add_argument("--networks", metavar="NAMES", help="with --suite networks: a comma list of networks")
+    p.add_argument("--networks", metavar="NAMES", help="with --suite networks or scaling: a comma list of networks")
     p.add_argument("--cases", metavar="NAMES", help="comma list of case names or glob patterns (see --list)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--backends", metavar="NAMES",
