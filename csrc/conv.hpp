@@ -126,6 +126,7 @@ struct ConvForwardPlan {
     bool weights_in_place = false;  // shifted_rows: or W's rows read in place (shared_elems = 0)
     ShiftedTiles tiles = ShiftedTiles::filters_by_pixels;  // pixels_by_filters: W^T packed, shared
     index_t pixel_panel_elems = 0;  // pixels_by_filters: the item's pixels packed in MR panels
+    bool rows_in_place = false;     // filters_by_pixels: tiles per output row, stored in the output
     bool shifted_rows_declined = false;  // implicit_gemm where the shifted rows' rule took it too
 };
 

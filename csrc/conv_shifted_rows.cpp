@@ -155,6 +155,15 @@ index_t gathered_kc(const MicroKernel<T>& kern) {
     return std::clamp<index_t>(fit / 8 * 8, 16, kern.kc);
 }
 
+// The lanes the tiles of one row of n pixels compute: the micro-kernel runs a narrow edge tile
+// on one or two vectors, otherwise on all of NR (MicroKernel::run's column rule).
+template <class T>
+index_t row_lanes(const MicroKernel<T>& kern, index_t n) {
+    const index_t full = n / kern.nr * kern.nr, last = n - full, L = kern.lanes;
+    if (last == 0) return full;
+    return full + (last <= L ? L : last <= 2 * L ? std::min<index_t>(2 * L, kern.nr) : kern.nr);
+}
+
 // Output rows per item: the largest count whose buffers fit the budget, at least one, then
 // fewer while the batch gives too few items to keep every thread busy and items stay wide.
 template <class T>
@@ -281,7 +290,10 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     ScratchBooking booking;
     // + NR: the last panel of the last channel's last tap reads up to NR - 1 columns past it.
     plan.image_elems = booking.book(p.c * split.per_channel() * plan.channel_ld + kern.nr);
-    plan.c_block_elems = booking.book(filter_block * rows * Wp);
+    // The pad columns cost a copy of every item's block; tiles per output row store straight
+    // into the output instead, where a row's vectors span no more lanes than its pitch.
+    plan.rows_in_place = !pixel_tiles && row_lanes(kern, p.ow) <= Wp;
+    plan.c_block_elems = plan.rows_in_place ? 0 : booking.book(filter_block * rows * Wp);
     plan.gemm = gemm::plan_gemm(kern, p.oc, rows * Wp, p.patch(), gathered_kc<T>(kern));
     plan.tiles = tiles;
     plan.pixel_panel_elems = pixel_tiles ? booking.book(round_up(rows * Wp, kern.mr) * plan.gemm.kc) : 0;
@@ -330,13 +342,21 @@ void tap_rows(const Conv2dParams& p, const ConvForwardPlan<T>& plan, Span<T> buf
     buf.need(farthest + read, "shifted_rows_forward", "rows read by the last panel");
 }
 
-// block (mb x npx, row stride npx) = rows [m0, m0 + mb) of W (M x K) . B + bias, B rows through
-// `rows`; W packed (m0 a multiple of MR) or, with packed == nullptr, read in place from w.
+// Where gemm_gathered stores: `lines` runs of `width` pixels, run r read from B column
+// r * b_pitch and stored from column r * c_pitch of C (filter rows ldc apart). The item's
+// block is one run of all its pixels; rows in place are its output rows, pad columns skipped.
+template <class T>
+struct GatheredTarget {
+    T* c;
+    index_t ldc, lines, width, b_pitch, c_pitch;
+};
+
+// target = rows [m0, m0 + mb) of W (M x K) . B + bias, B rows through `rows`; W packed (m0 a
+// multiple of MR) or, with packed == nullptr, read in place from w.
 template <class T>
 void gemm_gathered(const MicroKernel<T>& kern, const gemm::GemmPlan& g, index_t M, index_t m0, index_t mb,
-                   index_t K, index_t npx, const T* packed, const T* w, const T* const* rows, const T* bias,
-                   Span<T> block) {
-    block.need(mb * npx, "shifted_rows_forward", "output block");
+                   index_t K, const T* packed, const T* w, const T* const* rows, const T* bias,
+                   const GatheredTarget<T>& to) {
     const index_t mr = kern.mr, nr = kern.nr, m_rows = round_up(M, mr);
     for (index_t ic = m0; ic < m0 + mb; ic += g.mc) {
         const index_t mc = std::min(g.mc, m0 + mb - ic);
@@ -345,16 +365,17 @@ void gemm_gathered(const MicroKernel<T>& kern, const gemm::GemmPlan& g, index_t 
         for (index_t pc = 0; pc < K; pc += g.kc) {
             const index_t kc = std::min(g.kc, K - pc);
             const bool last = pc + kc >= K;
-            for (index_t jr = 0; jr < npx; jr += nr) {
-                const int n = static_cast<int>(std::min(nr, npx - jr));
-                for (index_t ir = ic; ir < ic + mc; ir += mr) {
-                    const int m = static_cast<int>(std::min(mr, m0 + mb - ir));
-                    const T* a = packed ? packed + pc * m_rows + (ir / mr) * kc * mr : w + ir * K + pc;
-                    kern.run_b_gather(kc, a, packed ? 0 : K, rows + pc, jr,
-                                      block.data + (ir - m0) * npx + jr, npx, m, n, pc > 0,
-                                      last && bias ? bias + ir : nullptr);
+            for (index_t line = 0; line < to.lines; ++line)
+                for (index_t jr = 0; jr < to.width; jr += nr) {
+                    const int n = static_cast<int>(std::min(nr, to.width - jr));
+                    for (index_t ir = ic; ir < ic + mc; ir += mr) {
+                        const int m = static_cast<int>(std::min(mr, m0 + mb - ir));
+                        const T* a = packed ? packed + pc * m_rows + (ir / mr) * kc * mr : w + ir * K + pc;
+                        kern.run_b_gather(kc, a, packed ? 0 : K, rows + pc, line * to.b_pitch + jr,
+                                          to.c + (ir - m0) * to.ldc + line * to.c_pitch + jr, to.ldc, m, n,
+                                          pc > 0, last && bias ? bias + ir : nullptr);
+                    }
                 }
-            }
         }
     }
 }
@@ -445,6 +466,7 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
         Span<T> mine = scratch.mine();
         const Span<T> buf = mine.take(plan.image_elems, "shifted_rows_forward", "padded rows");
         const Span<T> block = mine.take(plan.c_block_elems, "shifted_rows_forward", "output block");
+        if (!plan.rows_in_place) block.need(mb * npx, "shifted_rows_forward", "output block");
         const T** rows = row_tables.data() + thread_index() * K;
         if (!built[thread_index()]) {  // the thread's buffer never moves: its table is built once
             tap_rows(p, plan, buf, rows);
@@ -457,9 +479,13 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
         if (pixel_tiles)
             gemm_pixel_tiles(kern, plan.gemm, M, m0, mb, K, npx, packed_w, rows,
                              mine.take(plan.pixel_panel_elems, "shifted_rows_forward", "pixel panels"), block);
+        else if (plan.rows_in_place)
+            gemm_gathered(kern, plan.gemm, M, m0, mb, K, packed_w, w, rows, bias,
+                          {out + ((n * p.oc + m0) * p.oh + oh0) * p.ow, p.out_plane(), noh, p.ow, Wp, p.ow});
         else
-            gemm_gathered(kern, plan.gemm, M, m0, mb, K, npx, packed_w, w, rows, bias, block);
-        copy_block_out(p, plan, block.data, n, m0, mb, oh0, noh, bias, out);
+            gemm_gathered(kern, plan.gemm, M, m0, mb, K, packed_w, w, rows, bias,
+                          {block.data, npx, 1, npx, 0, 0});
+        if (!plan.rows_in_place) copy_block_out(p, plan, block.data, n, m0, mb, oh0, noh, bias, out);
     }, 1, plan.threads);
     scratch.verify();
 }

@@ -167,6 +167,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     fwd["rows"] = f.rows;
     fwd["pitch"] = f.pitch;
     fwd["tiles"] = f.tiles == ShiftedTiles::pixels_by_filters ? "pixels_by_filters" : "filters_by_pixels";
+    fwd["output"] = f.rows_in_place ? "rows_in_place" : "block_copy";
     fwd["chunk"] = f.chunk;
     fwd["items"] = f.items;
     fwd["gemm"] = gemm_plan_dict(f.gemm);

@@ -286,6 +286,49 @@ def test_shifted_rows_pixel_tiles(N, C, H, W, k, stride, pad, filters, family, d
         assert_close(out, ref, absref, C * k * k + 1, dtype, f"pixel tiles ({family}, {threads} threads)")
 
 
+def _row_lanes(n, nr, lanes):
+    """Lanes the tiles of one output row of n pixels compute: whole NR tiles, then an edge of
+    one vector, two, or a whole tile (the micro-kernel's column rule)."""
+    last = n % nr
+    return n - last + (0 if not last else lanes if last <= lanes else min(2 * lanes, nr) if last <= 2 * lanes else nr)
+
+
+@pytest.mark.parametrize("N, C, H, width, k, stride, pad, FN, expect", [
+    (1, 3, 9, "NR", 3, 1, 1, 13, "rows_in_place"),                 # batch 1: filter blocks on 2 threads
+    (2, 40, 6, "NR + lanes", 3, 1, 1, 7, "rows_in_place"),         # K = 360 > KC: sums kept in the output
+    (1, 5, 5, "NR + lanes - 1", 3, 1, 1, 9, "rows_in_place"),      # the edge vector reads a pad column
+    (2, 4, 7, "NR + 1", 3, 1, 1, 6, "block_copy"),                 # a one-column edge: the block is copied
+    (3, 2, 4, "2 * NR", 3, 1, 0, 5, "rows_in_place"),              # no padding: pitch W, OW = W - 2
+    (1, 3, 21, "2 * NR + 6", 7, 2, 3, 8, None),                    # phase rows (the ResNet stem's window)
+])
+@pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
+def test_shifted_rows_store_rows_in_place(N, C, H, width, k, stride, pad, FN, expect, family, dtype, poisoned,
+                                          threads_restored):
+    """Where an output row's tiles span no more lanes than its pitch, the shifted-rows GEMM
+    stores them straight into the output (no block copied out): the plan says which, by the
+    rule recomputed here, and the result matches the naive loops with every buffer poisoned, on
+    1 and 2 threads, under every family."""
+    kern = kernel_of(family, dtype.name)
+    nr, lanes = kern["nr"], kern["lanes"]
+    W = eval(width, {"NR": nr, "lanes": lanes})
+    if expect == "block_copy" and lanes <= 2:
+        expect = None  # an edge vector of 2 lanes wastes at most the one pad column the pitch has
+    rng = rng_for("rows-in-place", N, C, H, W, k, stride, pad, FN, family)
+    x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype), randn(rng, (FN,), dtype)
+    ref = naive.conv2d(x, w, b, stride, pad)
+    absref = naive.conv2d(np.abs(x), np.abs(w), np.abs(b), stride, pad)
+    ow = ref.shape[3]
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        with backend_context(f"native:{family}"), forward_algorithm("shifted_rows"), \
+                shifted_rows_tiles("filters_by_pixels"):
+            plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["forward"]
+            out = fastconv.conv2d(x, w, b, stride, pad)
+        rule = "rows_in_place" if _row_lanes(ow, nr, lanes) <= plan["pitch"] else "block_copy"
+        assert plan["output"] == rule == (expect or rule), (plan, rule)
+        assert_close(out, ref, absref, C * k * k + 1, dtype, f"{rule} ({family}, {threads} threads)")
+
+
 def _columns_run(n, nr, lanes):
     """Columns n costs in tiles: whole NR tiles, then the edge in vectors, one vector of a tile
     of three or more as 1.5."""
