@@ -291,8 +291,11 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     // + NR: the last panel of the last channel's last tap reads up to NR - 1 columns past it.
     plan.image_elems = booking.book(p.c * split.per_channel() * plan.channel_ld + kern.nr);
     // The pad columns cost a copy of every item's block; tiles per output row store straight
-    // into the output instead, where a row's vectors span no more lanes than its pitch.
-    plan.rows_in_place = !pixel_tiles && row_lanes(kern, p.ow) <= Wp;
+    // into the output instead, where they read no further than the row's pitch and are no more
+    // than the block's: VGG conv1_1 ran 1.25-1.3x faster (f32, 1 thread), but 7x7 rows on
+    // one-vector tiles (f32) 0.7x (NOTES section 53).
+    plan.rows_in_place = !pixel_tiles && row_lanes(kern, p.ow) <= Wp &&
+                         rows * ceil_div(p.ow, index_t(kern.nr)) <= ceil_div(rows * Wp, index_t(kern.nr));
     plan.c_block_elems = plan.rows_in_place ? 0 : booking.book(filter_block * rows * Wp);
     plan.gemm = gemm::plan_gemm(kern, p.oc, rows * Wp, p.patch(), gathered_kc<T>(kern));
     plan.tiles = tiles;

@@ -294,25 +294,24 @@ def _row_lanes(n, nr, lanes):
 
 
 @pytest.mark.parametrize("N, C, H, width, k, stride, pad, FN, expect", [
-    (1, 3, 9, "NR", 3, 1, 1, 13, "rows_in_place"),                 # batch 1: filter blocks on 2 threads
-    (2, 40, 6, "NR + lanes", 3, 1, 1, 7, "rows_in_place"),         # K = 360 > KC: sums kept in the output
-    (1, 5, 5, "NR + lanes - 1", 3, 1, 1, 9, "rows_in_place"),      # the edge vector reads a pad column
-    (2, 4, 7, "NR + 1", 3, 1, 1, 6, "block_copy"),                 # a one-column edge: the block is copied
-    (3, 2, 4, "2 * NR", 3, 1, 0, 5, "rows_in_place"),              # no padding: pitch W, OW = W - 2
-    (1, 3, 21, "2 * NR + 6", 7, 2, 3, 8, None),                    # phase rows (the ResNet stem's window)
+    (1, 3, 9, "NR", 3, 1, 1, 13, "rows_in_place"),         # batch 1: filter blocks on 2 threads
+    (2, 40, 6, "2 * NR", 3, 1, 1, 7, "rows_in_place"),     # K = 360 > KC: sums kept in the output
+    (1, 5, 5, "NR - 1", 3, 1, 1, 9, "rows_in_place"),      # the edge tile reads the pad column
+    (2, 4, 7, "NR + 1", 3, 1, 1, 6, "block_copy"),         # a one-column edge: more lanes than the pitch
+    (2, 4, 6, "NR + lanes", 3, 1, 1, 6, None),             # two tiles a row: the block has fewer at NR > 4
+    (3, 2, 4, "2 * NR", 3, 1, 0, 5, "rows_in_place"),      # no padding: pitch W, OW = W - 2
+    (1, 3, 21, "2 * NR + 6", 7, 2, 3, 8, None),            # phase rows (the ResNet stem's window)
 ])
 @pytest.mark.parametrize("family", fastconv._core.gemm_kernels())
 def test_shifted_rows_store_rows_in_place(N, C, H, width, k, stride, pad, FN, expect, family, dtype, poisoned,
                                           threads_restored):
-    """Where an output row's tiles span no more lanes than its pitch, the shifted-rows GEMM
-    stores them straight into the output (no block copied out): the plan says which, by the
-    rule recomputed here, and the result matches the naive loops with every buffer poisoned, on
+    """Where an output row's tiles read no further than its pitch and number no more than the
+    item's block has, the shifted-rows GEMM stores them straight into the output (no block
+    copied out): the plan says which, by the rule recomputed here, and the result matches the naive loops with every buffer poisoned, on
     1 and 2 threads, under every family."""
     kern = kernel_of(family, dtype.name)
     nr, lanes = kern["nr"], kern["lanes"]
     W = eval(width, {"NR": nr, "lanes": lanes})
-    if expect == "block_copy" and lanes <= 2:
-        expect = None  # an edge vector of 2 lanes wastes at most the one pad column the pitch has
     rng = rng_for("rows-in-place", N, C, H, W, k, stride, pad, FN, family)
     x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype), randn(rng, (FN,), dtype)
     ref = naive.conv2d(x, w, b, stride, pad)
@@ -324,7 +323,9 @@ def test_shifted_rows_store_rows_in_place(N, C, H, width, k, stride, pad, FN, ex
                 shifted_rows_tiles("filters_by_pixels"):
             plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["forward"]
             out = fastconv.conv2d(x, w, b, stride, pad)
-        rule = "rows_in_place" if _row_lanes(ow, nr, lanes) <= plan["pitch"] else "block_copy"
+        rows, pitch = plan["rows"], plan["pitch"]
+        fits = _row_lanes(ow, nr, lanes) <= pitch and rows * -(-ow // nr) <= -(-rows * pitch // nr)
+        rule = "rows_in_place" if fits else "block_copy"
         assert plan["output"] == rule == (expect or rule), (plan, rule)
         assert_close(out, ref, absref, C * k * k + 1, dtype, f"{rule} ({family}, {threads} threads)")
 
