@@ -253,6 +253,17 @@ def test_strided_pointwise_on_shifted_rows(N, C, H, W, FN, stride, dtype, poison
     assert_close(fastconv.conv2d(x, w, b, stride, 0), ref, absref, C + 1, dtype, "strided 1x1, auto")
 
 
+def _forced_shifted_rows(x, w, b, stride, pad, family, tiles):
+    """(threads, forward plan, output) of the forward forced onto shifted rows with `tiles`,
+    under `family`, on 1 and then 2 threads."""
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        with backend_context(f"native:{family}"), forward_algorithm("shifted_rows"), shifted_rows_tiles(tiles):
+            plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=x.dtype)["forward"]
+            out = fastconv.conv2d(x, w, b, stride, pad)
+        yield threads, plan, out
+
+
 @pytest.mark.parametrize("N, C, H, W, k, stride, pad, filters", [
     (5, 16, 7, 7, 3, 1, 1, "2 NR + 2 lanes"),  # 7 full MR panels of pixels per image
     (3, 40, 9, 11, 3, 1, 1, "NR - 1"),         # K = 360 crosses KC; 9 x 12 = 108 pixels: a short MR panel
@@ -275,12 +286,7 @@ def test_shifted_rows_pixel_tiles(N, C, H, W, k, stride, pad, filters, family, d
     x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype), randn(rng, (FN,), dtype)
     ref = naive.conv2d(x, w, b, stride, pad)
     absref = naive.conv2d(np.abs(x), np.abs(w), np.abs(b), stride, pad)
-    for threads in (1, 2):
-        fastconv.set_num_threads(threads)
-        with backend_context(f"native:{family}"), forward_algorithm("shifted_rows"), \
-                shifted_rows_tiles("pixels_by_filters"):
-            plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["forward"]
-            out = fastconv.conv2d(x, w, b, stride, pad)
+    for threads, plan, out in _forced_shifted_rows(x, w, b, stride, pad, family, "pixels_by_filters"):
         assert plan["algorithm"] == "shifted_rows" and plan["tiles"] == "pixels_by_filters", plan
         assert plan["filter_block"] == FN or plan["filter_block"] % nr == 0, plan
         assert_close(out, ref, absref, C * k * k + 1, dtype, f"pixel tiles ({family}, {threads} threads)")
@@ -317,12 +323,7 @@ def test_shifted_rows_store_rows_in_place(N, C, H, width, k, stride, pad, FN, ex
     ref = naive.conv2d(x, w, b, stride, pad)
     absref = naive.conv2d(np.abs(x), np.abs(w), np.abs(b), stride, pad)
     ow = ref.shape[3]
-    for threads in (1, 2):
-        fastconv.set_num_threads(threads)
-        with backend_context(f"native:{family}"), forward_algorithm("shifted_rows"), \
-                shifted_rows_tiles("filters_by_pixels"):
-            plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["forward"]
-            out = fastconv.conv2d(x, w, b, stride, pad)
+    for threads, plan, out in _forced_shifted_rows(x, w, b, stride, pad, family, "filters_by_pixels"):
         rows, pitch = plan["rows"], plan["pitch"]
         fits = _row_lanes(ow, nr, lanes) <= pitch and rows * -(-ow // nr) <= -(-rows * pitch // nr)
         rule = "rows_in_place" if fits else "block_copy"
