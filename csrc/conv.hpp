@@ -119,7 +119,8 @@ struct ConvForwardPlan {
     index_t thread_elems = 0;   // scratch per thread
     // shifted_rows: items (image, block of `rows` output rows); each copies its rows' inputs,
     // zero-padded, to a buffer of channel stride `channel_ld` and row pitch `pitch` (W + pw),
-    // computes `rows * pitch` pixels per filter (the pad columns are computed and dropped).
+    // computes `rows * pitch` pixels per filter into a block, the pad columns dropped as it is
+    // copied out, or (rows_in_place) each output row's tiles straight into the output.
     ForwardAlgorithm algorithm = ForwardAlgorithm::implicit_gemm;
     index_t rows = 0, row_items = 0, pitch = 0, channel_ld = 0, image_elems = 0;
     index_t shared_elems = 0;       // shifted_rows: W packed once per call, read by every thread

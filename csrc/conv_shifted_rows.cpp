@@ -469,7 +469,6 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
         Span<T> mine = scratch.mine();
         const Span<T> buf = mine.take(plan.image_elems, "shifted_rows_forward", "padded rows");
         const Span<T> block = mine.take(plan.c_block_elems, "shifted_rows_forward", "output block");
-        if (!plan.rows_in_place) block.need(mb * npx, "shifted_rows_forward", "output block");
         const T** rows = row_tables.data() + thread_index() * K;
         if (!built[thread_index()]) {  // the thread's buffer never moves: its table is built once
             tap_rows(p, plan, buf, rows);
@@ -485,9 +484,10 @@ void shifted_rows_forward(const Conv2dParams& p, const ConvForwardPlan<T>& plan,
         else if (plan.rows_in_place)
             gemm_gathered(kern, plan.gemm, M, m0, mb, K, packed_w, w, rows, bias,
                           {out + ((n * p.oc + m0) * p.oh + oh0) * p.ow, p.out_plane(), noh, p.ow, Wp, p.ow});
-        else
-            gemm_gathered(kern, plan.gemm, M, m0, mb, K, packed_w, w, rows, bias,
-                          {block.data, npx, 1, npx, 0, 0});
+        else {
+            block.need(mb * npx, "shifted_rows_forward", "output block");
+            gemm_gathered(kern, plan.gemm, M, m0, mb, K, packed_w, w, rows, bias, {block.data, npx, 1, npx, 0, 0});
+        }
         if (!plan.rows_in_place) copy_block_out(p, plan, block.data, n, m0, mb, oh0, noh, bias, out);
     }, 1, plan.threads);
     scratch.verify();
