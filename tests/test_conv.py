@@ -313,11 +313,12 @@ def test_shifted_rows_store_rows_in_place(N, C, H, width, k, stride, pad, FN, ex
                                           threads_restored):
     """Where an output row's tiles read no further than its pitch and number no more than the
     item's block has, the shifted-rows GEMM stores them straight into the output (no block
-    copied out): the plan says which, by the rule recomputed here, and the result matches the naive loops with every buffer poisoned, on
-    1 and 2 threads, under every family."""
+    copied out): the plan says which, by the rule recomputed here, and the result matches the
+    naive loops with every buffer poisoned, on 1 and 2 threads, under every family."""
     kern = kernel_of(family, dtype.name)
     nr, lanes = kern["nr"], kern["lanes"]
-    W = eval(width, {"NR": nr, "lanes": lanes})
+    W = {"NR": nr, "2 * NR": 2 * nr, "NR - 1": nr - 1, "NR + 1": nr + 1, "NR + lanes": nr + lanes,
+         "2 * NR + 6": 2 * nr + 6}[width]
     rng = rng_for("rows-in-place", N, C, H, W, k, stride, pad, FN, family)
     x, w, b = randn(rng, (N, C, H, W), dtype), randn(rng, (FN, C, k, k), dtype), randn(rng, (FN,), dtype)
     ref = naive.conv2d(x, w, b, stride, pad)
