@@ -31,15 +31,20 @@ def test_rounds_alternate_backends_and_pool_their_samples():
         assert r.check == ("ref" if r.backend == "numpy" else "ok"), r.message
 
 
-def test_cli_quick_run_writes_checked_json(tmp_path):
+def _run_cli(tmp_path, *args):
+    """fastconv-bench with `args` and --json in a fresh process: its stdout and the JSON, after
+    checking it exited 0."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastconv.bench", "--quick", "--cases", "dlfs-simpleconvnet", "--dtype", "float64",
-         "--backends", "numpy,native", "--threads", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "fastconv.bench", *args, "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "vs numpy" in proc.stdout and "FAIL" not in proc.stdout
-    data = json.loads(out.read_text())
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_cli_quick_run_writes_checked_json(tmp_path):
+    stdout, data = _run_cli(tmp_path, "--quick", "--cases", "dlfs-simpleconvnet", "--dtype", "float64",
+                            "--backends", "numpy,native", "--threads", "1")
+    assert "vs numpy" in stdout and "FAIL" not in stdout
     rows = {(r["op"], r["backend"]): r for r in data["results"]}
     assert set(rows) == {("conv-fwd", "numpy"), ("conv-fwd", "native"), ("conv-bwd", "numpy"), ("conv-bwd", "native")}
     for (op, backend), r in rows.items():
@@ -70,17 +75,12 @@ def test_networks_suite_skips_numpy_only_on_the_big_layers():
 
 
 def test_cli_networks_suite_prints_per_network_summaries(tmp_path):
-    out = tmp_path / "net.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastconv.bench", "--suite", "networks", "--networks", "lenet5,simpleconvnet", "--quick",
-         "--dtype", "float32", "--backends", "numpy,native", "--threads", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "FAIL" not in proc.stdout and "ERROR" not in proc.stdout
-    summary = proc.stdout.split("vs numpy geo", 1)[1]
+    stdout, data = _run_cli(tmp_path, "--suite", "networks", "--networks", "lenet5,simpleconvnet", "--quick",
+                            "--dtype", "float32", "--backends", "numpy,native", "--threads", "1")
+    assert "FAIL" not in stdout and "ERROR" not in stdout
+    summary = stdout.split("vs numpy geo", 1)[1]
     for net in ("lenet5", "simpleconvnet"):
         assert any(line.startswith(net) for line in summary.splitlines()), summary
-    data = json.loads(out.read_text())
     assert {r["case"].split("/")[0] for r in data["results"]} == {"lenet5", "simpleconvnet"}
     assert all(r["check"] in ("ref", "ok") for r in data["results"])
 
@@ -89,16 +89,12 @@ def test_cli_dezero_suite_times_dezero_own_and_installed(tmp_path):
     """Both variants per row, the installed one checked against DeZero's own, and the summary;
     DeZero's functions are in place again afterwards."""
     pytest.importorskip("matplotlib", reason="DeZero 0.0.13 imports matplotlib; both come with the test extra")
-    out = tmp_path / "dz.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastconv.bench", "--suite", "dezero", "--quick", "--cases", "dezero-cnn-*1",
-         "--dtype", "float32", "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(out.read_text())
+    stdout, data = _run_cli(tmp_path, "--suite", "dezero", "--quick", "--cases", "dezero-cnn-*1", "--dtype", "float32",
+                            "--threads", "1")
     rows = {(r["case"], r["backend"]): r["check"] for r in data["results"]}
     assert rows == {("dezero-cnn-conv1", "dezero"): "ref", ("dezero-cnn-conv1", "native"): "ok",
                     ("dezero-cnn-pool1", "dezero"): "ref", ("dezero-cnn-pool1", "native"): "ok"}, rows
-    summary = proc.stdout.split("fastconv.dezero.install() vs DeZero's own", 1)[1]
+    summary = stdout.split("fastconv.dezero.install() vs DeZero's own", 1)[1]
     assert "dezero-cnn-conv1" in summary and "geometric mean" in summary
 
 
@@ -159,18 +155,14 @@ def test_scaling_run_checks_the_parallel_result_against_one_thread(monkeypatch):
 
 
 def test_cli_scaling_suite_times_one_and_two_threads(tmp_path):
-    out = tmp_path / "scaling.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastconv.bench", "--suite", "scaling", "--quick", "--cases", "resnet50-1x1/s2_expand@b1",
-         "--dtype", "float32", "--threads", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(out.read_text())
+    stdout, data = _run_cli(tmp_path, "--suite", "scaling", "--quick", "--cases", "resnet50-1x1/s2_expand@b1",
+                            "--dtype", "float32", "--threads", "2")
     rows = {(r["case"], r["op"], r["backend"]): r["check"] for r in data["results"]}
     case = "resnet50-1x1/s2_expand@b1"
     assert rows == {("fma-probe", "fma", "native-1T"): "ref", ("fma-probe", "fma", "native-2T"): "-",
                     (case, "conv-fwd", "native-1T"): "ref", (case, "conv-fwd", "native-2T"): "ok",
                     (case, "conv-bwd", "native-1T"): "ref", (case, "conv-bwd", "native-2T"): "ok"}, rows
-    summary = proc.stdout.split("thread scaling, 2 threads vs 1", 1)[1]
+    summary = stdout.split("thread scaling, 2 threads vs 1", 1)[1]
     assert "FMA probe" in summary and "conv-fwd  1 layers: geometric mean" in summary
 
 
