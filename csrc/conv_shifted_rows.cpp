@@ -155,13 +155,11 @@ index_t gathered_kc(const MicroKernel<T>& kern) {
     return std::clamp<index_t>(fit / 8 * 8, 16, kern.kc);
 }
 
-// The lanes the tiles of one row of n pixels compute: the micro-kernel runs a narrow edge tile
-// on one or two vectors, otherwise on all of NR (MicroKernel::run's column rule).
+// Columns the tiles of n columns compute, and read: whole NR tiles, then the edge tile in whole
+// vectors (MicroKernel::lanes).
 template <class T>
-index_t row_lanes(const MicroKernel<T>& kern, index_t n) {
-    const index_t full = n / kern.nr * kern.nr, last = n - full, L = kern.lanes;
-    if (last == 0) return full;
-    return full + (last <= L ? L : last <= 2 * L ? std::min<index_t>(2 * L, kern.nr) : kern.nr);
+index_t vector_columns(const MicroKernel<T>& kern, index_t n) {
+    return n / kern.nr * kern.nr + round_up(n % kern.nr, kern.lanes);
 }
 
 // Output rows per item: the largest count whose buffers fit the budget, at least one, then
@@ -276,7 +274,7 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     // faster for 1024 -> 256, section 44). Larger windows stay here whatever their tiles:
     // since the narrow edge tiles, 3x3 on 7x7 planes ran 1.21-1.34x faster than the implicit
     // path at batch 8 and 100 (section 43; before them the implicit path won, section 37).
-    const index_t npx = rows * Wp, tiled = npx / kern.nr * kern.nr + round_up(npx % kern.nr, kern.lanes);
+    const index_t npx = rows * Wp, tiled = vector_columns(kern, npx);
     const bool full_tiles = p.n == 1 || !pointwise || 10 * npx >= 9 * tiled;
     if (!forced && !((pointwise || few_pad_columns) && wide && full_tiles)) return false;
     plan.algorithm = ForwardAlgorithm::shifted_rows;
@@ -294,7 +292,7 @@ bool plan_shifted_rows(const Conv2dParams& p, ConvForwardPlan<T>& plan) {
     // into the output instead, where they read no further than the row's pitch and are no more
     // than the block's: VGG conv1_1 ran 1.25-1.3x faster (f32, 1 thread), but 7x7 rows on
     // one-vector tiles (f32) 0.7x (NOTES section 53).
-    plan.rows_in_place = !pixel_tiles && row_lanes(kern, p.ow) <= Wp &&
+    plan.rows_in_place = !pixel_tiles && vector_columns(kern, p.ow) <= Wp &&
                          rows * ceil_div(p.ow, index_t(kern.nr)) <= ceil_div(rows * Wp, index_t(kern.nr));
     plan.c_block_elems = plan.rows_in_place ? 0 : booking.book(filter_block * rows * Wp);
     plan.gemm = gemm::plan_gemm(kern, p.oc, rows * Wp, p.patch(), gathered_kc<T>(kern));

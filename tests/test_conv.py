@@ -293,10 +293,9 @@ def test_shifted_rows_pixel_tiles(N, C, H, W, k, stride, pad, filters, family, d
 
 
 def _row_lanes(n, nr, lanes):
-    """Lanes the tiles of one output row of n pixels compute: whole NR tiles, then an edge of
-    one vector, two, or a whole tile (the micro-kernel's column rule)."""
-    last = n % nr
-    return n - last + (0 if not last else lanes if last <= lanes else min(2 * lanes, nr) if last <= 2 * lanes else nr)
+    """Lanes the tiles of one output row of n pixels compute: whole NR tiles, then the edge in
+    whole vectors."""
+    return n // nr * nr + -(-(n % nr) // lanes) * lanes
 
 
 @pytest.mark.parametrize("N, C, H, width, k, stride, pad, FN, expect", [

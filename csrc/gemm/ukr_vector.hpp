@@ -22,6 +22,9 @@ struct VectorTile {
     typedef T V __attribute__((vector_size(VBYTES)));
     static constexpr int L = VBYTES / int(sizeof(T));
     static constexpr int NR = NV * L;
+    // tile_columns runs an edge of n columns on ceil(n / L) vectors, as MicroKernel::lanes
+    // promises the planners (what a tile computes and reads), only up to three vectors a tile.
+    static_assert(NV >= 1 && NV <= 3, "a wider tile needs tile_columns to run its edges on ceil(n / L) vectors");
 
     static V load(const T* p) {
         V v;

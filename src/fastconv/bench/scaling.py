@@ -41,6 +41,11 @@ def backend_name(threads: int) -> str:
     return f"native-{threads}T"
 
 
+def threads_of(backend: str) -> int:
+    """The thread count a ``backend_name`` row was timed on."""
+    return int(backend[len("native-"):-len("T")])
+
+
 def _parallel_threads() -> int:
     n = fastconv.get_num_threads()
     if n < 2:
@@ -117,7 +122,7 @@ def summary(results: Sequence[Result], case_list: Sequence[Case]) -> str:
     parallel = sorted({r.backend for r in results} - {backend_name(1)})
     if not parallel:
         return "no N-thread rows"
-    n = int(parallel[0].split("-")[1].rstrip("T"))
+    n = threads_of(parallel[0])
     target = TARGET_EFFICIENCY * n
     ratios = _ratios(results)
     lines = [f"thread scaling, {n} threads vs 1 (same run, alternating rounds, medians); target >= {target:.2f}x:"]
