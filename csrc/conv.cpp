@@ -385,14 +385,24 @@ struct ChunkBlocks {
     index_t chunk, filter_block;
 };
 
+// Columns of B one thread's GEMM scratch holds beside an A block of `rows` rows within `budget`
+// elements: a multiple of NR, at least one panel.
+template <class T>
+index_t budget_columns(const MicroKernel<T>& kern, index_t rows, index_t kc, index_t budget) {
+    const index_t a = scratch_round(round_up(std::min(rows, kern.mc), kern.mr) * kc);
+    return std::max<index_t>((budget - a) / kc / kern.nr, 1) * kern.nr;
+}
+
 // Items of one GEMM (M rows, depth K, `total` columns) as column chunks x row blocks: the
 // forward's batch chunks (pixels x filters) and dW's blocks (taps x filters). Each item packs
 // its rows of A (mb x K) and its chunk's B panels (K x chunk), so more chunks re-pack A and
 // more row blocks re-pack B; the estimate of the slowest thread (rounds of items, each its
 // tiles' FLOP plus its packs) picks both. A fixed 4 items per thread had packed a batch-1
-// 512-filter, 49-pixel layer's 1.2 M weights four times at one thread (0.46x NumPy).
+// 512-filter, 49-pixel layer's 1.2 M weights four times at one thread (0.46x NumPy). Chunks
+// keep a thread's packs within `budget` elements (the workspace budget's share).
 template <class T>
-ChunkBlocks gemm_item_blocks(const MicroKernel<T>& kern, index_t M, index_t K, index_t total, int threads) {
+ChunkBlocks gemm_item_blocks(const MicroKernel<T>& kern, index_t M, index_t K, index_t total, int threads,
+                             index_t budget) {
     const double pack = kPackFlopsPerNr * kern.nr;
     const index_t spread = 8 * std::max(threads, 1);
     // A block of at most MC filters reads each packed B panel once: such chunks keep their B
@@ -404,7 +414,9 @@ ChunkBlocks gemm_item_blocks(const MicroKernel<T>& kern, index_t M, index_t K, i
     double best_cost = -1.0;
     for (index_t fb = 1; fb <= std::min(spread, ceil_div(M, kern.mr)); ++fb) {
         const index_t mb = round_up(ceil_div(M, fb), kern.mr);
-        const index_t min_chunks = ceil_div(total, mb <= kern.mc ? std::min(l2_cols, kern.nc) : kern.nc);
+        const index_t max_chunk = std::min(mb <= kern.mc ? std::min(l2_cols, kern.nc) : kern.nc,
+                                           budget_columns(kern, mb, kc, budget));
+        const index_t min_chunks = ceil_div(total, max_chunk);
         for (index_t cb = min_chunks; cb <= std::min(min_chunks + spread, ceil_div(total, kern.nr)); ++cb) {
             const index_t tiled = round_up(ceil_div(total, cb), kern.nr), chunk = std::min(tiled, total);
             const index_t items = ceil_div(M, mb) * ceil_div(total, chunk);
@@ -447,7 +459,9 @@ ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
     ScratchBooking booking;
     if (P % kern.nr == 0 || P >= kern.nc) {
         plan.layout = ForwardLayout::image_tiles;
-        plan.chunk = chunk_size(P, p.n, kern.nr, kern.nc, plan.threads);
+        const index_t kc = gemm::plan_gemm(kern, 1, 1, K).kc, share = thread_budget_elems<T>(p, plan.threads);
+        const index_t max_chunk = std::min(kern.nc, budget_columns(kern, M, kc, share));
+        plan.chunk = chunk_size(P, p.n, kern.nr, max_chunk, plan.threads);
         plan.per_image = ceil_div(P, plan.chunk);
         plan.items = p.n * plan.per_image;
     } else {
@@ -455,7 +469,8 @@ ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
         // would leave a mostly empty last tile per image: chunks of the whole batch's pixels
         // keep the tiles full, their tiles written into each image (ImageColumnsC).
         plan.layout = ForwardLayout::batch_chunks;
-        const ChunkBlocks blocks = gemm_item_blocks(kern, M, K, p.n * P, plan.threads);
+        const ChunkBlocks blocks =
+            gemm_item_blocks(kern, M, K, p.n * P, plan.threads, thread_budget_elems<T>(p, plan.threads));
         plan.chunk = blocks.chunk;
         plan.filter_block = blocks.filter_block;
         plan.items = ceil_div(p.n * P, plan.chunk);
@@ -560,15 +575,19 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     // projections up to batch 8) also takes column blocks, on any plane: 8 partials of FN x C
     // cost up to 1.5x over the columns. Strided at batch 32, the columns' gathered packs lost
     // (0.7-0.95x; NOTES section 50).
-    const bool wide_patch = K * index_t(sizeof(T)) >= 8 * 64;
-    const bool expanding_1x1 = p.win.kh == 1 && p.win.kw == 1 && p.c > 0 && FN >= 2 * p.c &&
-                               (stride1 || p.n <= 8);
-    plan.by_columns = !plan.use_dots && P > 0 && ((p.n * P <= 64 * plan.groups && wide_patch) || expanding_1x1);
     // The taps read the im2col in place, where the GEMM packs it: up to 2.7x faster outside the
     // column blocks (f32 DeepConvNet conv2 at batch 100; the 1x1 layers at batch 8 0.95-1.27x),
     // but a window narrower than its stride leaves most of each cache line it reads unused (1x1
-    // stride 2: 0.8x). NOTES section 42.
+    // stride 2: 0.8x). NOTES section 42. Where not even two of the GEMM's group partials fit
+    // the workspace budget, its column blocks keep none (the taps have channel blocks).
     const bool taps_fit = p.win.kh >= p.win.sh && p.win.kw >= p.win.sw;
+    const index_t fitted_groups = groups_within_budget<T>(p, plan.groups, FN * K * index_t(sizeof(T)), 1);
+    const bool partials_overflow = !taps_fit && plan.groups > 1 && fitted_groups == 1;
+    const bool wide_patch = K * index_t(sizeof(T)) >= 8 * 64;
+    const bool expanding_1x1 = p.win.kh == 1 && p.win.kw == 1 && p.c > 0 && FN >= 2 * p.c &&
+                               (stride1 || p.n <= 8);
+    plan.by_columns = !plan.use_dots && P > 0 &&
+                      ((p.n * P <= 64 * plan.groups && wide_patch) || expanding_1x1 || partials_overflow);
     plan.use_taps = kernels.weight_grad_taps && !plan.use_dots &&
                     (forced ? *forced == WeightGradAlgorithm::taps : taps_fit && !plan.by_columns);
     if (plan.use_taps) {
@@ -576,7 +595,8 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         plan_weight_taps(p, plan, rows);
     }
     if (plan.by_columns) {
-        const ChunkBlocks blocks = gemm_item_blocks(*plan.kern, FN, p.n * P, K, plan.threads);
+        const ChunkBlocks blocks =
+            gemm_item_blocks(*plan.kern, FN, p.n * P, K, plan.threads, thread_budget_elems<T>(p, plan.threads));
         plan.col_block = blocks.chunk;
         plan.col_items = ceil_div(K, plan.col_block);
         plan.wgrad_filter_block = std::max<index_t>(std::min(blocks.filter_block, FN), 1);  // FN may be 0
@@ -584,6 +604,7 @@ void plan_weight_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         plan.groups = 1;
     }
     if (plan.use_taps) return;  // no GEMM; the dots keep one for units that hold inf or NaN
+    if (!plan.use_dots && !plan.by_columns) plan.groups = fitted_groups;
     plan.wgrad_gemm = plan.by_columns ? gemm::plan_gemm(*plan.kern, plan.wgrad_filter_block, plan.col_block, p.n * P)
                                       : gemm::plan_gemm(*plan.kern, FN, K, plan.px_per_unit);
 }
@@ -636,12 +657,17 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
         plan.c_block = ceil_div(C1, std::min(C1, ceil_div(plan.threads, groups)));
         plan.oh_chunk = 1;
     }
+    // A chunk's dcol and B panels also stay within a thread's share of the workspace budget
+    // (ResNet-50's s1_expand at batch 8, f64: 18-row chunks held 0.42 of its im2col).
+    const index_t kc = gemm::plan_gemm(kern, 1, 1, p.oc).kc, share = thread_budget_elems<T>(p, kBudgetThreads);
     double best = -1.0;
     for (index_t blocks = min_blocks; !one_pixel && blocks <= C1; ++blocks) {
         const index_t cb = ceil_div(C1, blocks);
         if (blocks > min_blocks && cb == ceil_div(C1, blocks - 1)) continue;  // same block size
-        const index_t rows = cb * khw;
-        index_t chunk = std::clamp<index_t>(budget / std::max<index_t>(rows * p.ow, 1), 1, OH1);
+        const index_t rows = cb * khw, a = round_up(std::min(rows, kern.mc), kern.mr) * kc;
+        const index_t fits = std::min(budget / std::max<index_t>(rows * p.ow, 1),
+                                      std::max<index_t>(share - a, 0) / ((rows + kc) * std::max<index_t>(p.ow, 1)));
+        index_t chunk = std::clamp<index_t>(fits, 1, OH1);
         if (row_items)
             chunk = std::min(chunk, ceil_div(OH1, ceil_div(chunk_items, N1 * ceil_div(C1, cb))));
         if (row_items && row_waves)  // chunks 2 apart must not reach one input row
@@ -702,6 +728,13 @@ bool use_dx_as_forward(const Conv2dParams& p, int threads, ConvGrads grads) {
     if (p.n < 8 || p.c < 16 || p.oh < w.kh || p.ow < w.kw) return false;
     // A 1x1's transposed forward is a 1x1 again, which the implicit path also runs on the planes
     // as they are (pack_b_pointwise) and, from 4 tiles of pixels, faster (NOTES section 46).
+    // Its flipped copy of W, the forward's packed W and the threads' scratch (counted for
+    // kBudgetThreads, so the choice does not follow the thread count) must fit the workspace
+    // budget or one L2: AlexNet's conv3 at batch 8 (f64) held 0.41 of its im2col, 0.28 of it
+    // the copy (the flipped W could be packed straight from W where the forward packs it).
+    const ConvForwardPlan<T> budgeted = plan_conv_forward<T>(transposed_forward_params(p), kBudgetThreads);
+    const index_t elems = p.oc * p.patch() + budgeted.shared_elems + budgeted.threads * budgeted.thread_elems;
+    if (elems * index_t(sizeof(T)) > std::max(workspace_budget_bytes<T>(p), gemm::cache_sizes().l2)) return false;
     const ConvForwardPlan<T> forward = plan_conv_forward<T>(transposed_forward_params(p), threads);
     return forward.algorithm == ForwardAlgorithm::shifted_rows || forward.shifted_rows_declined ||
            (w.kh == 1 && w.kw == 1);
@@ -729,6 +762,13 @@ ConvBackwardPlan<T> plan_conv_backward(const Conv2dParams& p, int threads, ConvG
         wgrad.book(plan.wgrad_gemm.scratch_elems());
         wgrad.book(plan.dots_elems);
         wgrad.book(plan.taps_elems);
+    }
+    // Fused, a thread holds both halves' scratch: only within its share of the workspace
+    // budget (ResNet-18's l2_down3x3 at batch 8 held an image's padded rows and a dx chunk a
+    // thread: 0.35 of its im2col).
+    if (plan.fused && wgrad.total() + plan.dx_item_elems > thread_budget_elems<T>(p, kBudgetThreads)) {
+        plan.fused = false;
+        plan_data_grad(p, plan);
     }
     if (plan.fused) wgrad.book(plan.dx_item_elems);
     plan.wgrad_thread_elems = wgrad.total();

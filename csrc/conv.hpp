@@ -87,6 +87,41 @@ std::optional<WeightGradAlgorithm> forced_weight_grad_algorithm();  // nullopt: 
 // 1.8x slower than the dots), beyond it the taps win.
 constexpr index_t kDotsMaxPatch = 64;
 
+// The scratch a call may hold beside its operands: a quarter of the im2col matrix it never
+// builds (issue "Fast on every layer"). Algorithms whose buffers grow with the layer -- the
+// weight gradient's partial sums, a GEMM's column blocks -- choose or size them to stay under
+// it; below L2 (a small layer's partials, one thread's cache-sized panels) it is not asked,
+// so layers under 4 x threads x L2 of im2col keep those instead.
+template <class T>
+index_t workspace_budget_bytes(const Conv2dParams& p) {
+    return p.n * p.out_plane() * p.patch() * index_t(sizeof(T)) / 4;
+}
+// The share of it one thread's GEMM panels may take, in elements; never under one L2, which
+// holds an A block and enough NR panels of B to repay its packing (a quarter of L2 left
+// 1x1 layers' chunks one to four panels wide: 0.56-0.85x, NOTES section 54).
+template <class T>
+index_t thread_budget_elems(const Conv2dParams& p, int threads) {
+    return std::max(workspace_budget_bytes<T>(p) / std::max(threads, 1), gemm::cache_sizes().l2) /
+           index_t(sizeof(T));
+}
+// Blocks that set an order of sums (dx's row chunks, dW's units) must not follow the thread
+// count: their share assumes this many threads.
+constexpr int kBudgetThreads = 4;
+// Groups of dW partial sums (part_bytes each, `own` of them summed into dW itself) that fit
+// half the workspace budget: `groups` halved to a power of two (2 and 4 threads stay
+// balanced), or 1 where not even two fit -- the caller then splits dW into blocks instead.
+// Partials within L2 always fit. Never the thread count's: the groups set the sums' order.
+template <class T>
+index_t groups_within_budget(const Conv2dParams& p, index_t groups, index_t part_bytes, index_t own) {
+    const index_t limit = std::max(workspace_budget_bytes<T>(p) / 2, gemm::cache_sizes().l2);
+    while (groups > 1 && (groups - own) * part_bytes > limit) {
+        index_t halved = 1;
+        while (2 * halved < groups) halved *= 2;
+        groups = halved;
+    }
+    return groups;
+}
+
 // Blocking of the taps weight gradient (conv_weight_taps.cpp; tests aim their shapes at them).
 // Output pixels per depth block at most (whole output rows, at least one); fewer when the
 // block's B panels, all filters, would fill more than half of L2.

@@ -85,14 +85,21 @@ void col2im_block(const Conv2dParams& p, const T* block, index_t ld, index_t c0,
 }
 
 // Channels a block: two blocks a thread, each re-packing dout^T (its sums do not depend on the
-// width, so the count may follow the threads). A 1x1 block is whole NR panels; a k x k block
+// width, so the count may follow the threads), fewer where a block's dx^T and B panels would
+// outgrow the thread's share of the workspace budget (a 1x1 block of half the channels a
+// thread was half the im2col at two threads). A 1x1 block is whole NR panels; a k x k block
 // also keeps its dx^T within kBlockBudgetBytes.
 template <class T>
 index_t channel_block(const Conv2dParams& p, const MicroKernel<T>& kern, int threads) {
     const index_t per_thread = ceil_div(p.c, 2 * std::max(threads, 1));
-    if (pointwise(p.win)) return round_up(per_thread, kern.nr);
-    const index_t row_bytes = p.n * p.out_plane() * p.win.kh * p.win.kw * index_t(sizeof(T));
-    return std::clamp<index_t>(kBlockBudgetBytes / row_bytes, 1, per_thread);
+    const index_t pixels = p.n * p.out_plane(), khw = p.win.kh * p.win.kw;
+    const index_t kc = gemm::plan_gemm(kern, 1, 1, p.oc).kc;
+    const index_t a = round_up(std::min(pixels, kern.mc), kern.mr) * kc;
+    const index_t budget_cols = std::max<index_t>((thread_budget_elems<T>(p, threads) - a) / (pixels + kc), 1);
+    if (pointwise(p.win))
+        return std::min(round_up(per_thread, kern.nr), std::max<index_t>(budget_cols / kern.nr, 1) * kern.nr);
+    const index_t row_bytes = pixels * khw * index_t(sizeof(T));
+    return std::clamp<index_t>(std::min(kBlockBudgetBytes / row_bytes, budget_cols / khw), 1, per_thread);
 }
 
 }  // namespace

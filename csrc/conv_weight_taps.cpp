@@ -24,16 +24,22 @@ ForcedSetting<WeightGradAlgorithm, 3> g_weight_grad_algorithm{kWeightGradNames, 
 index_t input_pitch(const Conv2dParams& p) { return p.w + 2 * p.win.pw; }
 index_t input_rows(const Conv2dParams& p, index_t out_rows) { return (out_rows - 1) * p.win.sh + p.win.kh; }
 
-// The three pieces of one thread's scratch, in order: the padded input rows, the tap offsets
-// (index_t, counted in elements of T), the packed B block.
+// An unpadded window reads the unit's input rows in place, planes H x W apart: their copy
+// was a whole image a thread on ResNet-50's 1x1 layers (1.6 MB of 56 x 56 x 64 in f64).
+bool rows_in_place(const Window& w) { return w.ph == 0 && w.pw == 0; }
+
+// The pieces of one thread's scratch, in order: the padded input rows (none in place), the tap
+// offsets (index_t, counted in elements of T), the packed B block, a channel block's sums.
 template <class T>
 struct TapsScratch {
     index_t image, offsets, panels;
+    index_t block_rows;  // channel blocks: the block's transposed dW rows, summed before they go to dW
     static TapsScratch of(const Conv2dParams& p, const ConvBackwardPlan<T>& plan) {
         const index_t channels = plan.taps_channel_block > 0 ? plan.taps_channel_block : p.c;
-        return {channels * input_rows(p, plan.rows_per_unit) * input_pitch(p),
-                ceil_div(channels * p.win.kh * p.win.kw * index_t(sizeof(index_t)), index_t(sizeof(T))),
-                plan.taps_ld * plan.taps_block_rows * p.ow};
+        const index_t taps = channels * p.win.kh * p.win.kw;
+        return {rows_in_place(p.win) ? 0 : channels * input_rows(p, plan.rows_per_unit) * input_pitch(p),
+                ceil_div(taps * index_t(sizeof(index_t)), index_t(sizeof(T))),
+                plan.taps_ld * plan.taps_block_rows * p.ow, plan.taps_channel_block > 0 ? taps * plan.taps_ld : 0};
     }
 };
 
@@ -63,17 +69,30 @@ void set_weight_grad_algorithm(const std::string& name) { g_weight_grad_algorith
 std::string weight_grad_algorithm_setting() { return g_weight_grad_algorithm.name(); }
 std::optional<WeightGradAlgorithm> forced_weight_grad_algorithm() { return g_weight_grad_algorithm.forced(); }
 
+// Bytes of one group's transposed partial dW.
+template <class T>
+index_t taps_partial_bytes(const Conv2dParams& p, const ConvBackwardPlan<T>& plan) {
+    return p.patch() * plan.taps_ld * index_t(sizeof(T));
+}
+
 // Channels per item when dW is split by channel blocks, or 0 for groups of units. The groups'
 // partials cost more than the GEMM's FMAs once they outgrow L2 (8 partials of 2304 x 256 taps
-// x filters for ResNet-18's l3 at batch 8: 0.89x with blocks, f64). Each block packs dout^T
-// again for its taps, so it holds >= kTapsBlockTaps of them; the choice itself must not
-// depend on the thread count (the two sum in different orders), the block size may.
+// x filters for ResNet-18's l3 at batch 8: 0.89x with blocks, f64) where the patch holds 8
+// blocks; elsewhere they are fewer where 8 outgrow the workspace budget, and blocks only where
+// not even two fit (8 partials of 1024 x 256 for ResNet-50's s3_reduce at batch 8 were 1.3x
+// its im2col; an AlexNet conv1's 3 channels in blocks ran 0.8x). Each block packs dout^T again
+// for its taps, so it holds >= kTapsBlockTaps of them unless that leaves fewer than two blocks
+// a thread; the choice itself must not depend on the thread count (the two sum in different
+// orders), the block size may.
 template <class T>
 index_t taps_channel_block(const Conv2dParams& p, const ConvBackwardPlan<T>& plan) {
-    const index_t khw = p.win.kh * p.win.kw;
-    const index_t partial_bytes = plan.groups * p.patch() * plan.taps_ld * index_t(sizeof(T));
-    if (partial_bytes <= gemm::cache_sizes().l2 || p.patch() < 8 * kTapsBlockTaps) return 0;
-    return std::max(ceil_div(kTapsBlockTaps, khw), ceil_div(p.c, 4 * index_t(plan.threads)));
+    const index_t khw = p.win.kh * p.win.kw, threads = plan.threads, part = taps_partial_bytes(p, plan);
+    const bool deep = p.patch() >= 8 * kTapsBlockTaps && plan.groups * part > gemm::cache_sizes().l2;
+    const index_t fitted = groups_within_budget<T>(p, plan.groups, part, 0);
+    const bool overflow = fitted == 1 && (plan.groups > 1 || part > std::max(workspace_budget_bytes<T>(p) / 2,
+                                                                              gemm::cache_sizes().l2));
+    if (!deep && !overflow) return 0;
+    return std::min(ceil_div(p.c, 2 * threads), std::max(ceil_div(kTapsBlockTaps, khw), ceil_div(p.c, 4 * threads)));
 }
 
 template <class T>
@@ -85,6 +104,7 @@ void plan_weight_taps(const Conv2dParams& p, ConvBackwardPlan<T>& plan, index_t 
     const index_t channels = plan.taps_channel_block > 0 ? plan.taps_channel_block : p.c;
     const index_t row_elems = std::max<index_t>(channels * input_pitch(p) * p.win.sh, 1);
     set_weight_grad_units(p, plan, std::min(rows, std::max<index_t>(kTapsImageBudgetBytes / index_t(sizeof(T)) / row_elems, 1)));
+    if (plan.taps_channel_block == 0) plan.groups = groups_within_budget<T>(p, plan.groups, taps_partial_bytes(p, plan), 0);
     const index_t l2_pixels = gemm::cache_sizes().l2 / 2 / (plan.taps_ld * index_t(sizeof(T)));
     const index_t block_pixels = std::min(kTapsBlockPixels, l2_pixels);
     plan.taps_block_rows = std::clamp<index_t>(block_pixels / std::max<index_t>(p.ow, 1), 1, plan.rows_per_unit);
@@ -93,24 +113,17 @@ void plan_weight_taps(const Conv2dParams& p, ConvBackwardPlan<T>& plan, index_t 
     booking.book(s.image);
     booking.book(s.offsets);
     booking.book(s.panels);
+    booking.book(s.block_rows);
     plan.taps_elems = booking.total();
 }
 
-// dW[f][k] = dwt[k][f] for taps [k0, k1).
+// dW[f][k] = rows[k - k0][f] for taps [k0, k1).
 template <class T>
-void transpose_rows(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dwt, index_t k0, index_t k1,
+void transpose_rows(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* rows, index_t k0, index_t k1,
                     T* dw) {
     const index_t K = p.patch();
     for (index_t f = 0; f < p.oc; ++f)
-        for (index_t k = k0; k < k1; ++k) dw[f * K + k] = dwt[k * plan.taps_ld + f];
-}
-
-template <class T>
-void transpose_taps(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dwt, T* dw) {
-    constexpr index_t kRows = 32;
-    parallel_for_flush(ceil_div(p.patch(), kRows), [&](index_t blk) {
-        transpose_rows(p, plan, dwt, blk * kRows, std::min(p.patch(), (blk + 1) * kRows), dw);
-    }, 1, plan.threads);
+        for (index_t k = k0; k < k1; ++k) dw[f * K + k] = rows[(k - k0) * plan.taps_ld + f];
 }
 
 template <class T>
@@ -120,47 +133,54 @@ void weight_taps_unit(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, co
     const TapsScratch<T> s = TapsScratch<T>::of(p, plan);
     const Window& w = p.win;
     const index_t R = input_rows(p, noh), pitch = input_pitch(p), khw = w.kh * w.kw, nk = nc * khw;
+    const bool in_place = rows_in_place(w);
+    const index_t plane = in_place ? p.in_plane() : R * pitch;
     const Span<T> image = scratch.take(s.image, "weight_grad_taps", "padded input rows");
     const Span<T> offset_elems = scratch.take(s.offsets, "weight_grad_taps", "tap offsets");
     const Span<T> panels = scratch.take(s.panels, "weight_grad_taps", "dout panels");
-    image.need(nc * R * pitch, "weight_grad_taps", "padded input rows");
     offset_elems.need(ceil_div(nk * index_t(sizeof(index_t)), index_t(sizeof(T))), "weight_grad_taps", "offsets");
-    copy_padded_rows(p, img, c0, nc, oh0 * w.sh - w.ph, R, image.data);
+    const T* src = in_place ? img + c0 * p.in_plane() + oh0 * w.sh * p.w : image.data;
+    if (!in_place) {
+        image.need(nc * R * pitch, "weight_grad_taps", "padded input rows");
+        copy_padded_rows(p, img, c0, nc, oh0 * w.sh - w.ph, R, image.data);
+    }
     index_t* offset = reinterpret_cast<index_t*>(offset_elems.data);
-    for (index_t k = 0; k < nk; ++k)
-        offset[k] = (k / khw) * R * pitch + ((k % khw) / w.kw) * pitch + k % w.kw;
+    for (index_t k = 0; k < nk; ++k) offset[k] = (k / khw) * plane + ((k % khw) / w.kw) * pitch + k % w.kw;
     const PlaneKernels<T>& kernels = isa::plane_kernels<T>();
     const index_t P = p.out_plane(), nr = kernels.taps_nr, n_panels = plan.taps_ld / nr;
     for (index_t r0 = 0; r0 < noh; r0 += plan.taps_block_rows) {
         const index_t rows = std::min(plan.taps_block_rows, noh - r0), npx = rows * p.ow;
         gemm::pack_a_rows(dout_n + (oh0 + r0) * p.ow, P, p.oc, int(nr), 0, plan.taps_ld, 0, npx, panels);
-        kernels.weight_grad_taps(nk, offset, image.data + r0 * w.sh * pitch, rows, p.ow, w.sh * pitch, w.sw,
+        kernels.weight_grad_taps(nk, offset, src + r0 * w.sh * pitch, rows, p.ow, w.sh * pitch, w.sw,
                                  n_panels, panels.data, dwt, plan.taps_ld);
     }
 }
 
-// dW (not db) by channel blocks: each item sums its taps' rows of one transposed dW over every
-// unit in order, so no partials are kept and the blocks may follow the thread count.
+// dW (not db) by channel blocks: each item sums its taps' rows of a transposed dW over every
+// unit in order, in its thread's scratch, then writes them into dW's columns, so no partials
+// are kept and the blocks may follow the thread count.
 template <class T>
 void weight_taps_by_channels(const Conv2dParams& p, const ConvBackwardPlan<T>& plan, const T* dout, const T* x,
                              T* dw) {
-    const index_t khw = p.win.kh * p.win.kw, K = p.patch(), ld = plan.taps_ld, cb = plan.taps_channel_block;
+    const index_t khw = p.win.kh * p.win.kw, ld = plan.taps_ld, cb = plan.taps_channel_block;
     const index_t P = p.out_plane();
-    gemm::AlignedBuffer<T> dwt(K * ld);
+    const TapsScratch<T> s = TapsScratch<T>::of(p, plan);
     ThreadScratch<T> scratch(plan.wgrad_thread_elems, plan.threads, "conv2d_backward dW taps");
     parallel_for_flush(ceil_div(p.c, cb), [&](index_t item) {
         const index_t c0 = item * cb, nc = std::min(cb, p.c - c0);
-        T* rows = dwt.get() + c0 * khw * ld;
-        std::fill(rows, rows + nc * khw * ld, T(0));
+        Span<T> mine = scratch.mine();
+        const Span<T> rows = mine.take(s.block_rows, "weight_grad_taps", "block rows");
+        rows.need(nc * khw * ld, "weight_grad_taps", "block rows");
+        std::fill(rows.data, rows.data + nc * khw * ld, T(0));
         for (index_t u = 0; u < plan.units; ++u) {
             const index_t n = u / plan.units_per_image, oh0 = (u % plan.units_per_image) * plan.rows_per_unit;
             const index_t noh = std::min(plan.rows_per_unit, p.oh - oh0);
-            weight_taps_unit(p, plan, x + n * p.c * p.in_plane(), dout + n * p.oc * P, oh0, noh, c0, nc, rows,
-                             scratch.mine());
+            weight_taps_unit(p, plan, x + n * p.c * p.in_plane(), dout + n * p.oc * P, oh0, noh, c0, nc, rows.data,
+                             mine);
         }
+        transpose_rows(p, plan, rows.data, c0 * khw, (c0 + nc) * khw, dw);
     }, 1, plan.threads);
     scratch.verify();
-    transpose_taps(p, plan, dwt.get(), dw);
 }
 
 // dW[f][k] = sum over groups g of partials[g][k][f] (each group's transposed partial, taps_ld
@@ -178,7 +198,7 @@ void add_transposed_partials(const Conv2dParams& p, const ConvBackwardPlan<T>& p
             const T* src = partials + g * part + k0 * ld;
             for (index_t e = 0; e < (k1 - k0) * ld; ++e) sum[e] += src[e];
         }
-        transpose_rows(p, plan, partials, k0, k1, dw);
+        transpose_rows(p, plan, sum, k0, k1, dw);
     }, 1, plan.threads);
 }
 

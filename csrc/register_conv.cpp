@@ -172,6 +172,7 @@ py::dict conv_plan_dict(const Conv2dParams& p, int threads) {
     fwd["items"] = f.items;
     fwd["gemm"] = gemm_plan_dict(f.gemm);
     fwd["thread_elems"] = f.thread_elems;
+    fwd["shared_elems"] = f.shared_elems;
     fwd["threads"] = f.threads;
     fwd["filter_block"] = f.filter_block;
     bwd["weight_grad"] = b.use_dots ? "dots" : b.use_taps ? "taps" : b.by_columns ? "gemm_columns" : "gemm";

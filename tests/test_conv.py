@@ -404,6 +404,22 @@ def _assert_dx_path_matches_naive(x_shape, w_shape, stride, pad, dtype, what, pl
     assert_close(alone, rdx, adx, FN * k * k, dtype, f"dx alone {what}")
 
 
+def _flipped_weights_fit(x_shape, w_shape, pad, dtype):
+    """The transposed forward's workspace rule: W's flipped copy, the forward's packed W and 4
+    threads' scratch within a quarter of the layer's im2col, or within one L2."""
+    (N, C, H, W), (FN, _, kh, kw) = x_shape, w_shape
+    OH, OW = H + 2 * pad - kh + 1, W + 2 * pad - kw + 1
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(4)
+    try:
+        t = fastconv.explain_plan((N, FN, OH, OW), (C, FN, kh, kw), pad=(kh - 1 - pad, kw - 1 - pad), dtype=dtype)
+    finally:
+        fastconv.set_num_threads(before)
+    elems = FN * C * kh * kw + t["forward"]["shared_elems"] + t["forward"]["threads"] * t["forward"]["thread_elems"]
+    itemsize = np.dtype(dtype).itemsize
+    return elems * itemsize <= max(N * OH * OW * C * kh * kw * itemsize // 4, fastconv._core.cache_sizes()["l2"])
+
+
 @pytest.mark.parametrize("N, C, H, FN", [
     (1, 256, 14, 256),  # K = 2304 over 196 pixels: the smallest deep patch the rule takes
     (8, 512, 7, 512),   # ResNet-18's l4 at batch 8
@@ -428,7 +444,8 @@ def test_deep_float64_patches_take_the_implicit_path(N, C, H, FN, poisoned):
     assert_close(out, naive.conv2d(x, w, None, 1, 1), naive.conv2d(np.abs(x), np.abs(w), None, 1, 1), C * 9,
                  np.float64, "deep float64 patch on the implicit path")
     big = fastconv.explain_plan((8, C, H, H), w.shape, pad=1, dtype=np.float64)["backward"]["data_grad"]
-    assert big in ("transposed_forward", "pixel_rows"), big
+    fits = _flipped_weights_fit((8, C, H, H), w.shape, 1, np.float64)
+    assert big in (("transposed_forward", "pixel_rows") if fits else ("gemm_col2im", "pixel_rows")), (big, fits)
 
 
 @pytest.mark.parametrize("N, C, H, W, FN, k, pad", [
@@ -446,6 +463,7 @@ def test_data_grad_as_transposed_forward(N, C, H, W, FN, k, pad, dtype, poisoned
     OH, OW = H + 2 * pad - k + 1, W + 2 * pad - k + 1
     dout = randn(rng, (N, FN, OH, OW), dtype)
     plan = fastconv.explain_plan(x.shape, w.shape, pad=pad, dtype=dtype)["backward"]
+    assert _flipped_weights_fit(x.shape, w.shape, pad, dtype)
     assert plan["data_grad"] == "transposed_forward", plan
     rdx, adx = _assert_backward_matches_naive(dout, x, w, 1, pad, dtype, "with dx as a transposed forward")
     alone = fastconv.conv2d_backward_input(dout, w, x.shape, stride=1, pad=pad)
@@ -720,16 +738,33 @@ def test_weight_grad_filter_and_column_blocks(N, C, H, W, FN, k, dtype, poisoned
         lambda plan, threads: threads == 1 or plan["col_block"] < C * k * k or plan["wgrad_filter_block"] < FN)
 
 
+def _taps_groups(x_shape, w_shape, stride, pad, plan, dtype):
+    """The taps' group count: min(units, 8), halved to a power of two while the groups' transposed
+    partials (patch x taps_ld each) exceed half the workspace budget and one L2."""
+    (N, C, H, W), (FN, _, kh, kw) = x_shape, w_shape
+    OH, OW = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
+    itemsize = np.dtype(dtype).itemsize
+    part = C * kh * kw * plan["taps_ld"] * itemsize
+    limit = max(N * OH * OW * C * kh * kw * itemsize // 4 // 2, fastconv._core.cache_sizes()["l2"])
+    groups = min(plan["units"], 8)
+    while groups > 1 and groups * part > limit:
+        groups = 1 << ((groups - 1).bit_length() - 1)  # the largest power of two below it
+    return groups
+
+
 @pytest.mark.parametrize("N, C, H, FN, k, stride, channel_blocks", [
     (8, 32, 14, 32, 3, 1, False),    # DeepConvNet's conv4 at batch 8: whole images, dx fused
     (1, 16, 40, 16, 3, 1, False),    # batch 1: eight units of 5 rows
     (3, 20, 33, 40, 3, 2, False),    # stride 2, 40 filters: an edge panel
     (2, 260, 24, 40, 3, 1, True),    # K = 2,340: channel blocks, the last one short
+    (8, 96, 16, 96, 3, 1, False),    # 8 partials outgrow half the workspace budget: 2 or 4 groups
+    (4, 64, 20, 16, 1, 1, False),    # an unpadded 1x1: the input rows read in place
 ])
 def test_weight_grad_taps(N, C, H, FN, k, stride, channel_blocks, dtype, poisoned, threads_restored):
     """dW with the im2col read in place (the taps), in groups of units or in channel blocks:
     against the naive loops at one and two threads (buffers poisoned), and bit for bit the same
-    at both (the groups are fixed; a channel block sums its rows over the units in order)."""
+    at both (the groups are fixed; a channel block sums its rows over the units in order). The
+    groups are 8, or halved until their partials fit half the workspace budget or one L2."""
     rng = rng_for("wgrad-taps", N, C, H, FN, k, stride)
     x, w = randn(rng, (N, C, H, H), dtype), randn(rng, (FN, C, k, k), dtype)
     pad = k // 2
@@ -740,6 +775,8 @@ def test_weight_grad_taps(N, C, H, FN, k, stride, channel_blocks, dtype, poisone
         fastconv.set_num_threads(threads)
         plan = fastconv.explain_plan(x.shape, w.shape, stride=stride, pad=pad, dtype=dtype)["backward"]
         assert plan["weight_grad"] == "taps" and (plan["taps_channel_block"] > 0) == channel_blocks, plan
+        if not channel_blocks:
+            assert plan["groups"] == _taps_groups(x.shape, w.shape, stride, pad, plan, dtype), plan
         _assert_backward_matches_naive(dout, x, w, stride, pad, dtype, f"with dW on the taps, {threads} threads")
         dws.append(fastconv.conv2d_backward_weight(dout, x, k, k, stride=stride, pad=pad))
     assert_exact(dws[1], dws[0], "dW at two threads against one")
