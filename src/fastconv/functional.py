@@ -451,7 +451,7 @@ def explain_plan(x_shape, w_shape, stride=1, pad=0, dtype="float32") -> dict:
 
     Returns a dict: ``kernel`` (the GEMM micro-kernel), ``mr``/``nr``, ``threads``,
     ``forward`` (layout, pixels per item, items, its GEMM's blocks and largest call, scratch
-    elements per thread) and ``backward`` (the weight-gradient algorithm -- ``"gemm"``,
+    elements per thread, ``shared_elems`` of weights packed once for all threads) and ``backward`` (the weight-gradient algorithm -- ``"gemm"``,
     ``"gemm_columns"``, ``"dots"`` or ``"taps"``, with ``taps_channel_block`` > 0 when the taps
     run by channel blocks --, its units and groups, the dx channel blocks and row chunks, both
     GEMMs).
