@@ -103,8 +103,10 @@ void plan_weight_taps(const Conv2dParams& p, ConvBackwardPlan<T>& plan, index_t 
     plan.taps_channel_block = taps_channel_block<T>(p, plan);
     const index_t channels = plan.taps_channel_block > 0 ? plan.taps_channel_block : p.c;
     const index_t row_elems = std::max<index_t>(channels * input_pitch(p) * p.win.sh, 1);
-    set_weight_grad_units(p, plan, std::min(rows, std::max<index_t>(kTapsImageBudgetBytes / index_t(sizeof(T)) / row_elems, 1)));
-    if (plan.taps_channel_block == 0) plan.groups = groups_within_budget<T>(p, plan.groups, taps_partial_bytes(p, plan), 0);
+    const index_t image_rows = std::max<index_t>(kTapsImageBudgetBytes / index_t(sizeof(T)) / row_elems, 1);
+    set_weight_grad_units(p, plan, std::min(rows, image_rows));
+    if (plan.taps_channel_block == 0)
+        plan.groups = groups_within_budget<T>(p, plan.groups, taps_partial_bytes(p, plan), 0);
     const index_t l2_pixels = gemm::cache_sizes().l2 / 2 / (plan.taps_ld * index_t(sizeof(T)));
     const index_t block_pixels = std::min(kTapsBlockPixels, l2_pixels);
     plan.taps_block_rows = std::clamp<index_t>(block_pixels / std::max<index_t>(p.ow, 1), 1, plan.rows_per_unit);
