@@ -385,12 +385,12 @@ struct ChunkBlocks {
     index_t chunk, filter_block;
 };
 
-// Columns of B one thread's GEMM scratch holds beside an A block of `rows` rows within `budget`
-// elements: a multiple of NR, at least one panel.
+// Columns of B one thread's GEMM scratch holds beside an A block of `rows` rows (depth K)
+// within `budget` elements: a multiple of NR, at least one panel.
 template <class T>
-index_t budget_columns(const MicroKernel<T>& kern, index_t rows, index_t kc, index_t budget) {
-    const index_t a = scratch_round(round_up(std::min(rows, kern.mc), kern.mr) * kc);
-    return std::max<index_t>((budget - a) / kc / kern.nr, 1) * kern.nr;
+index_t budget_columns(const MicroKernel<T>& kern, index_t rows, index_t K, index_t budget) {
+    const gemm::GemmPlan g = gemm::plan_gemm(kern, rows, 1, K);
+    return std::max<index_t>((budget - g.a_elems) / g.kc / kern.nr, 1) * kern.nr;
 }
 
 // Items of one GEMM (M rows, depth K, `total` columns) as column chunks x row blocks: the
@@ -415,7 +415,7 @@ ChunkBlocks gemm_item_blocks(const MicroKernel<T>& kern, index_t M, index_t K, i
     for (index_t fb = 1; fb <= std::min(spread, ceil_div(M, kern.mr)); ++fb) {
         const index_t mb = round_up(ceil_div(M, fb), kern.mr);
         const index_t max_chunk = std::min(mb <= kern.mc ? std::min(l2_cols, kern.nc) : kern.nc,
-                                           budget_columns(kern, mb, kc, budget));
+                                           budget_columns(kern, mb, K, budget));
         const index_t min_chunks = ceil_div(total, max_chunk);
         for (index_t cb = min_chunks; cb <= std::min(min_chunks + spread, ceil_div(total, kern.nr)); ++cb) {
             const index_t tiled = round_up(ceil_div(total, cb), kern.nr), chunk = std::min(tiled, total);
@@ -459,8 +459,8 @@ ConvForwardPlan<T> plan_conv_forward(const Conv2dParams& p, int threads) {
     ScratchBooking booking;
     if (P % kern.nr == 0 || P >= kern.nc) {
         plan.layout = ForwardLayout::image_tiles;
-        const index_t kc = gemm::plan_gemm(kern, 1, 1, K).kc, share = thread_budget_elems<T>(p, plan.threads);
-        const index_t max_chunk = std::min(kern.nc, budget_columns(kern, M, kc, share));
+        const index_t share = thread_budget_elems<T>(p, plan.threads);
+        const index_t max_chunk = std::min(kern.nc, budget_columns(kern, M, K, share));
         plan.chunk = chunk_size(P, p.n, kern.nr, max_chunk, plan.threads);
         plan.per_image = ceil_div(P, plan.chunk);
         plan.items = p.n * plan.per_image;
@@ -659,14 +659,16 @@ void plan_data_grad(const Conv2dParams& p, ConvBackwardPlan<T>& plan) {
     }
     // A chunk's dcol and B panels also stay within a thread's share of the workspace budget
     // (ResNet-50's s1_expand at batch 8, f64: 18-row chunks held 0.42 of its im2col).
-    const index_t kc = gemm::plan_gemm(kern, 1, 1, p.oc).kc, share = thread_budget_elems<T>(p, kBudgetThreads);
+    const index_t share = thread_budget_elems<T>(p, kBudgetThreads);
     double best = -1.0;
     for (index_t blocks = min_blocks; !one_pixel && blocks <= C1; ++blocks) {
         const index_t cb = ceil_div(C1, blocks);
         if (blocks > min_blocks && cb == ceil_div(C1, blocks - 1)) continue;  // same block size
-        const index_t rows = cb * khw, a = round_up(std::min(rows, kern.mc), kern.mr) * kc;
+        const index_t rows = cb * khw;
+        const gemm::GemmPlan g = gemm::plan_gemm(kern, rows, 1, p.oc);  // its A block and depth
+        const index_t ow = std::max<index_t>(p.ow, 1);
         const index_t fits = std::min(budget / std::max<index_t>(rows * p.ow, 1),
-                                      std::max<index_t>(share - a, 0) / ((rows + kc) * std::max<index_t>(p.ow, 1)));
+                                      std::max<index_t>(share - g.a_elems, 0) / ((rows + g.kc) * ow));
         index_t chunk = std::clamp<index_t>(fits, 1, OH1);
         if (row_items)
             chunk = std::min(chunk, ceil_div(OH1, ceil_div(chunk_items, N1 * ceil_div(C1, cb))));

@@ -107,13 +107,18 @@ index_t thread_budget_elems(const Conv2dParams& p, int threads) {
 // Blocks that set an order of sums (dx's row chunks, dW's units) must not follow the thread
 // count: their share assumes this many threads.
 constexpr int kBudgetThreads = 4;
-// Groups of dW partial sums (part_bytes each, `own` of them summed into dW itself) that fit
-// half the workspace budget: `groups` halved to a power of two (2 and 4 threads stay
-// balanced), or 1 where not even two fit -- the caller then splits dW into blocks instead.
-// Partials within L2 always fit. Never the thread count's: the groups set the sums' order.
+// Bytes dW's partial sums may take: half the workspace budget, or L2.
+template <class T>
+index_t partials_budget_bytes(const Conv2dParams& p) {
+    return std::max(workspace_budget_bytes<T>(p) / 2, gemm::cache_sizes().l2);
+}
+// Groups of dW partial sums (part_bytes each, `own` of them summed into dW itself) within
+// partials_budget_bytes: `groups` halved to a power of two (2 and 4 threads stay balanced),
+// or 1 where not even two fit -- the caller then splits dW into blocks instead. Never the
+// thread count's: the groups set the sums' order.
 template <class T>
 index_t groups_within_budget(const Conv2dParams& p, index_t groups, index_t part_bytes, index_t own) {
-    const index_t limit = std::max(workspace_budget_bytes<T>(p) / 2, gemm::cache_sizes().l2);
+    const index_t limit = partials_budget_bytes<T>(p);
     while (groups > 1 && (groups - own) * part_bytes > limit) {
         index_t halved = 1;
         while (2 * halved < groups) halved *= 2;

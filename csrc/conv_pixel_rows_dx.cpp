@@ -93,9 +93,9 @@ template <class T>
 index_t channel_block(const Conv2dParams& p, const MicroKernel<T>& kern, int threads) {
     const index_t per_thread = ceil_div(p.c, 2 * std::max(threads, 1));
     const index_t pixels = p.n * p.out_plane(), khw = p.win.kh * p.win.kw;
-    const index_t kc = gemm::plan_gemm(kern, 1, 1, p.oc).kc;
-    const index_t a = round_up(std::min(pixels, kern.mc), kern.mr) * kc;
-    const index_t budget_cols = std::max<index_t>((thread_budget_elems<T>(p, threads) - a) / (pixels + kc), 1);
+    const gemm::GemmPlan g = gemm::plan_gemm(kern, pixels, 1, p.oc);  // its A block and depth
+    const index_t share = thread_budget_elems<T>(p, threads);
+    const index_t budget_cols = std::max<index_t>((share - g.a_elems) / (pixels + g.kc), 1);
     if (pointwise(p.win))
         return std::min(round_up(per_thread, kern.nr), std::max<index_t>(budget_cols / kern.nr, 1) * kern.nr);
     const index_t row_bytes = pixels * khw * index_t(sizeof(T));

@@ -89,8 +89,7 @@ index_t taps_channel_block(const Conv2dParams& p, const ConvBackwardPlan<T>& pla
     const index_t khw = p.win.kh * p.win.kw, threads = plan.threads, part = taps_partial_bytes(p, plan);
     const bool deep = p.patch() >= 8 * kTapsBlockTaps && plan.groups * part > gemm::cache_sizes().l2;
     const index_t fitted = groups_within_budget<T>(p, plan.groups, part, 0);
-    const bool overflow = fitted == 1 && (plan.groups > 1 || part > std::max(workspace_budget_bytes<T>(p) / 2,
-                                                                              gemm::cache_sizes().l2));
+    const bool overflow = fitted == 1 && (plan.groups > 1 || part > partials_budget_bytes<T>(p));
     if (!deep && !overflow) return 0;
     return std::min(ceil_div(p.c, 2 * threads), std::max(ceil_div(kTapsBlockTaps, khw), ceil_div(p.c, 4 * threads)));
 }
